@@ -1,0 +1,1 @@
+"""Sub-commands of ``fcn-deploy``; see :mod:`fcn_deploy.cli`."""

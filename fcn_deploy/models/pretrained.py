@@ -1,0 +1,140 @@
+"""Loading weights from public files into zoo models.
+
+``load_pretrained(model, source)`` accepts:
+
+* a fcn-deploy checkpoint (written by training): the whole net, strict;
+* a foreign state dict that the model's family knows how to read: a torchvision ImageNet
+  VGG16/ResNet file, a pytorch-fcn FCN checkpoint, the EfficientNet-Lite0 release file;
+* ``"imagenet"``: the family's public ImageNet file (downloaded through ``torch.hub`` where
+  there is network access, or taken from an installed package).
+
+A family reads foreign files through its model's ``adapt_pretrained(state_dict)`` method,
+which returns ``(mapped_state_dict, required_keys)``: the tensors renamed to the model's own
+parameter names, and the model keys that such a file must cover. Any file tensor with no
+place in the model, any required key the file lacks, and any shape mismatch is reported in
+one error that names them.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Dict, Iterable, Mapping, Optional, Set, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..errors import FcnDeployError
+
+CHECKPOINT_FORMAT = "fcn-deploy-checkpoint"
+
+
+class PretrainedError(FcnDeployError):
+    """A weight file could not be read or does not fit the model."""
+
+
+def _names(keys: Iterable[str], limit: int = 6) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_state_dict_checked(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    required: Optional[Set[str]] = None,
+    what: str = "weights",
+) -> None:
+    """Load ``state_dict`` into ``model``; every tensor must land and ``required`` be covered.
+
+    ``required=None`` means the whole model (a strict load). Raises :class:`PretrainedError`
+    naming missing, unexpected and mis-shaped keys.
+    """
+    own = model.state_dict()
+    required = set(own) if required is None else set(required)
+    unexpected = [k for k in state_dict if k not in own]
+    missing = [k for k in required if k not in state_dict]
+    bad_shape = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_names(unexpected)}")
+    if bad_shape:
+        problems.append(f"shape mismatch: {_names(bad_shape, 3)}")
+    if problems:
+        name = getattr(model, "name", type(model).__name__)
+        raise PretrainedError(f"{what} do not fit {name}: " + "; ".join(problems))
+    model.load_state_dict(dict(state_dict), strict=False)
+
+
+def read_weight_file(path: str) -> Dict:
+    """``torch.load`` a weight file onto the CPU with a clear error for a missing/corrupt file."""
+    if not os.path.isfile(path):
+        raise PretrainedError(f"weight file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise PretrainedError(f"cannot read weight file {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _download(url: str, timeout_s: float = 15.0) -> Dict:
+    """Fetch a public weight file through torch.hub's cache, failing fast without network."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+    except Exception as exc:
+        raise PretrainedError(
+            f"cannot download {url} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "download it on a machine with network access and pass its path instead"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def is_checkpoint(obj: object) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def load_pretrained(model: nn.Module, source: str) -> nn.Module:
+    """Load weights from ``source`` (a path or ``"imagenet"``) into ``model``, in place."""
+    if source == "imagenet":
+        locate = getattr(model, "imagenet_weights", None)
+        if locate is None:
+            raise PretrainedError(f"{getattr(model, 'name', 'model')} has no ImageNet weights")
+        where = locate()
+        state = _download(where) if where.startswith(("http://", "https://")) else read_weight_file(where)
+    else:
+        state = read_weight_file(source)
+
+    if is_checkpoint(state):
+        ckpt_model = state.get("model_name")
+        if ckpt_model and ckpt_model != getattr(model, "name", ckpt_model):
+            raise PretrainedError(f"checkpoint {source} holds {ckpt_model}, not {model.name}")
+        load_state_dict_checked(model, state["model_state"], None, what=f"checkpoint {source}")
+        return model
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PretrainedError(f"{source} is neither a state dict nor a fcn-deploy checkpoint")
+    adapt = getattr(model, "adapt_pretrained", None)
+    if adapt is None:
+        load_state_dict_checked(model, state, None, what=f"weights in {source}")
+        return model
+    mapped, required = adapt(dict(state))
+    load_state_dict_checked(model, mapped, required, what=f"weights in {source}")
+    return model
+
+
+def backbone_keys(model: nn.Module, prefix: str = "backbone.") -> Set[str]:
+    """The model's state-dict keys under ``prefix``: what an ImageNet backbone file must cover."""
+    return {k for k in model.state_dict() if k.startswith(prefix)}
+
+
+def strip_and_prefix(
+    state_dict: Mapping[str, torch.Tensor], drop_prefixes: Tuple[str, ...], add_prefix: str
+) -> Dict[str, torch.Tensor]:
+    """Drop a classifier's keys and move the rest under the model's backbone prefix."""
+    return {add_prefix + k: v for k, v in state_dict.items() if not k.startswith(drop_prefixes)}
