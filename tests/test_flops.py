@@ -1,5 +1,11 @@
-"""Multiply-accumulate counting: single layers by hand, whole nets against known figures."""
+"""Multiply-accumulate counting (single layers by hand, whole nets against known figures)
+and the ``fcn-deploy models`` table built on it."""
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,3 +81,59 @@ def test_meta_model_counts_like_real_model_and_like_torch_counter():
 def test_bad_size():
     with pytest.raises(ValueError):
         count_macs(nn.Conv2d(3, 3, 1), 0, 5)
+
+
+# --- fcn-deploy models: the zoo table --------------------------------------------------
+
+def test_models_command_json_lists_every_model(capsys):
+    from fcn_deploy.cli import main
+    from fcn_deploy.models import available_models
+
+    assert main(["models", "--json", "--num-classes", "11"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == available_models()
+    by_name = {r["name"]: r for r in rows}
+    r18 = by_name["fcn8s_resnet18"]
+    assert r18["input_size"] == [360, 480]
+    assert r18["normalization"] == "torchvision_imagenet" and r18["backbone"] == "resnet18"
+    # The backbone (11.18M) plus the head: three 1x1 scorers and three dense 11 -> 11
+    # deconvolutions (4x4, 4x4, 16x16).
+    head = (512 + 256 + 128 + 3) * 11 + 11 * 11 * (16 + 16 + 256)
+    assert r18["parameters"] == 11_176_512 + head
+    with torch.device("meta"):
+        model = ResNetFCN(18, 11)
+    assert r18["gflops"] == pytest.approx(count_flops(model, 360, 480), abs=1e-3)
+    for r in rows:
+        assert r["parameters"] > 0 and r["gflops"] > 0
+
+
+def test_models_command_table_and_size(capsys):
+    from fcn_deploy.cli import main
+    from fcn_deploy.models import available_models
+
+    assert main(["models", "--size", "64x96"]) == 0
+    out = capsys.readouterr().out
+    assert "96x64" in out
+    for name in available_models():
+        assert name in out
+
+
+@pytest.mark.parametrize("bad", ["360", "0x480", "axb", "360x480x3"])
+def test_models_command_bad_size_is_one_line_error(capsys, bad):
+    from fcn_deploy.cli import main
+
+    assert main(["models", "--size", bad]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fcn-deploy: error: --size") and err.count("\n") == 1
+
+
+def test_models_command_as_a_process():
+    from fcn_deploy.models import available_models
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "fcn_deploy.cli", "models", "--json"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [r["name"] for r in json.loads(proc.stdout)] == available_models()
