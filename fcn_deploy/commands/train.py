@@ -1,0 +1,282 @@
+"""``fcn-deploy train``: fine-tune a zoo model on a dataset (see :mod:`fcn_deploy.training`).
+
+Multi-process: ``torchrun --nproc_per_node N -m fcn_deploy.cli train ...`` (gloo on CPU,
+nccl on GPU); every process runs this command and rank 0 writes the run folder.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Dict, Optional, Tuple
+
+from ..errors import FcnDeployError
+
+DATA_ENV = "FCN_DEPLOY_DATA"
+NONE = "none"
+
+
+# -- small parsers shared with `fcn-deploy eval` ------------------------------------------------
+
+
+def parse_size(text: str) -> Optional[Tuple[int, int]]:
+    """``HxW`` (e.g. ``360x480``) -> (H, W); ``none``/``full`` -> None."""
+    if text.lower() in ("none", "full", ""):
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 360x480, not {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
+    return h, w
+
+
+def parse_range(text: str) -> Optional[Tuple[float, float]]:
+    """``LO,HI`` (e.g. ``0.5,2``) -> (LO, HI); ``none`` -> None."""
+    if text.lower() in ("none", ""):
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI such as 0.5,2.0, not {text!r}") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 0 < LO <= HI, not {text!r}")
+    return lo, hi
+
+
+def parse_option(text: str) -> Tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as a Python literal where it is one (``width=8``, ``size=(64,64)``)."""
+    import ast
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip().replace("-", "_"), ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key.strip().replace("-", "_"), value
+
+
+def _or_none(parse):
+    """``parse``, but the word ``none`` comes back as :data:`NONE` (an explicit "no")."""
+
+    def wrapped(text: str):
+        return NONE if text.lower() == NONE else parse(text)
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def resolve_root(dataset: str, root: Optional[str]) -> Optional[str]:
+    """``--root``, else ``$FCN_DEPLOY_DATA/<dataset folder>`` (matched case-insensitively), else
+    ``$FCN_DEPLOY_DATA`` itself; ``synthetic`` needs none."""
+    if root:
+        if not os.path.isdir(root):
+            raise FcnDeployError(f"dataset root not found: {root}")
+        return root
+    if dataset == "synthetic":
+        return None
+    base = os.environ.get(DATA_ENV)
+    if not base:
+        raise FcnDeployError(f"dataset {dataset!r} needs --root DIR (or {DATA_ENV}=DIR holding it)")
+    if not os.path.isdir(base):
+        raise FcnDeployError(f"{DATA_ENV}={base} is not a directory")
+    wanted = {dataset.lower(), dataset.lower().split("_")[0]}
+    for entry in sorted(os.listdir(base)):
+        if entry.lower() in wanted and os.path.isdir(os.path.join(base, entry)):
+            return os.path.join(base, entry)
+    return base
+
+
+def add_data_arguments(p: argparse.ArgumentParser, dataset_required: bool) -> None:
+    p.add_argument("--dataset", required=False, default=None,
+                   help="camvid, voc, voc_aug, cityscapes, folder or synthetic" + ("" if dataset_required else
+                        " (default: the model's training dataset)"))
+    p.add_argument("--root", default=None, help=f"dataset folder (default: from ${DATA_ENV})")
+    p.add_argument("--dataset-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                   help="extra dataset option, e.g. size=(64,64) count=32 for synthetic; repeatable")
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train an FCN on a dataset",
+        description="Fine-tune a zoo model on a segmentation dataset: SGD with momentum, poly or fixed "
+        "learning rate, validation with the paper's four metrics, best/last checkpoints, exact --resume.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", help="zoo model, e.g. fcn8s_efficientnet_lite0, fcn32s_vgg16 (see `fcn-deploy models`)")
+    add_data_arguments(p, dataset_required=True)
+    p.add_argument("--out", default=None, help="run folder (default: runs/MODEL-DATASET)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CKPT",
+                   help="continue a run exactly where it stopped (its recipe is taken from the checkpoint)")
+    g = p.add_argument_group("recipe (a preset's values unless given)")
+    g.add_argument("--preset", choices=["fast", "paper"], default="fast",
+                   help="fast: mean loss, lr 0.01, poly, momentum 0.9, batch 8, crops; paper: summed loss, "
+                   "lr 1e-10, fixed, momentum 0.99, batch 1, whole images")
+    g.add_argument("--epochs", type=int, default=None, help="epochs (default 30)")
+    g.add_argument("--max-iters", type=int, default=None, help="stop (and end the schedule) after this many iterations")
+    g.add_argument("--batch-size", type=int, default=None, help="images per process per step")
+    g.add_argument("--lr", type=float, default=None, help="base learning rate")
+    g.add_argument("--momentum", type=float, default=None)
+    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--schedule", choices=["poly", "fixed"], default=None, help="poly: lr * (1 - t/T)^0.9")
+    g.add_argument("--warmup-iters", type=int, default=None, help="linear learning-rate warm-up")
+    g.add_argument("--loss", choices=["mean", "sum"], default=None, help="sum = the paper's unnormalised loss")
+    g.add_argument("--class-weights", choices=["none", "median-freq", "sqrt-median-freq", "dataset"], default=None,
+                   help="class balancing counted on the training labels, or the dataset's own weights")
+    g.add_argument("--loss-sampling", type=float, default=None, metavar="P",
+                   help="keep each 32x32 output cell in the loss with probability P (the paper's patch sampling)")
+    g.add_argument("--crop", type=_or_none(parse_size), default=None, metavar="HxW", help="random crop size, or none")
+    g.add_argument("--scale-range", type=_or_none(parse_range), default=None, metavar="LO,HI", help="random scale, or none")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
+    g.add_argument("--jitter", action=argparse.BooleanOptionalAction, default=None, help="photometric jitter")
+    g.add_argument("--freeze-bn", action="store_true", default=None, help="keep batch-norm layers fixed")
+    m = p.add_argument_group("model")
+    m.add_argument("--width", type=int, default=None, help="channel divisor of the zoo model (1 = the real net)")
+    m.add_argument("--model-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                   help="other build option, e.g. variant=16s, dropout=0.1; repeatable")
+    m.add_argument("--pretrained-backbone", default=None, metavar="imagenet|PATH|none",
+                   help="initial weights (default imagenet)")
+    m.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="staged training: copy the shared layers of a coarser net's checkpoint (32s -> 16s -> 8s)")
+    v = p.add_argument_group("validation and checkpoints")
+    v.add_argument("--train-split", default=None, help="default train")
+    v.add_argument("--val-split", default=None, help="default val; none to skip validation")
+    v.add_argument("--val-every", type=int, default=None, help="validate every K epochs (and after the last)")
+    v.add_argument("--val-size", type=parse_size, default=None, metavar="HxW", help="validate at this size (default full)")
+    v.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="also write last.pt every N iterations (it is always written every epoch)")
+    r = p.add_argument_group("runtime")
+    r.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (CUDA; default on)")
+    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (default on for CPU)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default 0)")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _config_from_args(args: argparse.Namespace):
+    from ..training import make_config
+
+    if not args.model or not args.dataset:
+        raise FcnDeployError("train needs --model and --dataset (or --resume RUN_DIR)")
+    model_options: Dict[str, Any] = dict(args.model_option)
+    if args.width is not None:
+        model_options["width"] = args.width
+    val_split = args.val_split
+    if val_split is not None and val_split.lower() == "none":
+        val_split = ""
+    out = args.out or os.path.join("runs", f"{args.model}-{args.dataset}")
+    options = dict(
+        root=resolve_root(args.dataset, args.root),
+        out=out,
+        model_options=model_options,
+        dataset_options=dict(args.dataset_option),
+        epochs=args.epochs,
+        max_iters=args.max_iters,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        warmup_iters=args.warmup_iters,
+        loss=args.loss,
+        class_weights=args.class_weights,
+        loss_sampling=args.loss_sampling,
+        crop=args.crop,
+        scale_range=args.scale_range,
+        flip=args.flip,
+        jitter=args.jitter,
+        freeze_bn=args.freeze_bn,
+        pretrained_backbone=args.pretrained_backbone,
+        init_from=args.init_from,
+        train_split=args.train_split,
+        val_split=val_split,
+        val_every=args.val_every,
+        val_size=args.val_size,
+        checkpoint_every=args.checkpoint_every,
+        device=args.device,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        threads=args.threads,
+        num_workers=args.workers,
+        seed=args.seed,
+        deterministic=args.deterministic,
+    )
+    # `--crop none` / `--scale-range none` override a preset's value, so they arrive as the
+    # marker NONE rather than as None ("not given").
+    crop_none, scale_none = args.crop == NONE, args.scale_range == NONE
+    if crop_none:
+        options["crop"] = None
+    if scale_none:
+        options["scale_range"] = None
+    config = make_config(args.model, args.dataset, args.preset, **options)
+    if crop_none:
+        config.crop = None
+    if scale_none:
+        config.scale_range = None
+    if config.val_split == "":
+        config.val_split = None
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..training import config_for_resume, train
+    from ..training.distributed import launched_by_torchrun
+
+    log = logging.getLogger("fcn_deploy.train")
+    if args.resume:
+        config, ckpt_path = config_for_resume(
+            args.resume, device=args.device, threads=args.threads, num_workers=args.workers
+        )
+    else:
+        config, ckpt_path = _config_from_args(args), None
+
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    bar = None
+    if main_process and not args.no_progress:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            bar = tqdm(unit="it", dynamic_ncols=True, disable=None)
+
+    def on_step(info: Dict[str, Any]) -> None:
+        if bar is None:
+            return
+        if bar.total != info["total_iters"]:
+            bar.reset(total=info["total_iters"])
+            bar.update(info["iteration"] - 1)
+        bar.set_description(f"epoch {info['epoch']}")
+        bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{info['lr']:.3g}", refresh=False)
+        bar.update(1)
+
+    try:
+        result = train(config, resume_from=ckpt_path, on_step=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+    if main_process:
+        best = result.best_metrics.get("mean_iu")
+        best_text = f"best val mean IU {100 * best:.2f} at epoch {result.best_epoch}" if best is not None else "no validation"
+        print(f"trained {config.model} for {result.iterations} iterations in {result.wall_time_s:.0f} s: {best_text}")
+        print(f"run folder: {result.run_dir} (best.pt, last.pt, log.csv, log.json, curves.png)")
+        data = f"--dataset {config.dataset}" + (f" --root {config.root}" if config.root else "")
+        data += "".join(f" --dataset-option '{k}={v!r}'" for k, v in config.dataset_options.items())
+        print("next:")
+        print(f"  fcn-deploy eval --model {result.run_dir / 'best.pt'} {data} --split test")
+        print(f"  fcn-deploy export --model {result.run_dir / 'best.pt'} --output model.onnx")
+        if launched_by_torchrun():
+            log.debug("distributed run finished")
+    return 0

@@ -1,0 +1,19 @@
+"""Training: the loop, schedules, losses, checkpoints and multi-process runs (torch only).
+
+``load_checkpoint_model`` needs nothing beyond torch, so export and eval use it freely;
+tqdm and matplotlib are imported only by the CLI and by the plot writer.
+"""
+from .checkpoint import CheckpointError, atomic_save, load_checkpoint, load_checkpoint_model
+from .loop import TrainConfig, TrainResult, config_for_resume, make_config, train
+
+__all__ = [
+    "CheckpointError",
+    "TrainConfig",
+    "TrainResult",
+    "atomic_save",
+    "config_for_resume",
+    "load_checkpoint",
+    "load_checkpoint_model",
+    "make_config",
+    "train",
+]
