@@ -1,0 +1,294 @@
+"""Outputs: one URI per sink, any number of sinks per run.
+
+==============================  ============================================================
+``display://0``                 an OpenCV window (closing it, ``q`` or Esc stops the run)
+``out.mp4``, ``out.avi``        a video file at the source's frame rate (mp4v / MJPG)
+``frames/``                     an image folder, one JPEG per frame, named after the source image
+``http://0.0.0.0:8554``         an MJPEG stream a browser shows (for headless boards)
+``none``                        nothing (for benchmarks, or with ``--labels-dir`` only)
+==============================  ============================================================
+
+Plus :class:`LabelSink` (``--labels-dir``): one single-channel PNG of class indices per frame.
+
+A sink never overwrites a file that exists unless it was opened with ``overwrite=True``: the
+check happens when the sink opens, before any frame is processed, and is one clear error.
+Video files are finalised by :meth:`Sink.close`, which the pipeline calls however the run
+ends (end of input, Ctrl-C, a closed window, an error), so the file always plays.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..errors import FcnDeployError
+from .mjpeg import MjpegServer
+from .sources import Frame
+
+log = logging.getLogger(__name__)
+
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+DEFAULT_FPS = 30.0  # for sources without a frame rate (image folders)
+WINDOW_NAME = "fcn-deploy"
+
+
+class SinkError(FcnDeployError):
+    """An output that cannot be opened or written."""
+
+
+def refuse_overwrite(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise SinkError(f"{path} already exists; pass --overwrite to replace it, or choose another output")
+
+
+def frame_file_name(frame: Frame, suffix: str) -> str:
+    """``NAME.suffix`` for a frame read from ``NAME.png``, else ``000042.suffix``."""
+    return f"{frame.name}{suffix}" if frame.name else f"{frame.index:06d}{suffix}"
+
+
+class Sink:
+    """Base class: ``write`` each rendered BGR picture, ``close`` once at the end."""
+
+    description: str = ""
+
+    def write(self, image: np.ndarray, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def wants_stop(self) -> bool:
+        """True once the user asked this sink to end the run (a closed window)."""
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class NullSink(Sink):
+    description = "no output"
+
+    def write(self, image: np.ndarray, frame: Frame) -> None:
+        pass
+
+
+class VideoFileSink(Sink):
+    """A video file, opened on the first frame (whose size it takes), at ``fps``.
+
+    Frames of another size (an image folder of mixed sizes) are resized to the first one's.
+    """
+
+    def __init__(self, path: Path, fps: Optional[float] = None, overwrite: bool = False):
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_CODECS:
+            raise SinkError(f"unsupported video file type {suffix!r} for {path}: use .mp4 or .avi")
+        refuse_overwrite(self.path, overwrite)
+        self.fourcc = VIDEO_CODECS[suffix]
+        self.fps = fps or DEFAULT_FPS
+        self.description = f"video file {self.path}"
+        self.frames = 0
+        self._writer: Optional[cv2.VideoWriter] = None
+        self._size: Optional[Tuple[int, int]] = None
+
+    def _open(self, size: Tuple[int, int]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), float(self.fps), size)
+        if not writer.isOpened():
+            raise SinkError(f"cannot write {self.path} with codec {self.fourcc}: is the folder writable?")
+        self._writer, self._size = writer, size
+
+    def write(self, image: np.ndarray, frame: Frame) -> None:
+        size = (image.shape[1], image.shape[0])
+        if self._writer is None:
+            self._open(size)
+        elif size != self._size:
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()  # writes the container's index: the file plays from here on
+            self._writer = None
+            log.debug("closed %s after %d frames", self.path, self.frames)
+
+
+def _refuse_nonempty(folder: Path, pattern: str, what: str, overwrite: bool) -> None:
+    if overwrite or not folder.is_dir():
+        return
+    existing = sum(1 for _ in folder.glob(pattern))
+    if existing:
+        raise SinkError(
+            f"{what} {folder} already holds {existing} {pattern} file(s); pass --overwrite to replace "
+            "them, or choose an empty folder"
+        )
+
+
+class ImageFolderSink(Sink):
+    """One JPEG (or PNG) per rendered frame, named after the source image where there is one."""
+
+    def __init__(self, folder: Path, overwrite: bool = False, suffix: str = ".jpg", quality: int = 95):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SinkError(f"{folder} exists and is not a folder")
+        _refuse_nonempty(self.folder, f"*{suffix}", "image folder", overwrite)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.suffix = suffix
+        self.overwrite = overwrite
+        self.params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix == ".jpg" else []
+        self.description = f"image folder {self.folder}"
+
+    def write(self, image: np.ndarray, frame: Frame) -> None:
+        path = self.folder / frame_file_name(frame, self.suffix)
+        refuse_overwrite(path, self.overwrite)
+        if not cv2.imwrite(str(path), image, self.params):
+            raise SinkError(f"cannot write {path}")
+
+
+class LabelSink:
+    """``--labels-dir``: class indices as single-channel 8-bit PNGs (lossless, any viewer opens them).
+
+    Named after the source image (``frames/0001.png`` -> ``LABELS/0001.png``), else by frame
+    index, so a folder in gives matching label files out: batch prediction.
+    """
+
+    def __init__(self, folder: Path, overwrite: bool = False):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SinkError(f"--labels-dir {folder} exists and is not a folder")
+        _refuse_nonempty(self.folder, "*.png", "--labels-dir", overwrite)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
+        self.description = f"label PNGs in {self.folder}"
+        self.frames = 0
+
+    def write(self, labels: np.ndarray, frame: Frame) -> None:
+        path = self.folder / frame_file_name(frame, ".png")
+        refuse_overwrite(path, self.overwrite)
+        if not cv2.imwrite(str(path), labels, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise SinkError(f"cannot write {path}")
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+class MjpegSink(Sink):
+    """http://HOST:PORT: the rendered frames as an MJPEG stream (see :mod:`.mjpeg`)."""
+
+    def __init__(self, host: str, port: int, quality: int = 80):
+        self.server = MjpegServer(host, port)
+        self.quality = quality
+        bound_host, bound_port = self.server.address
+        self.description = f"MJPEG stream http://{host}:{bound_port}/"
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.address
+        return f"http://{host}:{port}/"
+
+    def write(self, image: np.ndarray, frame: Frame) -> None:
+        if self.server.clients == 0:
+            return  # nobody watching: skip the JPEG encoding
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if ok:
+            self.server.publish(jpeg.tobytes())
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def display_problem() -> Optional[str]:
+    """Why an OpenCV window cannot open here, or ``None`` when it can."""
+    gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
+    if gui and gui[0].split(":", 1)[1].strip().upper() in ("NONE", "NO", ""):
+        return (f"this OpenCV {cv2.__version__} has no GUI support (opencv-python-headless): install "
+                "opencv-python, or use --output http://0.0.0.0:8554 to watch in a browser")
+    if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return ("no display: DISPLAY is not set (a headless or SSH session); use --output "
+                "http://0.0.0.0:8554 to watch in a browser, or write a video file")
+    return None
+
+
+class DisplaySink(Sink):
+    """An OpenCV window. Closing it, or pressing ``q`` or Esc in it, ends the run."""
+
+    def __init__(self, screen: str = "0"):
+        problem = display_problem()
+        if problem:
+            raise SinkError(f"display://{screen}: {problem}")
+        self.description = f"window on display://{screen}"
+        self._stop = False
+        self._shown = False
+        try:
+            cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+        except cv2.error as exc:
+            raise SinkError(f"display://{screen}: cannot open a window: {str(exc).strip().splitlines()[-1]}") from None
+
+    def write(self, image: np.ndarray, frame: Frame) -> None:
+        if self._stop:
+            return
+        cv2.imshow(WINDOW_NAME, image)
+        self._shown = True
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            self._stop = True
+        elif cv2.getWindowProperty(WINDOW_NAME, cv2.WND_PROP_VISIBLE) < 1:
+            self._stop = True  # the window was closed
+
+    def wants_stop(self) -> bool:
+        return self._stop
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(WINDOW_NAME)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
+
+
+def _parse_host_port(rest: str, uri: str) -> Tuple[str, int]:
+    hostport = rest.split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep:
+        host, port = hostport, "8554"
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise SinkError(f"bad port in {uri!r}: expected http://HOST:PORT")
+    return host, int(port)
+
+
+def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False) -> Sink:
+    """Open the output a URI names (see the module docstring for the forms)."""
+    text = uri.strip()
+    if text.lower() in ("", "none", "null", "null://"):
+        return NullSink()
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme == "display":
+        return DisplaySink(rest or "0")
+    if scheme == "http":
+        host, port = _parse_host_port(rest, uri)
+        return MjpegSink(host, port)
+    if scheme == "file":
+        text = rest
+    elif scheme:
+        raise SinkError(
+            f"unsupported output URI {uri!r}: use display://0, a .mp4 or .avi file, an image folder, "
+            "http://HOST:PORT or none"
+        )
+    path = Path(text).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_CODECS:
+        return VideoFileSink(path, fps, overwrite)
+    if text.endswith(("/", os.sep)) or path.is_dir() or not suffix:
+        return ImageFolderSink(path, overwrite)
+    raise SinkError(f"unsupported output {uri!r}: a video file must end in .mp4 or .avi; a folder needs no suffix")

@@ -1,0 +1,376 @@
+"""Video sources: one URI names any camera, stream, file, image folder or GStreamer pipeline.
+
+Like jetson-inference's ``videoSource``, a single string picks the input:
+
+==============================  ============================================================
+``0``, ``1`` ...                a camera by index (OpenCV's default backend)
+``/dev/video0``, ``v4l2://0``   a V4L2 camera
+``csi://0``                     a Jetson CSI camera (``nvarguscamerasrc``, GStreamer)
+``rtsp://...``, ``http(s)://``  a network stream (FFmpeg)
+``clip.mp4``, ``file://clip``   a video file
+``frames/``, ``'frames/*.png'`` an image folder or a glob, sorted by name; one image also works
+``... ! appsink``               a raw GStreamer pipeline (anything containing ``!``)
+==============================  ============================================================
+
+A *live* source (camera, stream, pipeline) runs at its own pace: the pipeline drops its
+oldest frame rather than fall behind. A file or folder is read as fast as the consumer takes
+it and loses no frame; ``loop`` plays it again from the start when it ends.
+
+Every failure to open (a camera that is not there, a missing or corrupt file, an unknown
+scheme, GStreamer asked of an OpenCV built without it) is one :class:`SourceError` line.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import cv2
+import numpy as np
+
+from ..errors import FcnDeployError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
+# csi:// flip-method values of nvvidconv: 0 none, 1 ccw 90, 2 180, 3 cw 90,
+# 4 horizontal, 5 upper-right diagonal, 6 vertical, 7 upper-left diagonal.
+FLIP_METHODS = range(8)
+
+
+class SourceError(FcnDeployError):
+    """A source that cannot be opened or read."""
+
+
+@dataclass
+class Frame:
+    """One captured frame and where it came from.
+
+    ``image`` is BGR uint8 ``H x W x 3``; ``index`` counts frames from 0 in capture order
+    (across loops); ``name`` is the source image's file stem for image folders (so outputs
+    can be named after it), else ``None``; ``captured`` is :func:`time.perf_counter` at
+    capture, the start of the end-to-end latency.
+    """
+
+    image: np.ndarray
+    index: int
+    name: Optional[str] = None
+    captured: float = 0.0
+
+
+@dataclass
+class CameraOptions:
+    """Capture settings for cameras: size and rate requested of the driver, CSI flip."""
+
+    width: Optional[int] = None
+    height: Optional[int] = None
+    fps: Optional[float] = None
+    flip_method: int = 0
+
+
+class Source:
+    """Base class: ``read()`` gives the next :class:`Frame` or ``None`` at the end.
+
+    ``fps`` is the nominal frame rate (``None`` when unknown); ``live`` says whether the
+    source runs at its own pace (cameras, streams) rather than the reader's (files).
+    """
+
+    uri: str = ""
+    description: str = ""
+    fps: Optional[float] = None
+    live: bool = False
+
+    def read(self) -> Optional[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.read()
+            if frame is None:
+                return
+            yield frame
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- GStreamer ---------------------------------------------------------------------------------
+def gstreamer_available() -> bool:
+    """True when this OpenCV was built with GStreamer (pip wheels are not)."""
+    match = re.search(r"^\s*GStreamer:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    return bool(match) and match.group(1).upper() != "NO"
+
+
+def require_gstreamer(what: str) -> None:
+    if not gstreamer_available():
+        raise SourceError(
+            f"{what} needs GStreamer, but this OpenCV {cv2.__version__} is built without it "
+            "(pip's opencv-python wheels are): use the system OpenCV (JetPack's python3-opencv) "
+            "or build OpenCV with -DWITH_GSTREAMER=ON"
+        )
+
+
+def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: float = 30,
+                 flip_method: int = 0) -> str:
+    """The GStreamer pipeline of a Jetson CSI camera, ending in BGR frames for OpenCV's appsink.
+
+    nvarguscamerasrc delivers NV12 in NVMM (GPU) memory; nvvidconv flips and converts it to
+    BGRx in system memory; videoconvert drops the x. ``drop=true max-buffers=1`` keeps the
+    appsink from queueing stale frames when the consumer is slower than the camera.
+    """
+    if flip_method not in FLIP_METHODS:
+        raise SourceError(f"flip method must be 0..7 (nvvidconv flip-method), not {flip_method}")
+    rate = f"{int(round(fps))}/1"
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, "
+        f"format=(string)NV12, framerate=(fraction){rate} ! "
+        f"nvvidconv flip-method={flip_method} ! "
+        f"video/x-raw, width=(int){width}, height=(int){height}, format=(string)BGRx ! "
+        "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1"
+    )
+
+
+# -- OpenCV capture ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def quiet_opencv():
+    """Silence OpenCV's own log lines while opening or decoding, so that a failure is reported
+    once, by our error, instead of as a native warning followed by our error.
+
+    Left alone under debug logging (``fcn-deploy -v``), where OpenCV's detail helps.
+    """
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_api is None or log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    previous = logging_api.getLogLevel()
+    logging_api.setLogLevel(logging_api.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging_api.setLogLevel(previous)
+
+
+class CaptureSource(Source):
+    """Anything ``cv2.VideoCapture`` opens: cameras, streams, files, GStreamer pipelines.
+
+    The first frame is read when the source opens, so a file that OpenCV "opens" but cannot
+    decode is reported at once, not as an empty run.
+    """
+
+    def __init__(self, target, api: int, uri: str, description: str, live: bool, loop: bool = False,
+                 camera: Optional[CameraOptions] = None):
+        self.uri = uri
+        self.description = description
+        self.live = live
+        self.loop = loop and not live
+        self._target, self._api = target, api
+        self._index = 0
+        with quiet_opencv():
+            self._capture = cv2.VideoCapture(target, api)
+            if not self._capture.isOpened():
+                raise SourceError(self._open_error())
+            if camera is not None and live:
+                self._configure(camera)
+            ok, image = self._capture.read()
+        if not ok or image is None:
+            self._capture.release()
+            raise SourceError(self._read_error())
+        self._pending: Optional[np.ndarray] = image
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        count = self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if not live and count and count > 0 else None
+        self.size = (image.shape[1], image.shape[0])
+
+    def _configure(self, camera: CameraOptions) -> None:
+        if camera.width:
+            self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, camera.width)
+        if camera.height:
+            self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, camera.height)
+        if camera.fps:
+            self._capture.set(cv2.CAP_PROP_FPS, camera.fps)
+        # Keep the driver from queueing frames: a live view wants the newest one.
+        self._capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+
+    def _open_error(self) -> str:
+        if self.description.startswith("camera"):
+            return f"cannot open {self.description}: no such camera, or it is in use (see `v4l2-ctl --list-devices`)"
+        if self.description.startswith("stream"):
+            return f"cannot open {self.description}: unreachable, refused or not a video stream"
+        if self.description.startswith("GStreamer"):
+            return f"cannot start {self.description}: check the pipeline with gst-launch-1.0 (it must end in appsink)"
+        return f"cannot open {self.description}: not a video OpenCV can decode (corrupt, truncated or unknown codec)"
+
+    def _read_error(self) -> str:
+        if self.live:
+            return f"{self.description} opened but gave no frame"
+        return f"cannot decode {self.description}: no frame could be read (corrupt, truncated or empty)"
+
+    def _rewind(self) -> bool:
+        if self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
+            ok, image = self._capture.read()
+            if ok:
+                self._pending = image
+                return True
+        self._capture.release()
+        with quiet_opencv():
+            self._capture = cv2.VideoCapture(self._target, self._api)
+            ok, image = self._capture.read()
+        self._pending = image if ok else None
+        return ok
+
+    def read(self) -> Optional[Frame]:
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+        else:
+            ok, image = self._capture.read()
+            if not ok:
+                if not (self.loop and self._index > 0 and self._rewind()):
+                    return None
+                image, self._pending = self._pending, None
+        frame = Frame(image, self._index, None, time.perf_counter())
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+# -- image folders -----------------------------------------------------------------------------
+class ImageSource(Source):
+    """Still images (a folder, a glob or one file), in name order, each a :class:`Frame` named
+    after its file stem."""
+
+    live = False
+
+    def __init__(self, paths: List[Path], uri: str, description: str, loop: bool = False,
+                 fps: Optional[float] = None):
+        if not paths:
+            raise SourceError(f"{description} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        self.paths = paths
+        self.uri = uri
+        self.description = description
+        self.loop = loop
+        self.fps = fps
+        self.frame_count = len(paths)
+        self._position = 0
+        self._index = 0
+        first = self._load(paths[0])
+        self.size = (first.shape[1], first.shape[0])
+
+    @staticmethod
+    def _load(path: Path) -> np.ndarray:
+        with quiet_opencv():
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"cannot read image {path}: corrupt or not an image")
+        return image
+
+    def read(self) -> Optional[Frame]:
+        if self._position >= len(self.paths):
+            if not self.loop:
+                return None
+            self._position = 0
+        path = self.paths[self._position]
+        self._position += 1
+        frame = Frame(self._load(path), self._index, path.stem, time.perf_counter())
+        self._index += 1
+        return frame
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _image_paths(pattern_or_dir: str) -> List[Path]:
+    path = Path(pattern_or_dir)
+    if path.is_dir():
+        candidates = [p for p in path.iterdir() if p.is_file()]
+    else:
+        candidates = [Path(p) for p in glob.glob(pattern_or_dir, recursive=True) if os.path.isfile(p)]
+    return sorted((p for p in candidates if _is_image(p)), key=lambda p: str(p))
+
+
+# -- the URI ----------------------------------------------------------------------------------
+def camera_uri(index: int) -> str:
+    """``--camera N`` as a source URI."""
+    return str(int(index))
+
+
+def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = None,
+                image_fps: Optional[float] = None) -> Source:
+    """Open the source a URI names (see the module docstring for the forms).
+
+    ``loop`` replays files and folders; ``camera`` holds the size, rate and flip asked of
+    cameras (and csi:// pipelines); ``image_fps`` is the nominal rate of an image folder
+    (used only to time the video a sink writes from it).
+    """
+    camera = camera or CameraOptions()
+    text = uri.strip()
+    if not text:
+        raise SourceError("empty source URI")
+
+    if "!" in text and "://" not in text.split("!")[0]:
+        require_gstreamer("a GStreamer pipeline source")
+        return CaptureSource(text, cv2.CAP_GSTREAMER, uri, "GStreamer pipeline", live=True)
+
+    if text.isdigit():
+        index = int(text)
+        return CaptureSource(index, cv2.CAP_ANY, uri, f"camera {index}", live=True, camera=camera)
+
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower() if sep else ""
+
+    if scheme == "v4l2" or (not scheme and text.startswith("/dev/video")):
+        device = rest if scheme else text
+        if device.isdigit():
+            device = f"/dev/video{device}"
+        if not device.startswith("/dev/"):
+            raise SourceError(f"v4l2 source must be v4l2://N or v4l2:///dev/videoN, not {uri!r}")
+        return CaptureSource(device, cv2.CAP_V4L2, uri, f"camera {device}", live=True, camera=camera)
+
+    if scheme == "csi":
+        if not rest.isdigit():
+            raise SourceError(f"csi source must be csi://N (the sensor id), not {uri!r}")
+        require_gstreamer(f"csi://{rest} (nvarguscamerasrc)")
+        pipeline = csi_pipeline(int(rest), camera.width or 1280, camera.height or 720, camera.fps or 30,
+                                camera.flip_method)
+        return CaptureSource(pipeline, cv2.CAP_GSTREAMER, uri, f"CSI camera {rest}", live=True)
+
+    if scheme in STREAM_SCHEMES:
+        return CaptureSource(text, cv2.CAP_FFMPEG, uri, f"stream {text}", live=True)
+
+    if scheme == "file":
+        text = rest
+    elif scheme:
+        raise SourceError(
+            f"unsupported source URI {uri!r}: use a camera index, /dev/videoN, v4l2://N, csi://N, "
+            "rtsp://, http(s)://, a video file, an image folder or glob, or a GStreamer pipeline"
+        )
+
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return ImageSource(_image_paths(str(path)), uri, f"image folder {path}", loop, image_fps)
+    if any(ch in text for ch in "*?["):
+        return ImageSource(_image_paths(str(path)), uri, f"images {text}", loop, image_fps)
+    if not path.exists():
+        raise SourceError(f"no such file or folder: {text}")
+    if not path.is_file():
+        raise SourceError(f"not a file or folder: {text}")
+    if _is_image(path):
+        return ImageSource([path], uri, f"image {path}", loop, image_fps)
+    return CaptureSource(str(path), cv2.CAP_ANY, uri, f"video file {path}", live=False, loop=loop)

@@ -1,0 +1,231 @@
+"""The threaded video pipeline, end to end with a real tiny model in ONNX Runtime.
+
+The model is a width-16 FCN-8s/ResNet-18 exported by the real exporter (pre-processing and
+arg-max folded in), with its zero-initialised score layers given random weights so that the
+label maps are not constant and parity checks mean something.
+"""
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fcn_deploy.runtime.backends import open_backend
+from fcn_deploy.runtime.pipeline import Pipeline
+from fcn_deploy.runtime.sinks import LabelSink, NullSink, VideoFileSink
+from fcn_deploy.runtime.sources import Frame, Source, SourceError, open_source
+from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
+
+
+def export_tiny_model(path: Path) -> Path:
+    """A real exported FCN-8s (ResNet-18 / 16, 3 classes) with non-trivial outputs."""
+    import torch
+
+    from converters.onnx_export import export, resolve_model
+
+    torch.manual_seed(0)
+    resolved = resolve_model("fcn8s_resnet18", num_classes=3, width=16)
+    with torch.no_grad():
+        for p in resolved.model.parameters():
+            if p.abs().max() == 0:  # the FCN score layers start at zero: every pixel class 0
+                p.normal_(0.0, 0.1)
+    export(resolved, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    return export_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_onnx):
+    with open_backend(tiny_onnx, "cpu", threads=2) as b:
+        yield b
+
+
+def synthetic_frames(n, height=72, width=96):
+    """Moving shapes on a gradient: every frame different, with edges for the model to see."""
+    y, x = np.mgrid[0:height, 0:width]
+    frames = []
+    for i in range(n):
+        img = np.stack([(x * 2 + i * 5) % 256, (y * 3) % 256, ((x + y) + i * 9) % 256], -1).astype(np.uint8)
+        cv2.circle(img, ((i * 7) % width, height // 2), height // 4, (0, 0, 255), -1)
+        frames.append(img)
+    return frames
+
+
+def write_video(path: Path, frames, fourcc="mp4v", fps=15.0) -> Path:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def count_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def decoded_frames(path: Path):
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return out
+        out.append(f)
+
+
+def visualizer_for(backend, **options):
+    return Visualizer(backend.metadata.classes, backend.metadata.palette, VisualOptions(**options))
+
+
+@pytest.mark.parametrize("fourcc,suffix", [("mp4v", ".mp4"), ("MJPG", ".avi")])
+def test_file_frames_in_equal_frames_out_and_labels_match_the_backend(tmp_path, backend, fourcc, suffix):
+    src = write_video(tmp_path / f"in{suffix}", synthetic_frames(23), fourcc)
+    out = tmp_path / f"out{suffix}"
+    source = open_source(str(src))
+    video = VideoFileSink(out, fps=source.fps)
+    labels = LabelSink(tmp_path / "labels")
+    report = Pipeline(source, backend, visualizer_for(backend), [video], labels, queue_size=2).run()
+    source.close()
+
+    assert report.frames_captured == report.frames_rendered == 23
+    assert report.frames_dropped == 0
+    assert count_frames(out) == 23
+    assert cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == pytest.approx(15.0)
+    # The pipeline's label maps are exactly the backend's on the same decoded frames, in order.
+    names = sorted(p.name for p in (tmp_path / "labels").iterdir())
+    assert names == [f"{i:06d}.png" for i in range(23)]
+    for i, frame in enumerate(decoded_frames(src)):
+        written = cv2.imread(str(tmp_path / "labels" / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(written, backend.infer_labels(frame[None])[0])
+    assert all(report.stages[s].count == 23 for s in ("capture", "inference", "render", "write"))
+    assert report.fps > 0 and "FPS end to end" in report.format()
+
+
+def test_image_folder_to_label_pngs_named_after_the_images(tmp_path, backend):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    frames = synthetic_frames(5, 48, 64) + synthetic_frames(2, 50, 70)  # two sizes: dynamic H, W
+    names = [f"seq_{i:03d}" for i in range(len(frames))]
+    for name, img in zip(names, frames):
+        cv2.imwrite(str(folder / f"{name}.png"), img)
+    (folder / "notes.txt").write_text("not an image")
+
+    source = open_source(str(folder))
+    labels = LabelSink(tmp_path / "labels")
+    report = Pipeline(source, backend, None, [NullSink()], labels, input_size=(32, 48)).run()
+
+    assert report.frames_rendered == len(frames)
+    written = sorted(p.stem for p in (tmp_path / "labels").glob("*.png"))
+    assert written == names
+    for name, img in zip(names, frames):
+        lab = cv2.imread(str(tmp_path / "labels" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert lab.shape == img.shape[:2] and lab.dtype == np.uint8  # scaled back to the image's size
+        small = backend.infer_labels(cv2.resize(img, (48, 32), interpolation=cv2.INTER_AREA)[None])[0]
+        np.testing.assert_array_equal(lab, cv2.resize(small, img.shape[1::-1], interpolation=cv2.INTER_NEAREST))
+
+
+def test_loop_and_max_frames(tmp_path, backend):
+    src = write_video(tmp_path / "in.avi", synthetic_frames(6), "MJPG")
+    source = open_source(str(src), loop=True)
+    video = VideoFileSink(tmp_path / "out.mp4", fps=source.fps)
+    report = Pipeline(source, backend, visualizer_for(backend), [video], max_frames=15).run()
+    assert report.frames_rendered == 15 and report.stopped_by == "--max-frames 15"
+    assert count_frames(tmp_path / "out.mp4") == 15
+
+
+class SyntheticCamera(Source):
+    """A live source without a camera: frames at a steady ``fps``, like a real one.
+
+    Needed because there is no camera on a test machine; everything downstream (the model
+    included) is real. It runs faster than the model, so the pipeline must drop frames.
+    """
+
+    live = True
+    description = "synthetic camera"
+
+    def __init__(self, fps=400.0, total=150, size=(240, 320)):
+        self.fps, self.total = fps, total
+        self._images = synthetic_frames(8, *size)
+        self._index = 0
+        self._next = time.perf_counter()
+
+    def read(self):
+        if self._index >= self.total:
+            return None
+        self._next += 1.0 / self.fps
+        time.sleep(max(0.0, self._next - time.perf_counter()))
+        frame = Frame(self._images[self._index % 8], self._index, None, time.perf_counter())
+        self._index += 1
+        return frame
+
+
+class IndexRecorder(NullSink):
+    def __init__(self):
+        self.indices = []
+
+    def write(self, image, frame):
+        self.indices.append(frame.index)
+
+
+def test_live_source_drops_the_oldest_frames_instead_of_falling_behind(backend):
+    camera = SyntheticCamera()  # 400 fps into a model that takes several ms per 240x320 frame
+    recorder = IndexRecorder()
+    report = Pipeline(camera, backend, visualizer_for(backend), [recorder], queue_size=2).run()
+    assert report.frames_captured == 150
+    assert report.frames_dropped > 0
+    assert report.frames_rendered + report.frames_dropped == 150
+    assert recorder.indices == sorted(recorder.indices)  # order kept
+    # Dropping the *oldest* keeps the newest: the last camera frame is always shown.
+    assert recorder.indices[-1] == 149
+    assert "dropped" in report.format()
+
+
+def test_stop_from_another_thread_finalises_the_video(tmp_path, backend):
+    src = write_video(tmp_path / "in.mp4", synthetic_frames(10), "mp4v")
+    source = open_source(str(src), loop=True)  # endless: only stop() ends it
+    out = tmp_path / "out.mp4"
+    pipeline = Pipeline(source, backend, visualizer_for(backend), [VideoFileSink(out, source.fps)])
+    threading.Timer(0.5, pipeline.stop, args=("window closed",)).start()
+    report = pipeline.run()
+    assert report.stopped_by == "window closed"
+    assert report.frames_rendered > 0
+    assert count_frames(out) == report.frames_rendered
+
+
+def test_a_stage_error_stops_the_run_closes_the_sinks_and_is_raised(tmp_path, backend):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(synthetic_frames(4)):
+        cv2.imwrite(str(folder / f"{i}.png"), img)
+    (folder / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    source = open_source(str(folder))
+    out = tmp_path / "out.avi"
+    with pytest.raises(SourceError, match="5.png"):
+        Pipeline(source, backend, visualizer_for(backend), [VideoFileSink(out, 10)]).run()
+    assert count_frames(out) == 4  # everything before the bad image is in a playable file
+
+
+def test_runtime_modules_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "import fcn_deploy.runtime.pipeline, fcn_deploy.runtime.sources, fcn_deploy.runtime.sinks\n"
+        "import fcn_deploy.runtime.visualize, fcn_deploy.runtime.mjpeg, fcn_deploy.runtime.assets\n"
+        "import fcn_deploy.commands.run\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
