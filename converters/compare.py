@@ -1,0 +1,211 @@
+"""Compare an exported model with its PyTorch checkpoint or another ONNX file, like Polygraphy.
+
+Both sides get the same raw BGR uint8 frames, exactly what the video pipeline hands a
+backend, so the comparison covers the folded pre-processing too. Per input size it reports
+the absolute and relative error of the logits (max, mean, 99th percentile) where both sides
+produce logits, and the arg-max agreement always, each judged against a tolerance.
+
+Default tolerances follow the precision of the model under test: FP32 logits within
+``1e-4`` of the reference's logit range and 99.9 % agreement; FP16 and INT8 are judged on
+agreement only (99.5 % and 95 %), their logits reported for information.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.runtime.backends import open_backend
+from fcn_deploy.runtime.backends.base import check_frames, normalize_frames
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.995, "int8": 0.95}
+DEFAULT_RELATIVE_ATOL = 1e-4  # of the reference's logit range, for FP32
+
+
+@dataclass
+class Outputs:
+    labels: np.ndarray  # N x H x W uint8
+    logits: Optional[np.ndarray] = None  # N x C x H x W float32, where the side has them
+
+
+class OnnxSide:
+    """An ONNX file in ONNX Runtime, fed raw frames through the runtime backend."""
+
+    def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None) -> None:
+        self.backend = open_backend(path, device, threads=threads)
+        self.metadata = self.backend.metadata
+        m = self.metadata
+        self.description = (
+            f"{path} (ONNX Runtime {self.backend.providers[0]}, {m.precision}, {m.input_layout} -> {m.output})"
+        )
+
+    def run(self, frames: np.ndarray) -> Outputs:
+        out = self.backend.infer(frames)
+        if self.metadata.folds_argmax:
+            return Outputs(labels=out)
+        return Outputs(labels=out.argmax(axis=1).astype(np.uint8), logits=out)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class TorchSide:
+    """A PyTorch model fed the same frames, normalised in numpy exactly as the runtime does."""
+
+    def __init__(self, resolved) -> None:
+        self.model = resolved.model.eval()
+        self.normalization = self.model.normalization
+        self.description = f"{resolved.checkpoint or resolved.spec} (PyTorch, {getattr(self.model, 'name', '')})"
+
+    def run(self, frames: np.ndarray) -> Outputs:
+        import torch
+
+        x = torch.from_numpy(normalize_frames(check_frames(frames), self.normalization))
+        with torch.no_grad():
+            logits = self.model(x).numpy()
+        return Outputs(labels=logits.argmax(axis=1).astype(np.uint8), logits=logits)
+
+    def close(self) -> None:
+        pass
+
+
+def reference_side(a: OnnxSide, b_spec: Optional[str]):
+    """Side B: ``b_spec`` (an ONNX file or a checkpoint), or the checkpoint A was exported from."""
+    from .onnx_export import file_sha256, resolve_model
+
+    if b_spec and b_spec.lower().endswith(".onnx"):
+        return OnnxSide(b_spec, "cpu")
+    if not b_spec:
+        source = a.metadata.source or {}
+        b_spec = source.get("checkpoint")
+        if not b_spec:
+            raise FcnDeployError(
+                f"{a.backend.path} was exported from an untrained zoo model, so it has no reference "
+                "checkpoint; pass B (a checkpoint or another ONNX file)"
+            )
+        if not os.path.isfile(b_spec):
+            raise FcnDeployError(
+                f"{a.backend.path} was exported from {b_spec}, which is not here; pass B explicitly"
+            )
+        recorded = source.get("sha256")
+        if recorded and file_sha256(b_spec) != recorded:
+            log.warning("%s changed since the export (sha256 differs): expect differences", b_spec)
+    resolved = resolve_model(b_spec)
+    if not resolved.trained:
+        raise FcnDeployError(f"B must be a checkpoint or an ONNX file; {b_spec} is an untrained zoo model")
+    if resolved.model.normalization != a.metadata.normalization:
+        log.warning("A and B expect different input normalisation: %s vs %s",
+                    a.metadata.normalization, resolved.model.normalization)
+    return TorchSide(resolved)
+
+
+@dataclass
+class Tolerances:
+    atol: Optional[float] = None  # None: DEFAULT_RELATIVE_ATOL x the reference's logit range (FP32)
+    rtol: float = 0.0
+    min_agreement: float = 0.999
+    judge_logits: bool = True
+
+
+@dataclass
+class SizeReport:
+    size: Tuple[int, int]
+    batch: int
+    agreement: float
+    agreement_ok: bool
+    logits: Dict[str, float] = field(default_factory=dict)  # empty when a side has no logits
+    logits_ok: Optional[bool] = None  # None: not judged
+
+    @property
+    def passed(self) -> bool:
+        return self.agreement_ok and self.logits_ok is not False
+
+
+def error_stats(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> Dict[str, float]:
+    """Polygraphy-style statistics of ``a`` against reference ``b``."""
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    rel = diff / np.maximum(np.abs(b.astype(np.float64)), 1e-12)
+    return {
+        "max_abs": float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "p99_abs": float(np.percentile(diff, 99)),
+        "max_rel": float(rel.max()),
+        "mean_rel": float(rel.mean()),
+        "p99_rel": float(np.percentile(rel, 99)),
+        "range": float(b.max() - b.min()),
+        "atol": float(atol),
+        "rtol": float(rtol),
+        "within": float(np.mean(diff <= atol + rtol * np.abs(b))),
+    }
+
+
+def sample_frames(size: Tuple[int, int], batch: int, seed: int, images: Optional[Sequence[np.ndarray]] = None) -> np.ndarray:
+    """``batch`` BGR uint8 frames of ``size``: real ``images`` resized, or seeded noise."""
+    h, w = size
+    if images:
+        import cv2
+
+        picked = [images[i % len(images)] for i in range(batch)]
+        return np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in picked])
+    rng = np.random.default_rng([seed, h, w])
+    return rng.integers(0, 256, size=(batch, h, w, 3), dtype=np.uint8)
+
+
+def compare(
+    a,
+    b,
+    sizes: Sequence[Tuple[int, int]],
+    batch: int,
+    tolerances: Tolerances,
+    seed: int = 0,
+    images: Optional[Sequence[np.ndarray]] = None,
+) -> List[SizeReport]:
+    """Run sides ``a`` (under test) and ``b`` (reference) on the same frames at every size."""
+    reports = []
+    for size in sizes:
+        frames = sample_frames(size, batch, seed, images)
+        out_a, out_b = a.run(frames), b.run(frames)
+        if out_a.labels.shape != out_b.labels.shape:
+            raise FcnDeployError(f"at {size[0]}x{size[1]} A gives {out_a.labels.shape}, B {out_b.labels.shape}")
+        agreement = float(np.mean(out_a.labels == out_b.labels))
+        report = SizeReport(size, batch, agreement, agreement >= tolerances.min_agreement)
+        if out_a.logits is not None and out_b.logits is not None:
+            if out_a.logits.shape != out_b.logits.shape:
+                raise FcnDeployError(f"at {size[0]}x{size[1]} A's logits are {out_a.logits.shape}, B's {out_b.logits.shape}")
+            value_range = float(out_b.logits.max() - out_b.logits.min())
+            atol = tolerances.atol if tolerances.atol is not None else DEFAULT_RELATIVE_ATOL * value_range
+            report.logits = error_stats(out_a.logits, out_b.logits, atol, tolerances.rtol)
+            if tolerances.judge_logits:
+                report.logits_ok = report.logits["within"] == 1.0
+        reports.append(report)
+    return reports
+
+
+def format_report(reports: Sequence[SizeReport], tolerances: Tolerances) -> List[str]:
+    lines = []
+    for r in reports:
+        lines.append(f"[{r.size[0]}x{r.size[1]}, batch {r.batch}]")
+        if r.logits:
+            s = r.logits
+            verdict = {None: "info", True: "PASS", False: "FAIL"}[r.logits_ok]
+            lines.append(
+                f"  logits  abs: max {s['max_abs']:.3g}  mean {s['mean_abs']:.3g}  p99 {s['p99_abs']:.3g} | "
+                f"rel: max {s['max_rel']:.3g}  mean {s['mean_rel']:.3g}  p99 {s['p99_rel']:.3g}"
+            )
+            lines.append(
+                f"          range {s['range']:.3g}; within atol {s['atol']:.3g} + rtol {s['rtol']:.3g}: "
+                f"{100 * s['within']:.4f}%  {verdict}"
+            )
+        lines.append(
+            f"  labels  agreement {100 * r.agreement:.4f}% (min {100 * tolerances.min_agreement:.2f}%)  "
+            f"{'PASS' if r.agreement_ok else 'FAIL'}"
+        )
+    passed = sum(r.passed for r in reports)
+    lines.append(f"{'PASSED' if passed == len(reports) else 'FAILED'} ({passed}/{len(reports)} sizes)")
+    return lines

@@ -1,0 +1,70 @@
+"""``fcn-deploy compare``: an exported model against its PyTorch checkpoint or another ONNX file."""
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_SIZES = "97x131,256x320,360x480"
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare an ONNX model with its checkpoint (or another ONNX file)",
+        description="Run A (an ONNX file) and B on the same frames at several sizes and report, per "
+        "size, the absolute and relative error of the logits (max, mean, p99) and the arg-max "
+        "agreement, with pass/fail against tolerances. B defaults to the checkpoint A was "
+        "exported from. Exit status 0 when every size passes, 1 otherwise.",
+    )
+    parser.add_argument("a", metavar="A.onnx", help="the model under test")
+    parser.add_argument("b", nargs="?", metavar="B",
+                        help="reference: a checkpoint or an ONNX file (default: A's source checkpoint)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, metavar="HxW,...",
+                        help=f"input sizes (default {DEFAULT_SIZES})")
+    parser.add_argument("--batch", type=int, default=2, metavar="N", help="frames per run (default 2)")
+    parser.add_argument("--atol", type=float, metavar="X",
+                        help="absolute logit tolerance (default: 1e-4 x the reference's logit range "
+                        "for FP32; logits not judged for FP16/INT8 unless given)")
+    parser.add_argument("--rtol", type=float, default=0.0, metavar="X",
+                        help="relative logit tolerance (default 0)")
+    parser.add_argument("--min-agreement", type=float, metavar="F",
+                        help="minimum arg-max agreement, a fraction (default 0.999 fp32, 0.995 fp16, 0.95 int8)")
+    parser.add_argument("--images", metavar="DIR",
+                        help="real images to compare on (resized to each size); default: seeded noise")
+    parser.add_argument("--device", default="cpu", help="device for A: cpu, cuda, tensorrt (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise frames")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from converters.calibration import load_calibration_frames, parse_sizes
+    from converters.compare import DEFAULT_MIN_AGREEMENT, OnnxSide, Tolerances, compare, format_report, reference_side
+
+    from ..errors import FcnDeployError
+
+    sizes = parse_sizes(args.sizes)
+    if not sizes:
+        raise FcnDeployError("--sizes is empty; give e.g. 97x131,360x480")
+    if args.batch < 1:
+        raise FcnDeployError(f"--batch must be >= 1, not {args.batch}")
+    if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
+        raise FcnDeployError(f"--min-agreement is a fraction in [0, 1], not {args.min_agreement}")
+    a = OnnxSide(args.a, args.device)
+    b = reference_side(a, args.b)
+    images = load_calibration_frames(args.images, 64) if args.images else None
+    precision = a.metadata.precision
+    tolerances = Tolerances(
+        atol=args.atol,
+        rtol=args.rtol,
+        min_agreement=args.min_agreement if args.min_agreement is not None else DEFAULT_MIN_AGREEMENT[precision],
+        judge_logits=precision == "fp32" or args.atol is not None or args.rtol > 0,
+    )
+    print(f"A: {a.description}")
+    print(f"B: {b.description}")
+    try:
+        reports = compare(a, b, sizes, args.batch, tolerances, args.seed, images)
+    finally:
+        a.close()
+        b.close()
+    for line in format_report(reports, tolerances):
+        print(line)
+    return 0 if all(r.passed for r in reports) else 1

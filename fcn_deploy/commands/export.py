@@ -1,0 +1,161 @@
+"""``fcn-deploy export``: a trained FCN (or a zoo model) to a deployable ONNX file."""
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_CALIB_IMAGES = 64
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX (fp32, fp16 or int8 Q/DQ)",
+        description="Export a model to ONNX with dynamic batch, height and width. By default the "
+        "graph takes raw camera frames (N x H x W x 3 uint8 BGR) and returns labels (N x H x W "
+        "uint8): pre-processing and arg-max run on the accelerator. The file carries the class "
+        "names, palette, normalisation and training metrics in its metadata.",
+    )
+    parser.add_argument("--model", default="camvid", metavar="NAME|CHECKPOINT",
+                        help="a checkpoint from `fcn-deploy train`, the bundled model `camvid` "
+                        "(default), or a zoo name (untrained; for trying the deployment path)")
+    parser.add_argument("--output", "-o", metavar="M.onnx",
+                        help="output file (default: MODEL[_fp16|_int8][_logits].onnx here); replaced atomically")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true",
+                           help="float16 graph with float32/uint8 inputs and outputs")
+    precision.add_argument("--int8", action="store_true",
+                           help="symmetric INT8 Q/DQ graph calibrated on --calib images")
+    parser.add_argument("--calib", metavar="DIR|DATASET[:ROOT]",
+                        help="calibration images for --int8: a folder, or a dataset's training split")
+    parser.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES, metavar="N",
+                        help=f"calibration images to use, spread over the source (default {DEFAULT_CALIB_IMAGES})")
+    parser.add_argument("--calib-size", metavar="HxW",
+                        help="resize calibration images to this size (default: the first image's size)")
+    parser.add_argument("--logits", action="store_true",
+                        help="the plain network: input N x 3 x H x W float32 normalised, output "
+                        "N x C x H x W float32 logits (for parity work and foreign tools)")
+    parser.add_argument("--keep-fp32", metavar="NODE,...", default="",
+                        help="with --fp16: graph node names kept in float32")
+    parser.add_argument("--opset", type=int, default=17,
+                        help="ONNX opset (default 17: TensorRT 8.6 and later parse it)")
+    parser.add_argument("--num-classes", type=int, default=21, metavar="N",
+                        help="classes of an untrained zoo model (default 21); checkpoints bring their own")
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="build option of an untrained zoo model, e.g. width=16 (repeatable)")
+    parser.set_defaults(func=run)
+
+
+def parse_options(items):
+    """``["width=16", "variant=16s"]`` -> ``{"width": 16, "variant": "16s"}`` (JSON values where they parse)."""
+    import json
+
+    from ..errors import FcnDeployError
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FcnDeployError(f"--model-option must be KEY=VALUE, not {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def default_output(model_name: str, precision: str, logits: bool) -> str:
+    suffix = "" if precision == "fp32" else f"_{precision}"
+    return f"{model_name}{suffix}{'_logits' if logits else ''}.onnx"
+
+
+def describe_io(meta) -> tuple:
+    if meta.folds_preprocessing:
+        inp = "N x H x W x 3 uint8 BGR (pre-processing folded in)"
+    else:
+        norm = meta.normalization
+        inp = f"N x 3 x H x W float32, {norm.channel_order} normalised (x - {list(norm.mean)}) / {list(norm.std)}"
+    out = "N x H x W uint8 class indices (arg-max folded in)" if meta.folds_argmax else \
+        f"N x {meta.num_classes} x H x W float32 logits"
+    return inp, out
+
+
+def tensorrt_available() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from tqdm import tqdm
+
+    from converters.calibration import load_calibration_frames, parse_size
+    from converters.onnx_export import export, resolve_model
+
+    from ..errors import FcnDeployError
+
+    precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
+    if args.int8 and not args.calib:
+        raise FcnDeployError("--int8 needs --calib DIR|DATASET[:ROOT] (real images the model will see)")
+    if args.calib and not args.int8 and not args.fp16:
+        raise FcnDeployError("--calib is used with --int8 (or --fp16, to measure agreement); add one")
+    if args.opset < 13:
+        raise FcnDeployError(f"--opset {args.opset} is too old; per-channel Q/DQ and TensorRT need 13 or later")
+    keep_fp32 = [n.strip() for n in args.keep_fp32.split(",") if n.strip()]
+
+    resolved = resolve_model(args.model, args.num_classes, **parse_options(args.model_option))
+    name = getattr(resolved.model, "name", "model")
+    output = args.output or default_output(name, precision, args.logits)
+    frames = None
+    if args.calib:
+        size = parse_size(args.calib_size) if args.calib_size else None
+        frames = load_calibration_frames(args.calib, args.calib_images, size)
+
+    def progress(iterable):
+        return tqdm(iterable, total=len(frames), desc="calibrating", unit="img", file=sys.stderr, leave=False)
+
+    result = export(
+        resolved,
+        output,
+        precision=precision,
+        fold_preprocessing=not args.logits,
+        fold_argmax=not args.logits,
+        opset=args.opset,
+        keep_fp32=keep_fp32,
+        calib_frames=frames,
+        progress=progress,
+    )
+    meta = result.metadata
+    inp, out = describe_io(meta)
+    size_mb = os.path.getsize(result.path) / 1e6
+    print(f"Exported {meta.model_name} ({precision}) to {result.path} ({size_mb:.1f} MB) in {result.seconds:.1f} s")
+    print(f"  input   input:  {inp}")
+    print(f"  output  {meta.output}: {out}")
+    print(f"  opset {args.opset}, IR version {result.ir_version}, {meta.num_classes} classes"
+          + (f", trained on {meta.dataset} (mean IU {meta.mean_iu:.3f})" if meta.dataset and meta.mean_iu is not None else ""))
+    if result.agreement is not None:
+        print(f"  arg-max agreement with FP32 on {result.calibration_images} calibration images: "
+              f"{100 * result.agreement:.2f}%")
+    if not resolved.trained:
+        print("  note: untrained weights (zoo name given); export a checkpoint for real use")
+    rel = os.path.relpath(result.path)
+    rel = result.path if rel.startswith("..") else rel
+    steps = []
+    if resolved.trained:
+        steps.append((f"fcn-deploy compare {rel}", "parity with the PyTorch checkpoint"))
+    steps.append((f"fcn-deploy run --model {rel} --camera 0", "live segmentation with ONNX Runtime"))
+    if tensorrt_available():
+        flag = f" --{precision}" if precision != "fp32" else ""
+        steps.append((f"fcn-deploy build {rel}{flag}", "TensorRT engine for this GPU"))
+    print("Next steps:")
+    width = max(len(cmd) for cmd, _ in steps)
+    for cmd, why in steps:
+        print(f"  {cmd.ljust(width)}   # {why}")
+    if not tensorrt_available():
+        flag = f" --{precision}" if precision != "fp32" else ""
+        print(f"TensorRT is not installed here: build the engine on the target with `fcn-deploy build {rel}{flag}`")
+    return 0

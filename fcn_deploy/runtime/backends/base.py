@@ -1,0 +1,191 @@
+"""The one interface every inference backend implements, and the input checks they share.
+
+A backend is handed raw camera frames, ``N x H x W x 3`` uint8 in OpenCV's BGR order, whatever
+graph it runs: when the graph folds the pre-processing in (the deployment default) the frames
+go in as they are; when it does not, :func:`normalize_frames` does the same arithmetic in
+numpy first. What comes back is what the graph's ``output`` metadata says: ``N x H x W`` uint8
+labels, or ``N x C x H x W`` float32 logits (:meth:`Backend.infer_labels` always gives labels).
+
+Inputs are checked against the graph's input spec *before* the engine sees them, so a wrong
+rank, channel count or dtype is one clear :class:`~fcn_deploy.errors.FcnDeployError` instead
+of an engine's stack trace.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple, Union
+
+import numpy as np
+
+from ...errors import FcnDeployError
+from ...normalization import Normalization
+from ..metadata import ModelMetadata
+
+Dim = Union[int, str, None]
+
+
+class BackendError(FcnDeployError):
+    """A model file that cannot be opened, a device that is missing, or an input that does not fit."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output as the model declares it.
+
+    ``shape`` holds an ``int`` for a fixed dimension and the dimension's name (``"N"``,
+    ``"H"``, ``"W"``) or ``None`` for a dynamic one; ``dtype`` is a numpy dtype name.
+    """
+
+    name: str
+    shape: Tuple[Dim, ...]
+    dtype: str
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def describe(self) -> str:
+        dims = "x".join(str(d) if d is not None else "?" for d in self.shape)
+        return f"{self.name} {dims} {self.dtype}"
+
+
+def _shape_text(shape: Tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def check_array(x: Any, spec: TensorSpec, what: str = "input") -> np.ndarray:
+    """Return ``x`` as a numpy array that fits ``spec``, or raise one clear :class:`BackendError`."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.ndim != spec.rank:
+        raise BackendError(
+            f"{what} has rank {x.ndim} (shape {_shape_text(x.shape)}); the model expects rank "
+            f"{spec.rank}: {spec.describe()}"
+        )
+    for axis, (size, want) in enumerate(zip(x.shape, spec.shape)):
+        if size < 1:
+            raise BackendError(f"{what} has an empty dimension {axis} (shape {_shape_text(x.shape)})")
+        if isinstance(want, int) and want > 0 and size != want:
+            raise BackendError(
+                f"{what} has size {size} on axis {axis} (shape {_shape_text(x.shape)}); the model "
+                f"expects {want} there: {spec.describe()}"
+            )
+    if x.dtype != np.dtype(spec.dtype):
+        raise BackendError(f"{what} is {x.dtype}; the model expects {spec.dtype}: {spec.describe()}")
+    return np.ascontiguousarray(x)
+
+
+FRAMES_SPEC = TensorSpec("frames", ("N", "H", "W", 3), "uint8")
+
+
+def check_frames(frames: Any) -> np.ndarray:
+    """Check that ``frames`` is a batch of BGR uint8 frames, ``N x H x W x 3``."""
+    if not isinstance(frames, np.ndarray):
+        frames = np.asarray(frames)
+    if frames.ndim != 4:
+        hint = " (one frame? pass frame[None])" if frames.ndim == 3 else ""
+        raise BackendError(
+            f"input has rank {frames.ndim} (shape {_shape_text(frames.shape)}); expected a batch of "
+            f"frames N x H x W x 3, uint8 BGR{hint}"
+        )
+    if frames.shape[-1] != 3:
+        raise BackendError(
+            f"input has {frames.shape[-1]} channels (shape {_shape_text(frames.shape)}); expected "
+            "N x H x W x 3, uint8 BGR"
+        )
+    return check_array(frames, FRAMES_SPEC, "input")
+
+
+def normalize_frames(frames: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """BGR uint8 ``N x H x W x 3`` frames -> normalised float32 ``N x 3 x H x W``.
+
+    The same operations, in the same order and precision, as the pre-processing that the
+    exporter folds into a graph: cast, reorder channels, subtract the mean, divide by the
+    standard deviation, transpose.
+    """
+    order = normalization.channel_order.upper()
+    if order not in ("BGR", "RGB"):
+        raise BackendError(f"unknown channel order {normalization.channel_order!r} in the model's normalisation")
+    x = frames.astype(np.float32)
+    if order == "RGB":
+        x = x[..., ::-1]
+    mean = np.asarray(normalization.mean, dtype=np.float32)
+    std = np.asarray(normalization.std, dtype=np.float32)
+    x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+class Backend(abc.ABC):
+    """An opened model on a device.
+
+    Attributes every backend sets: ``path`` (the model file), ``device`` (``"cpu"``,
+    ``"cuda"``, ``"tensorrt"``), ``providers`` (what actually runs it, e.g. ONNX Runtime's
+    execution providers in priority order), ``metadata`` (:class:`ModelMetadata`, or ``None``
+    for a foreign graph opened with ``require_metadata=False``), ``input_spec`` and
+    ``output_spec`` (:class:`TensorSpec` of the graph's own input and output).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    path: str
+    device: str
+    providers: List[str]
+    metadata: Optional[ModelMetadata]
+    input_spec: TensorSpec
+    output_spec: TensorSpec
+
+    @abc.abstractmethod
+    def run_graph(self, x: np.ndarray) -> np.ndarray:
+        """Run the graph on its own input (already in the graph's layout and dtype).
+
+        Implementations check ``x`` with :func:`check_array` against ``input_spec`` first.
+        """
+
+    def close(self) -> None:
+        """Release the session or engine; the backend cannot be used afterwards."""
+
+    # -- what callers use ------------------------------------------------------------------
+    @property
+    def output_kind(self) -> str:
+        """``"labels"`` or ``"logits"``: what :meth:`infer` returns."""
+        if self.metadata is None:
+            raise BackendError(f"{self.path} carries no fcn-deploy metadata; use run_graph()")
+        return self.metadata.output
+
+    def prepare(self, frames: Any) -> np.ndarray:
+        """Frames (``N x H x W x 3`` uint8 BGR) -> the graph's input."""
+        if self.metadata is None:
+            raise BackendError(
+                f"{self.path} carries no fcn-deploy metadata, so its input layout and "
+                "normalisation are unknown; export it with `fcn-deploy export` or call run_graph()"
+            )
+        frames = check_frames(frames)
+        if self.metadata.folds_preprocessing:
+            return frames
+        return normalize_frames(frames, self.metadata.normalization)
+
+    def infer(self, frames: Any) -> np.ndarray:
+        """Segment a batch of BGR uint8 frames (``N x H x W x 3``).
+
+        Returns ``N x H x W`` uint8 labels or ``N x C x H x W`` float32 logits, as
+        :attr:`output_kind` says.
+        """
+        return self.run_graph(self.prepare(frames))
+
+    def infer_labels(self, frames: Any) -> np.ndarray:
+        """Like :meth:`infer`, but always ``N x H x W`` uint8 labels (arg-max on the host if needed)."""
+        out = self.infer(frames)
+        if self.output_kind == "labels":
+            return out
+        return out.argmax(axis=1).astype(np.uint8)
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        name = self.metadata.model_name if self.metadata else "foreign graph"
+        return f"{type(self).__name__}({self.path!r}, {name}, device={self.device!r}, providers={self.providers})"

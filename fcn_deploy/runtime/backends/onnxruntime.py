@@ -1,0 +1,249 @@
+"""ONNX Runtime backend: the portable route, on the CPU, CUDA or TensorRT execution provider.
+
+ONNX Runtime quietly runs a session on the CPU when a requested GPU provider cannot load
+(onnxruntime-gpu without its CUDA libraries, or the CPU wheel installed instead): the user
+then measures CPU speed believing it is the GPU's. Here a requested provider that is not
+available is an error, checked both before the session is created and, in
+``session.get_providers()``, after.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..metadata import (
+    LAYOUT_NORMALIZED,
+    LAYOUT_RAW_BGR,
+    ModelMetadata,
+    has_fcn_deploy_metadata,
+)
+from .base import Backend, BackendError, TensorSpec, check_array
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+# device -> the providers to request, in priority order. The CPU provider stays last on GPU
+# devices because ONNX Runtime places the few nodes a GPU provider does not take there; that
+# is partitioning, not a fallback of the whole model.
+DEVICE_PROVIDERS: Dict[str, Tuple[str, ...]] = {
+    "cpu": (CPU,),
+    "cuda": (CUDA, CPU),
+    "tensorrt": (TENSORRT, CUDA, CPU),
+}
+
+# ONNX tensor type strings -> numpy dtype names.
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
+
+ProfileShape = Tuple[int, int, int]
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendError(
+            "onnxruntime is not installed: pip install 'fcn-deploy[cpu]' (or 'fcn-deploy[gpu]' for "
+            "onnxruntime-gpu; never both)"
+        ) from None
+    return onnxruntime
+
+
+def parse_device(device: str) -> Tuple[str, int]:
+    """``"cuda:1"`` -> ``("cuda", 1)``; ``"cpu"`` -> ``("cpu", 0)``."""
+    kind, _, index = device.strip().lower().partition(":")
+    if kind not in DEVICE_PROVIDERS:
+        raise BackendError(f"unknown device {device!r}; expected one of {', '.join(DEVICE_PROVIDERS)} (optionally :INDEX)")
+    if index and not index.isdigit():
+        raise BackendError(f"bad device index in {device!r}")
+    return kind, int(index or 0)
+
+
+def _spec(node) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) or d is None else str(d) for d in node.shape)
+    dtype = _ORT_TYPES.get(node.type)
+    if dtype is None:
+        raise BackendError(f"graph tensor {node.name} has unsupported type {node.type}")
+    return TensorSpec(node.name, shape, dtype)
+
+
+def _profile_text(name: str, layout: str, shape: ProfileShape) -> str:
+    n, h, w = (int(v) for v in shape)
+    dims = (n, h, w, 3) if layout == LAYOUT_RAW_BGR else (n, 3, h, w)
+    return f"{name}:" + "x".join(str(d) for d in dims)
+
+
+class OnnxRuntimeBackend(Backend):
+    """An ONNX file in an ONNX Runtime session.
+
+    Options:
+      ``threads``: intra-op threads (``None``: ONNX Runtime's default, one per core);
+      ``require_metadata``: refuse graphs not exported by fcn-deploy (default ``True``);
+      TensorRT provider only: ``fp16`` (let TensorRT pick FP16 kernels for an FP32 graph),
+      ``engine_cache_dir`` (reuse built engines across runs), ``timing_cache_dir``,
+      ``profile_shapes`` (``{"min": (N, H, W), "opt": ..., "max": ...}``, input sizes for the
+      optimisation profile; the layout follows the graph's input), ``workspace_gb``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        device: str = "cpu",
+        *,
+        threads: Optional[int] = None,
+        require_metadata: bool = True,
+        fp16: bool = False,
+        engine_cache_dir: Optional[str] = None,
+        timing_cache_dir: Optional[str] = None,
+        profile_shapes: Optional[Mapping[str, ProfileShape]] = None,
+        workspace_gb: Optional[float] = None,
+    ) -> None:
+        ort = _import_ort()
+        self.session = None
+        self.path = str(path)
+        self.device, device_id = parse_device(device)
+        if not os.path.isfile(self.path):
+            raise BackendError(f"model file not found: {self.path}")
+        wanted = DEVICE_PROVIDERS[self.device]
+        available = ort.get_available_providers()
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise BackendError(
+                f"device {self.device!r} needs {missing[0]}, which this onnxruntime "
+                f"({ort.__version__}, providers: {', '.join(available)}) does not have; install "
+                "onnxruntime-gpu (not together with onnxruntime) or choose --device cpu"
+            )
+        options = ort.SessionOptions()
+        if threads is not None:
+            if threads < 1:
+                raise BackendError(f"threads must be >= 1, not {threads}")
+            options.intra_op_num_threads = int(threads)
+        options.log_severity_level = 3  # errors only; our own messages say what went wrong
+
+        # The graph's input layout decides the profile shape strings, so read the metadata
+        # from a light first look only when TensorRT needs it.
+        provider_options: List[Dict[str, str]] = []
+        for provider in wanted:
+            if provider == TENSORRT:
+                provider_options.append(
+                    self._tensorrt_options(
+                        device_id, fp16, engine_cache_dir, timing_cache_dir, profile_shapes, workspace_gb
+                    )
+                )
+            elif provider == CUDA:
+                provider_options.append({"device_id": str(device_id)})
+            else:
+                provider_options.append({})
+        try:
+            self.session = ort.InferenceSession(
+                self.path, sess_options=options, providers=list(wanted), provider_options=provider_options
+            )
+        except Exception as exc:  # ORT raises InvalidProtobuf, Fail, InvalidGraph, RuntimeException ...
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackendError(f"cannot load ONNX model {self.path}: {first}") from None
+        self.providers = list(self.session.get_providers())
+        if wanted[0] not in self.providers:
+            self.close()
+            raise BackendError(
+                f"ONNX Runtime could not start {wanted[0]} for {self.path} (session runs on "
+                f"{', '.join(self.providers)}); check the CUDA/TensorRT libraries"
+            )
+
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BackendError(
+                f"{self.path} has {len(inputs)} inputs and {len(outputs)} outputs; a segmentation "
+                "model has one of each"
+            )
+        self.input_spec = _spec(inputs[0])
+        self.output_spec = _spec(outputs[0])
+        props = self.session.get_modelmeta().custom_metadata_map
+        if has_fcn_deploy_metadata(props):
+            self.metadata: Optional[ModelMetadata] = ModelMetadata.from_props(props, self.path)
+            self._check_layout()
+        elif require_metadata:
+            raise BackendError(
+                f"{self.path} carries no fcn-deploy metadata; export it with `fcn-deploy export`"
+            )
+        else:
+            self.metadata = None
+        log.debug("opened %s on %s", self.path, ", ".join(self.providers))
+
+    def _tensorrt_options(
+        self,
+        device_id: int,
+        fp16: bool,
+        engine_cache_dir: Optional[str],
+        timing_cache_dir: Optional[str],
+        profile_shapes: Optional[Mapping[str, ProfileShape]],
+        workspace_gb: Optional[float],
+    ) -> Dict[str, str]:
+        opts = {"device_id": str(device_id), "trt_fp16_enable": "True" if fp16 else "False"}
+        if engine_cache_dir:
+            os.makedirs(engine_cache_dir, exist_ok=True)
+            opts["trt_engine_cache_enable"] = "True"
+            opts["trt_engine_cache_path"] = str(engine_cache_dir)
+        if timing_cache_dir:
+            os.makedirs(timing_cache_dir, exist_ok=True)
+            opts["trt_timing_cache_enable"] = "True"
+            opts["trt_timing_cache_path"] = str(timing_cache_dir)
+        if workspace_gb:
+            opts["trt_max_workspace_size"] = str(int(workspace_gb * (1 << 30)))
+        if profile_shapes:
+            missing = {"min", "opt", "max"} - set(profile_shapes)
+            if missing:
+                raise BackendError(f"profile_shapes needs min, opt and max; missing {', '.join(sorted(missing))}")
+            name, layout = self._peek_input()
+            for key in ("min", "opt", "max"):
+                opts[f"trt_profile_{key}_shapes"] = _profile_text(name, layout, profile_shapes[key])
+        return opts
+
+    def _peek_input(self) -> Tuple[str, str]:
+        """The graph input's name and layout, read with a CPU session before the TensorRT one."""
+        ort = _import_ort()
+        try:
+            sess = ort.InferenceSession(self.path, providers=[CPU])
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackendError(f"cannot load ONNX model {self.path}: {first}") from None
+        node = sess.get_inputs()[0]
+        layout = LAYOUT_RAW_BGR if node.type == "tensor(uint8)" else LAYOUT_NORMALIZED
+        return node.name, layout
+
+    def _check_layout(self) -> None:
+        """The metadata's input layout and output kind must describe this very graph."""
+        meta, spec, out = self.metadata, self.input_spec, self.output_spec
+        if meta.input_layout == LAYOUT_RAW_BGR:
+            fits = spec.rank == 4 and spec.dtype == "uint8" and spec.shape[3] in (3, None, "3")
+        else:
+            fits = spec.rank == 4 and spec.dtype == "float32" and spec.shape[1] in (3, None, "3")
+        if not fits:
+            raise BackendError(
+                f"{self.path}: metadata says input {meta.input_layout} but the graph input is {spec.describe()}"
+            )
+        want_rank, want_dtype = (3, "uint8") if meta.output == "labels" else (4, "float32")
+        if out.rank != want_rank or out.dtype != want_dtype:
+            raise BackendError(
+                f"{self.path}: metadata says output {meta.output} but the graph output is {out.describe()}"
+            )
+
+    def run_graph(self, x: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise BackendError(f"{self.path}: backend is closed")
+        x = check_array(x, self.input_spec)
+        return self.session.run([self.output_spec.name], {self.input_spec.name: x})[0]
+
+    def close(self) -> None:
+        self.session = None
