@@ -185,7 +185,10 @@ class MjpegSink(Sink):
     """http://HOST:PORT: the rendered frames as an MJPEG stream (see :mod:`.mjpeg`)."""
 
     def __init__(self, host: str, port: int, quality: int = 80):
-        self.server = MjpegServer(host, port)
+        try:
+            self.server = MjpegServer(host, port)
+        except FcnDeployError as exc:
+            raise SinkError(str(exc)) from None
         self.quality = quality
         bound_host, bound_port = self.server.address
         self.description = f"MJPEG stream http://{host}:{bound_port}/"
