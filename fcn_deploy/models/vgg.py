@@ -317,7 +317,8 @@ def init_from_coarser(fine: VGG16FCN, coarse: VGG16FCN) -> List[str]:
     shared = [k for k in dst if k in src]
     bad = [f"{k} {tuple(src[k].shape)} vs {tuple(dst[k].shape)}" for k in shared if src[k].shape != dst[k].shape]
     if bad:
-        raise PretrainedError(f"FCN-{coarse.variant} does not fit FCN-{fine.variant}: shape mismatch: {', '.join(bad[:3])}")
+        raise PretrainedError(
+            f"FCN-{coarse.variant} does not fit FCN-{fine.variant}: shape mismatch: {', '.join(bad[:3])}")
     with torch.no_grad():
         for k in shared:
             dst[k].copy_(src[k])
