@@ -1,0 +1,244 @@
+"""What a benchmark ran on, how busy it was, how much memory it took, and the hardware's limit.
+
+A latency number means little without the machine beside it: the CPU model, the GPU, the
+library versions, the thread counts and the load average (the CPU may be shared). The
+measured matrix-multiply peak turns each latency into "this far from what the hardware
+can do": achieved GFLOP/s over the GFLOP/s of a large fp32 GEMM on the same threads.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+log = logging.getLogger(__name__)
+
+# Libraries whose version changes the numbers.
+LIBRARIES = ("numpy", "torch", "onnxruntime", "onnx", "tensorrt", "cv2", "fcn_deploy")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_names() -> List[str]:
+    """Names of the NVIDIA GPUs: from torch when it sees CUDA, else from nvidia-smi, else none."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def library_versions() -> Dict[str, Optional[str]]:
+    """Version of each library in :data:`LIBRARIES`, ``None`` where it is not installed."""
+    versions: Dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            module = importlib.import_module(name)
+        except Exception:  # ImportError, or a broken install that fails on import
+            versions[name] = None
+            continue
+        versions[name] = str(getattr(module, "__version__", "unknown"))
+    return versions
+
+
+def load_average() -> Optional[List[float]]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def describe_machine(threads: int) -> Dict[str, Any]:
+    """Everything about the machine that a reader needs to judge a number."""
+    cores = available_cores()
+    load = load_average()
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_cores": cores,
+        "gpus": gpu_names(),
+        "versions": library_versions(),
+        "threads": threads,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_at_start": load,
+        "busy": bool(load and load[0] > cores),
+        "python_executable": sys.executable,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Peak host memory, per configuration
+# --------------------------------------------------------------------------------------------
+def _status_kb(field: str) -> Optional[float]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _ru_maxrss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, kB on Linux
+
+
+class PeakMemory:
+    """Peak resident memory of this process while one configuration runs.
+
+    On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the kernel's high-water mark
+    (``VmHWM``), so each configuration gets its own peak. Elsewhere the peak is
+    ``getrusage``'s, which only grows: ``scope`` then says ``process`` instead of ``config``.
+    The peak includes everything already loaded (libraries, earlier models), so
+    ``added_mb`` (peak minus the resident size when the configuration started) is given too.
+    """
+
+    def __init__(self) -> None:
+        self.scope = "process"
+        self.start_mb = 0.0
+
+    def start(self) -> None:
+        rss = _status_kb("VmRSS")
+        self.start_mb = rss / 1024.0 if rss is not None else _ru_maxrss_mb()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.scope = "config"
+        except OSError:
+            self.scope = "process"
+
+    def peak_mb(self) -> float:
+        hwm = _status_kb("VmHWM") if self.scope == "config" else None
+        return hwm / 1024.0 if hwm is not None else _ru_maxrss_mb()
+
+    def stop(self) -> Dict[str, Any]:
+        peak = self.peak_mb()
+        return {
+            "peak_rss_mb": round(peak, 1),
+            "peak_rss_added_mb": round(max(0.0, peak - self.start_mb), 1),
+            "peak_rss_scope": self.scope,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# The hardware limit
+# --------------------------------------------------------------------------------------------
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> Dict[str, Any]:
+    """Measured fp32 GEMM speed on the CPU (``n x n x n``, best of ``repeats``), in GFLOP/s.
+
+    PyTorch's matmul runs on exactly ``threads`` threads; without PyTorch numpy's BLAS
+    runs on whatever its own thread setting is (recorded as such).
+    """
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            a, b = torch.randn(n, n), torch.randn(n, n)
+            best = _best_time(lambda: torch.mm(a, b), repeats)
+        finally:
+            torch.set_num_threads(previous)
+        method = f"torch.mm {n}x{n}x{n} fp32, {threads} threads, best of {repeats}"
+    else:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        best = _best_time(lambda: a @ b, repeats)
+        method = f"numpy matmul {n}x{n}x{n} fp32 (BLAS threads as configured), best of {repeats}"
+    return {"device": "cpu", "dtype": "fp32", "gflops_s": round(2.0 * n ** 3 / best / 1e9, 1), "method": method}
+
+
+def cuda_matmul_peaks(n: int = 4096, repeats: int = 10) -> List[Dict[str, Any]]:
+    """Measured GEMM speed on the first CUDA GPU in fp32 (TF32 off) and fp16, where there is one."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    peaks = []
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
+            a = torch.randn(n, n, device="cuda", dtype=dtype)
+            b = torch.randn(n, n, device="cuda", dtype=dtype)
+
+            def step():
+                torch.mm(a, b)
+                torch.cuda.synchronize()
+
+            best = _best_time(step, repeats)
+            peaks.append({
+                "device": "cuda", "dtype": name, "gflops_s": round(2.0 * n ** 3 / best / 1e9, 1),
+                "method": f"torch.mm {n}x{n}x{n} {name} on {torch.cuda.get_device_name(0)}, best of {repeats}",
+            })
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return peaks
+
+
+def _best_time(fn, repeats: int) -> float:
+    fn()  # warm-up: thread pool start, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def reference_peak(peaks: List[Dict[str, Any]], device: str, precision: str) -> Optional[Dict[str, Any]]:
+    """The measured peak a configuration is compared with.
+
+    CPU: the fp32 GEMM for every precision (so INT8 may pass 100%: VNNI does four times the
+    fp32 operations per cycle). GPU: the fp16 GEMM for fp16 and int8, the fp32 GEMM for fp32.
+    """
+    want = "fp32" if device == "cpu" or precision == "fp32" else "fp16"
+    for peak in peaks:
+        if peak["device"] == device and peak["dtype"] == want:
+            return peak
+    return None

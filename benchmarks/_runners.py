@@ -1,0 +1,412 @@
+"""One runner per backend: the graph of one configuration, opened, and run on host frames.
+
+Every runner has the same contract, so latency and accuracy measure the same thing on each:
+
+* :meth:`Runner.prepare` turns raw ``N x H x W x 3`` uint8 BGR frames into what the graph
+  takes (the frames themselves for the deployment graph; host-side normalisation for a
+  logits graph). It is *not* timed.
+* :meth:`Runner.run` is timed: host input in, host output out, synchronised, so a GPU
+  backend's time includes its host-to-device and device-to-host copies.
+* :meth:`Runner.split` gives the host-to-device / compute / device-to-host means where the
+  backend lets them be told apart (``None`` elsewhere, with the reason in ``split_note``).
+
+Backends: ``pytorch`` (eager, CPU), ``pytorch-cuda`` (fp16 or fp32, channels-last, CUDA
+graphs), ``ort-cpu``, ``ort-cuda``, ``ort-tensorrt`` (ONNX Runtime's execution providers)
+and ``tensorrt`` (the native TensorRT backend on an engine built from the same ONNX). A
+backend that cannot run here is reported by :func:`unavailable_reason`, never dropped.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from fcn_deploy.errors import FcnDeployError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("pytorch", "pytorch-cuda", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+DEVICE = {
+    "pytorch": "cpu",
+    "pytorch-cuda": "cuda",
+    "ort-cpu": "cpu",
+    "ort-cuda": "cuda",
+    "ort-tensorrt": "cuda",
+    "tensorrt": "cuda",
+}
+_ORT_DEVICE = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}
+_ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
+                 "ort-tensorrt": "TensorrtExecutionProvider"}
+
+
+class Skip(FcnDeployError):
+    """A configuration that cannot run here; the message says why."""
+
+
+def parse_backends(text: str) -> List[str]:
+    if text.strip().lower() == "all":
+        return list(BACKENDS)
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    for name in names:
+        if name not in BACKENDS:
+            raise FcnDeployError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)} or all")
+    return names
+
+
+def parse_precisions(text: str) -> List[str]:
+    if text.strip().lower() == "all":
+        return list(PRECISIONS)
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    for name in names:
+        if name not in PRECISIONS:
+            raise FcnDeployError(f"unknown precision {name!r}; choose from {', '.join(PRECISIONS)} or all")
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# What can run here
+# --------------------------------------------------------------------------------------------
+def _torch_cuda() -> Optional[str]:
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return f"no CUDA device (torch {torch.__version__}: torch.cuda.is_available() is False)"
+    return None
+
+
+def unavailable_reason(backend: str) -> Optional[str]:
+    """Why ``backend`` cannot run on this machine at all, or ``None`` when it can."""
+    if backend == "pytorch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return "PyTorch is not installed (pip install torch)"
+        return None
+    if backend == "pytorch-cuda":
+        return _torch_cuda()
+    if backend in _ORT_PROVIDER:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed (pip install 'fcn-deploy[cpu]' or '[gpu]')"
+        available = ort.get_available_providers()
+        if _ORT_PROVIDER[backend] not in available:
+            return (f"onnxruntime {ort.__version__} has no {_ORT_PROVIDER[backend]} (providers: "
+                    f"{', '.join(available)}); install onnxruntime-gpu")
+        return None
+    if backend == "tensorrt":
+        from fcn_deploy.runtime.backends.tensorrt import TensorRTError, import_tensorrt
+
+        try:
+            import_tensorrt()
+        except TensorRTError as exc:
+            return str(exc).split(". ")[0] + "."
+        try:
+            import converters.tensorrt_build  # noqa: F401
+        except ImportError as exc:
+            return f"the TensorRT engine builder (converters.tensorrt_build) cannot be imported: {exc}"
+        return None
+    raise FcnDeployError(f"unknown backend {backend!r}")
+
+
+def unsupported_reason(backend: str, precision: str, source) -> Optional[str]:
+    """Why this backend cannot run this model at this precision, or ``None``."""
+    if backend.startswith("pytorch"):
+        if not source.has_torch_model:
+            return f"--model is an exported {source.kind} file; PyTorch needs a zoo name or checkpoint"
+        if precision == "int8":
+            return "PyTorch has no INT8 path comparable to the INT8 Q/DQ graph; INT8 runs in ONNX Runtime and TensorRT"
+        if backend == "pytorch" and precision == "fp16":
+            return "PyTorch eager on the CPU has no fast fp16 kernels; fp16 is measured on CUDA"
+        return None
+    if source.kind == "engine" and backend != "tensorrt":
+        return "--model is a TensorRT engine; only the native TensorRT backend runs it"
+    if not source.has_torch_model and precision != source.file_precision:
+        return f"--model is a {source.file_precision} file; give a zoo name or checkpoint to export {precision}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Runners
+# --------------------------------------------------------------------------------------------
+class Runner:
+    """One opened configuration (see the module docstring)."""
+
+    backend: str = ""
+    precision: str = "fp32"
+    device: str = "cpu"
+    providers: List[str] = []
+    output_kind: str = "labels"
+    split_note: str = "host-only backend: no copies to time"
+    notes: List[str]
+
+    def prepare(self, frames: np.ndarray) -> Any:
+        return frames
+
+    def run(self, x: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def reset_split(self) -> None:
+        """Forget the split timings gathered so far (called after warm-up)."""
+
+    def split(self, x: Any, iters: int) -> Optional[Dict[str, float]]:
+        return None
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        """``prepare`` then ``run``: what the accuracy benchmark calls (BackendPredictor's contract)."""
+        return self.run(self.prepare(frames))
+
+    def close(self) -> None:
+        pass
+
+
+class TorchCPURunner(Runner):
+    """PyTorch eager on the CPU, ``threads`` intra-op threads, under ``inference_mode``."""
+
+    def __init__(self, module, graph: str, normalization, threads: int) -> None:
+        import torch
+
+        self.torch = torch
+        torch.set_num_threads(threads)
+        self.module = module
+        self.graph = graph
+        self.normalization = normalization
+        self.backend, self.precision, self.device = "pytorch", "fp32", "cpu"
+        self.providers = [f"torch {torch.__version__} CPU, {torch.get_num_threads()} threads"]
+        self.output_kind = graph
+        self.notes = []
+
+    def prepare(self, frames: np.ndarray):
+        if self.graph == "labels":
+            return self.torch.from_numpy(np.ascontiguousarray(frames))
+        from fcn_deploy.runtime.backends.base import normalize_frames
+
+        return self.torch.from_numpy(normalize_frames(frames, self.normalization))
+
+    def run(self, x) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.module(x).numpy()
+
+
+class TorchCudaRunner(Runner):
+    """PyTorch on CUDA: channels-last, cuDNN autotuning, the whole graph captured as a CUDA graph.
+
+    The input is copied from page-locked host memory into a static device buffer, the graph
+    is replayed, and the output copied back into page-locked memory; CUDA events between the
+    three steps give the split. If capture fails (an op CUDA graphs do not support) it runs
+    eagerly and says so in ``notes``.
+    """
+
+    def __init__(self, module, graph: str, normalization, precision: str, shape: Tuple[int, int, int],
+                 cuda_graphs: bool = True) -> None:
+        import torch
+
+        self.torch = torch
+        self.graph, self.normalization = graph, normalization
+        self.backend, self.precision, self.device = "pytorch-cuda", precision, "cuda"
+        self.output_kind = graph
+        self.notes = ["channels-last"]
+        torch.backends.cudnn.benchmark = True
+        n, h, w = shape
+        self.module = module.cuda().to(memory_format=torch.channels_last).eval()
+        if graph == "labels":
+            self.static_in = torch.zeros((n, h, w, 3), dtype=torch.uint8, device="cuda")
+        else:
+            self.static_in = torch.zeros((n, 3, h, w), dtype=torch.float32, device="cuda")
+        self.providers = [f"torch {torch.__version__} CUDA {torch.version.cuda} on {torch.cuda.get_device_name(0)}"]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(stream):
+            for _ in range(3):  # cuDNN picks its algorithms here, before capture
+                self.static_out = self.module(self.static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        self.cuda_graph = None
+        if cuda_graphs:
+            try:
+                graph_ = torch.cuda.CUDAGraph()
+                with torch.inference_mode(), torch.cuda.graph(graph_):
+                    self.static_out = self.module(self.static_in)
+                torch.cuda.synchronize()
+                self.cuda_graph = graph_
+                self.notes.append("CUDA graph")
+            except Exception as exc:  # capture is best effort; eager still measures the backend
+                self.notes.append(f"eager (CUDA graph capture failed: {type(exc).__name__})")
+                log.warning("CUDA graph capture failed, running eagerly: %s", exc)
+        self.host_out = torch.empty(self.static_out.shape, dtype=self.static_out.dtype, pin_memory=True)
+        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        self._split: List[Tuple[float, float, float]] = []
+        self.split_note = "CUDA events"
+
+    def prepare(self, frames: np.ndarray):
+        if self.graph == "labels":
+            host = self.torch.from_numpy(np.ascontiguousarray(frames))
+        else:
+            from fcn_deploy.runtime.backends.base import normalize_frames
+
+            host = self.torch.from_numpy(normalize_frames(frames, self.normalization))
+        return host.pin_memory()
+
+    def run(self, x) -> np.ndarray:
+        torch = self.torch
+        e0, e1, e2, e3 = self.events
+        e0.record()
+        self.static_in.copy_(x, non_blocking=True)
+        e1.record()
+        if self.cuda_graph is not None:
+            self.cuda_graph.replay()
+        else:
+            with torch.inference_mode():
+                self.static_out = self.module(self.static_in)
+        e2.record()
+        self.host_out.copy_(self.static_out, non_blocking=True)
+        e3.record()
+        e3.synchronize()
+        self._split.append((e0.elapsed_time(e1), e1.elapsed_time(e2), e2.elapsed_time(e3)))
+        return self.host_out.numpy().copy()
+
+    def reset_split(self) -> None:
+        self._split = []
+
+    def split(self, x, iters: int) -> Optional[Dict[str, float]]:
+        if not self._split:
+            for _ in range(iters):
+                self.run(x)
+        h2d, compute, d2h = (float(np.mean(v)) for v in zip(*self._split))
+        return {"h2d_ms": h2d, "compute_ms": compute, "d2h_ms": d2h}
+
+
+class OrtRunner(Runner):
+    """An ONNX file in ONNX Runtime through the runtime's own backend (``open_backend``).
+
+    On the CUDA and TensorRT providers the split is measured separately with an I/O
+    binding (input copied to the device, run with the output left there, output copied
+    back), timed on the host around each synchronous step.
+    """
+
+    def __init__(self, path: str, backend: str, precision: str, threads: int, shape: Tuple[int, int, int],
+                 workdir: str) -> None:
+        from fcn_deploy.runtime.backends import open_backend
+
+        options: Dict[str, Any] = {"threads": threads}
+        self.notes = []
+        if backend == "ort-tensorrt":
+            cache = os.path.join(workdir, "ort-tensorrt-cache")
+            options.update(engine_cache_dir=cache, timing_cache_dir=cache, fp16=precision == "fp16",
+                           profile_shapes={"min": shape, "opt": shape, "max": shape})
+            self.notes.append("TensorRT EP, profile fixed at this shape")
+        self.impl = open_backend(path, _ORT_DEVICE[backend], **options)
+        self.backend, self.precision, self.device = backend, precision, DEVICE[backend]
+        self.providers = list(self.impl.providers)
+        self.output_kind = self.impl.output_kind
+        self.path = path
+        if backend != "ort-cpu":
+            self.split_note = "host timers around an I/O binding's steps"
+
+    def prepare(self, frames: np.ndarray) -> np.ndarray:
+        return self.impl.prepare(frames)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.impl.run_graph(x)
+
+    def split(self, x: np.ndarray, iters: int) -> Optional[Dict[str, float]]:
+        if self.device == "cpu":
+            return None
+        import onnxruntime as ort
+
+        session = self.impl.session
+        in_name, out_name = self.impl.input_spec.name, self.impl.output_spec.name
+        times = []
+        try:
+            for _ in range(iters + 1):  # the first round is a warm-up of the binding path
+                binding = session.io_binding()
+                t0 = time.perf_counter()
+                value = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+                t1 = time.perf_counter()
+                binding.bind_ortvalue_input(in_name, value)
+                binding.bind_output(out_name, "cuda", 0)
+                session.run_with_iobinding(binding)
+                binding.synchronize_outputs()
+                t2 = time.perf_counter()
+                binding.copy_outputs_to_cpu()
+                t3 = time.perf_counter()
+                times.append(((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+        except Exception as exc:  # the split is extra information; its failure must not cost the run
+            self.split_note = f"split not measured: {type(exc).__name__}: {exc}"
+            log.warning("%s", self.split_note)
+            return None
+        h2d, compute, d2h = (float(np.mean(v)) for v in zip(*times[1:]))
+        return {"h2d_ms": h2d, "compute_ms": compute, "d2h_ms": d2h}
+
+    def close(self) -> None:
+        self.impl.close()
+
+
+class TensorRTRunner(Runner):
+    """A TensorRT engine (built and cached from the same ONNX) in the native backend."""
+
+    def __init__(self, engine: str, precision: str) -> None:
+        from fcn_deploy.runtime.backends import open_backend
+
+        self.impl = open_backend(engine, "cuda")
+        self.backend, self.precision, self.device = "tensorrt", precision, "cuda"
+        self.providers = list(self.impl.providers)
+        self.output_kind = self.impl.output_kind
+        self.split_note = "not exposed by the native TensorRT backend (copies and execution on one stream)"
+        self.notes = ["page-locked buffers, one stream"]
+
+    def prepare(self, frames: np.ndarray) -> np.ndarray:
+        return self.impl.prepare(frames)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.impl.run_graph(x)
+
+    def close(self) -> None:
+        self.impl.close()
+
+
+def build_engine(onnx_path: str, precision: str, shape: Tuple[int, int, int], workdir: str) -> str:
+    """A TensorRT engine for ``onnx_path`` with its profile fixed at ``shape`` (N, H, W), cached.
+
+    The builder's engine cache decides whether an existing engine still fits (TensorRT
+    version, GPU, ONNX sha256, options) and rebuilds it otherwise.
+    """
+    from converters import tensorrt_build
+
+    n, h, w = shape
+    stem = os.path.splitext(os.path.basename(onnx_path))[0]
+    engine = os.path.join(workdir, f"{stem}-{n}x{h}x{w}.engine")
+    build = getattr(tensorrt_build, "build_engine", None)
+    if build is None:
+        raise Skip("converters.tensorrt_build has no build_engine(); cannot build the engine to time")
+    build(onnx_path, engine, shapes={"min": shape, "opt": shape, "max": shape}, precision=precision)
+    return engine
+
+
+def open_runner(backend: str, precision: str, source, cache, graph: str, shape: Tuple[int, int, int],
+                threads: int, calibration=None) -> Runner:
+    """Open ``backend`` at ``precision`` on ``source`` for inputs of ``shape`` (N, H, W)."""
+    if backend == "pytorch":
+        from ._variants import torch_module
+
+        module = torch_module(source, precision, graph)
+        return TorchCPURunner(module, graph, source.resolved.model.normalization, threads)
+    if backend == "pytorch-cuda":
+        from ._variants import torch_module
+
+        module = torch_module(source, precision, graph)
+        return TorchCudaRunner(module, graph, source.resolved.model.normalization, precision, shape)
+    if source.kind == "engine":
+        return TensorRTRunner(source.file, precision)
+    path = cache.onnx(source, precision, graph, calibration)
+    if backend in _ORT_DEVICE:
+        return OrtRunner(path, backend, precision, threads, shape, cache.workdir)
+    if backend == "tensorrt":
+        return TensorRTRunner(build_engine(path, precision, shape, cache.workdir), precision)
+    raise FcnDeployError(f"unknown backend {backend!r}")

@@ -1,0 +1,315 @@
+"""The model under test, in every form a backend runs: a PyTorch module, cached ONNX variants.
+
+The benchmarks compare *the same work*: for each size every backend runs the same graph.
+By default that is the deployment graph, which takes raw ``N x H x W x 3`` uint8 BGR frames
+and returns ``N x H x W`` uint8 labels, with the pre-processing (cast, channel order,
+mean/std, transpose) and the arg-max inside it. ONNX Runtime and TensorRT run the exported
+graph; PyTorch runs the exporter's own :class:`~converters.onnx_export.DeployGraph` around
+the same network with the same grouped upsampling, so nothing is left out on one side.
+``graph="logits"`` times the plain network instead (normalised float input, logits out) on
+every backend, with the host-side normalisation outside the timed region.
+
+Exports are cached in a work directory under a key made of everything that shapes the
+file (model identity or checkpoint sha256, precision, graph, calibration set, fcn-deploy
+and torch versions), so a second run does not export again.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fcn_deploy.errors import FcnDeployError
+
+log = logging.getLogger(__name__)
+
+GRAPHS = ("labels", "logits")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+RANDOM_INIT_SEED = 0
+
+
+def default_workdir() -> str:
+    """Where exported variants are cached: ``$FCN_DEPLOY_CACHE`` or ``~/.cache/fcn-deploy``."""
+    base = os.environ.get("FCN_DEPLOY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fcn-deploy"
+    )
+    return os.path.join(base, "benchmarks")
+
+
+def parse_options(items: Sequence[str]) -> Dict[str, Any]:
+    """``["width=16", "variant=16s"]`` -> ``{"width": 16, "variant": "16s"}`` (JSON values where they parse)."""
+    options: Dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise FcnDeployError(f"bad model option {item!r}; expected KEY=VALUE, e.g. width=16")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
+
+
+@dataclass
+class ModelSource:
+    """What ``--model`` named: a network PyTorch can run, or a finished file.
+
+    ``kind``: ``zoo`` (random weights, seeded so that every run builds the same network),
+    ``checkpoint`` (a training checkpoint or the bundled ``camvid``), ``onnx`` or ``engine``
+    (an exported file, run as it is).
+    """
+
+    spec: str
+    kind: str
+    name: str
+    num_classes: int
+    resolved: Any = None  # converters.onnx_export.ResolvedModel for zoo and checkpoint
+    file: Optional[str] = None
+    file_precision: Optional[str] = None
+    file_graph: Optional[str] = None
+    model_options: Dict[str, Any] = field(default_factory=dict)
+    dataset: Optional[str] = None
+    mean_iu: Optional[float] = None
+
+    @property
+    def has_torch_model(self) -> bool:
+        return self.resolved is not None
+
+    def identity(self) -> Dict[str, Any]:
+        """What decides the weights, for the export cache key."""
+        if self.kind == "checkpoint":
+            return {"checkpoint_sha256": self.resolved.checkpoint_sha256}
+        return {"zoo": self.name, "num_classes": self.num_classes, "options": self.model_options,
+                "random_init_seed": RANDOM_INIT_SEED}
+
+    def describe(self) -> str:
+        if self.kind == "zoo":
+            return f"{self.name} (random weights, seed {RANDOM_INIT_SEED}, {self.num_classes} classes)"
+        if self.kind == "checkpoint":
+            trained = f", trained on {self.dataset}" if self.dataset else ""
+            return f"{self.name} from {self.spec}{trained}"
+        return f"{self.name} ({self.kind} file {self.file}, {self.file_precision})"
+
+
+def _file_metadata(path: str):
+    """The fcn-deploy metadata of an ONNX file or of an engine's sidecar."""
+    from fcn_deploy.runtime.metadata import ModelMetadata
+
+    if path.lower().endswith(ONNX_SUFFIXES):
+        import onnx
+
+        try:
+            model = onnx.load(path, load_external_data=False)
+        except Exception as exc:
+            raise FcnDeployError(f"cannot read ONNX file {path}: {exc}") from None
+        return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, path)
+    sidecar = path + ".json"
+    if not os.path.isfile(sidecar):
+        raise FcnDeployError(f"{path} has no sidecar {sidecar}; build it with `fcn-deploy build`")
+    with open(sidecar) as f:
+        data = json.load(f)
+    return ModelMetadata.from_dict(data.get("metadata") or data, sidecar)
+
+
+def open_source(spec: str, num_classes: int = 11, options: Optional[Dict[str, Any]] = None) -> ModelSource:
+    """Resolve ``--model``: an exported file, the bundled ``camvid``, a checkpoint, or a zoo name."""
+    options = dict(options or {})
+    lower = spec.lower()
+    if lower.endswith(ONNX_SUFFIXES + ENGINE_SUFFIXES):
+        if not os.path.isfile(spec):
+            raise FcnDeployError(f"model file not found: {spec}")
+        meta = _file_metadata(spec)
+        return ModelSource(
+            spec=spec, kind="onnx" if lower.endswith(ONNX_SUFFIXES) else "engine", name=meta.model_name,
+            num_classes=meta.num_classes, file=os.path.abspath(spec), file_precision=meta.precision,
+            file_graph="labels" if meta.folds_argmax and meta.folds_preprocessing else "logits",
+            model_options=dict(meta.source.get("model_options") or {}), dataset=meta.dataset, mean_iu=meta.mean_iu,
+        )
+    import torch
+    from converters.onnx_export import resolve_model
+
+    torch.manual_seed(RANDOM_INIT_SEED)  # a zoo model's random weights, the same in every run
+    resolved = resolve_model(spec, num_classes, **options)
+    return ModelSource(
+        spec=spec, kind="checkpoint" if resolved.trained else "zoo",
+        name=getattr(resolved.model, "name", spec), num_classes=resolved.num_classes, resolved=resolved,
+        model_options=dict(resolved.model_options), dataset=resolved.dataset, mean_iu=resolved.mean_iu,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Work: GFLOPs of the graph that is timed
+# --------------------------------------------------------------------------------------------
+class FlopCounter:
+    """GFLOPs per image at each size, of the network as deployed (grouped upsampling).
+
+    Counted on a meta-device copy, so even VGG16 at full size takes milliseconds. A source
+    given as a file is rebuilt from its metadata (name, classes, options) for counting only.
+    Returns ``None`` when torch is not installed.
+    """
+
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self._meta = None
+        self._cache: Dict[Tuple[int, int], Optional[float]] = {}
+
+    def _meta_model(self):
+        if self._meta is None:
+            from fcn_deploy.models import build_model
+            from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
+
+            if self.source.has_torch_model:
+                net = copy.deepcopy(self.source.resolved.model)
+            else:
+                opts = {k: v for k, v in self.source.model_options.items() if k not in ("pretrained", "pretrained_backbone")}
+                net = build_model(self.source.name, self.source.num_classes, **opts)
+            convert_upsampling_to_grouped(net)  # needs real weights: it checks they are diagonal
+            self._meta = net.to("meta").eval()
+        return self._meta
+
+    def gflops(self, height: int, width: int) -> Optional[float]:
+        key = (height, width)
+        if key not in self._cache:
+            try:
+                from fcn_deploy.models.flops import count_flops
+
+                self._cache[key] = round(count_flops(self._meta_model(), height, width), 4)
+            except ImportError:
+                self._cache[key] = None
+            except Exception as exc:  # a model the counter cannot trace: say so, keep going
+                log.warning("cannot count the GFLOPs of %s: %s", self.source.name, exc)
+                self._cache[key] = None
+        return self._cache[key]
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch: the same graph as the export
+# --------------------------------------------------------------------------------------------
+def torch_module(source: ModelSource, precision: str, graph: str):
+    """The network as the exporter traces it, for PyTorch to run (on the CPU, float32).
+
+    ``labels``: :class:`~converters.onnx_export.DeployGraph` with the pre-processing and the
+    arg-max folded in, uint8 frames in, uint8 labels out. ``logits``: the bare network.
+    ``fp16`` casts the network's weights and its input to half, and its logits back to
+    float, as the FP16 ONNX keeps float32 at its boundary.
+    """
+    import torch
+    import torch.nn as nn
+    from converters.onnx_export import DeployGraph
+    from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
+
+    if graph not in GRAPHS:
+        raise FcnDeployError(f"unknown graph {graph!r}; expected one of {', '.join(GRAPHS)}")
+    model = source.resolved.model
+    net = copy.deepcopy(model).eval()
+    convert_upsampling_to_grouped(net)
+    if precision == "fp16":
+
+        class HalfNet(nn.Module):
+            """The half-precision network behind float32 input and output."""
+
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.net = inner
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.net(x.to(torch.float16)).to(torch.float32)
+
+        net = HalfNet(net.half())
+    elif precision != "fp32":
+        raise FcnDeployError(f"PyTorch runs fp32 or fp16, not {precision}")
+    module: nn.Module = net
+    if graph == "labels":
+        module = DeployGraph(net, model.normalization, fold_preprocessing=True, fold_argmax=True)
+    return module.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX variants, cached
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Calibration:
+    """Where INT8 calibration frames come from: a folder or ``DATASET[:ROOT]`` (train split)."""
+
+    source: str = "synthetic"
+    images: int = 16
+    size: Optional[Tuple[int, int]] = None
+
+    def key(self) -> Dict[str, Any]:
+        return {"source": self.source, "images": self.images, "size": list(self.size) if self.size else None}
+
+
+class ExportCache:
+    """ONNX variants of one model in a work directory, exported once and reused.
+
+    A file's name carries the model, precision and graph (for people) and a hash of the
+    full key (for correctness); ``NAME.key.json`` beside it holds the key itself.
+    """
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = workdir
+        os.makedirs(workdir, exist_ok=True)
+
+    def key(self, source: ModelSource, precision: str, graph: str, calibration: Optional[Calibration]) -> Dict[str, Any]:
+        import torch
+
+        import fcn_deploy
+        from converters.onnx_passes import DEFAULT_OPSET
+
+        key = {"model": source.identity(), "precision": precision, "graph": graph, "opset": DEFAULT_OPSET,
+               "fcn_deploy": fcn_deploy.__version__, "torch": torch.__version__}
+        if precision == "int8":
+            key["calibration"] = calibration.key() if calibration else None
+        return key
+
+    def path_for(self, source: ModelSource, precision: str, graph: str, calibration: Optional[Calibration]) -> str:
+        key = self.key(source, precision, graph, calibration)
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        return os.path.join(self.workdir, f"{source.name}-{graph}-{precision}-{digest}.onnx")
+
+    def onnx(self, source: ModelSource, precision: str, graph: str = "labels",
+             calibration: Optional[Calibration] = None) -> str:
+        """The ONNX file of ``source`` at ``precision``: the given file, a cached one, or a new export."""
+        if not source.has_torch_model:
+            if source.kind != "onnx":
+                raise FcnDeployError(f"{source.spec} is a {source.kind} file, not an ONNX graph")
+            if precision != source.file_precision or graph != source.file_graph:
+                raise FcnDeployError(
+                    f"{source.spec} is a {source.file_precision} {source.file_graph} graph; give a zoo name "
+                    "or checkpoint to export other variants"
+                )
+            return source.file
+        if precision == "int8" and calibration is None:
+            calibration = Calibration()
+        path = self.path_for(source, precision, graph, calibration)
+        if os.path.isfile(path):
+            log.info("using cached %s", path)
+            return path
+        from converters.onnx_export import export
+
+        frames = None
+        if precision == "int8":
+            from converters.calibration import load_calibration_frames
+
+            frames = load_calibration_frames(calibration.source, calibration.images, calibration.size)
+        log.info("exporting %s %s (%s graph) to %s", source.name, precision, graph, path)
+        folded = graph == "labels"
+        result = export(source.resolved, path, precision=precision, fold_preprocessing=folded,
+                        fold_argmax=folded, calib_frames=frames)
+        with open(path + ".key.json", "w") as f:
+            json.dump({"key": self.key(source, precision, graph, calibration), "seconds": round(result.seconds, 2),
+                       "agreement_with_fp32": result.agreement}, f, indent=1, sort_keys=True)
+        return result.path
+
+
+def random_frames(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A batch of random BGR uint8 frames: the input every latency configuration gets."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(batch, height, width, 3), dtype=np.uint8)

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Mean IU and speed per backend and precision, in one table (as Ultralytics' benchmark does).
+
+    python3 benchmarks/accuracy.py --model camvid --root ../shared/datasets/CamVid \\
+        --backends pytorch,ort-cpu --precisions fp32,int8 --json accuracy.json
+
+Every backend and precision segments the same images of a dataset split (CamVid val by
+default) through the same runner the latency benchmark times: raw BGR uint8 frames in,
+the pre-processing and the arg-max inside the graph, labels out. Scores are the paper's
+four metrics at label resolution (:func:`fcn_deploy.evaluation.evaluate`); latency is
+measured on the same calls (batch 1, after ``--warmup`` untimed calls; resizing excluded).
+INT8 is calibrated on the dataset's *training* split, never on the images it is scored on.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
+from converters.calibration import parse_size  # noqa: E402
+from fcn_deploy.errors import FcnDeployError  # noqa: E402
+
+log = logging.getLogger("benchmarks.accuracy")
+
+ACCURACY_COLUMNS = (
+    ("backend", "backend", ""), ("precision", "prec", ""), ("size", "size HxW", ""),
+    ("mean_iu_pct", "mean IU %", ".2f"), ("delta_pts", "vs ref pts", "+.2f"), ("pixel_acc_pct", "pixel acc %", ".2f"),
+    ("p50_ms", "p50 ms", ".1f"), ("p90_ms", "p90 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
+    ("mean_ms", "mean ms", ".1f"), ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"), ("images", "images", "d"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchmarks/accuracy.py",
+        description="Mean IU and latency per backend and precision on a dataset split.",
+        epilog="Backends: " + ", ".join(_runners.BACKENDS) + ".",
+    )
+    p.add_argument("--model", default="camvid",
+                   help="zoo name (random weights), 'camvid' (the bundled model), a checkpoint, or an .onnx/.engine file")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="zoo model build option, e.g. width=16 (repeatable)")
+    p.add_argument("--dataset", default="camvid", help="dataset name (default camvid)")
+    p.add_argument("--root", default=None, help="dataset folder (not needed for synthetic)")
+    p.add_argument("--split", default="val", help="split to score (default val)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N images (quick runs)")
+    p.add_argument("--size", default=None,
+                   help="run the network at HxW (images resized; scores at label resolution); default: "
+                        "the first image's size")
+    p.add_argument("--backends", default="pytorch,ort-cpu,ort-cuda,ort-tensorrt,tensorrt",
+                   help="comma list or 'all' (default: every backend but pytorch-cuda)")
+    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma list (default fp32,fp16,int8)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls before scoring (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores available)")
+    p.add_argument("--calib", default=None,
+                   help="INT8 calibration images: a folder or DATASET[:ROOT]; default the dataset's train split")
+    p.add_argument("--calib-images", type=int, default=32, help="INT8 calibration images (default 32)")
+    p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--csv", metavar="FILE", help="write one row per backend and precision as CSV")
+    p.add_argument("-v", "--verbose", action="store_true", help="log exports and cache use")
+    return p
+
+
+class TimedRunner:
+    """A runner whose ``infer`` calls are timed (what :class:`BackendPredictor` calls)."""
+
+    def __init__(self, runner: _runners.Runner) -> None:
+        self.runner = runner
+        self.output_kind = runner.output_kind
+        self.times: List[float] = []
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        x = self.runner.prepare(frames)
+        start = time.perf_counter()
+        out = self.runner.run(x)
+        self.times.append(time.perf_counter() - start)
+        return out
+
+
+def score(runner: _runners.Runner, dataset, indices: List[int], size, warmup: int) -> Dict[str, Any]:
+    """Mean IU and friends of ``runner`` on ``dataset[indices]``, with the latency of its calls."""
+    from fcn_deploy.evaluation import BackendPredictor, evaluate
+
+    timed = TimedRunner(runner)
+    predict = BackendPredictor(timed, size)
+    image = dataset[indices[0]][0]
+    for _ in range(warmup):
+        predict(image)
+    timed.times = []
+    scores = evaluate(dataset, predict, indices).scores()
+    record = _report.latency_stats(timed.times, 1)
+    record.update({
+        "mean_iu": scores["mean_iu"], "pixel_acc": scores["pixel_acc"], "mean_acc": scores["mean_acc"],
+        "fw_iu": scores["fw_iu"], "mean_iu_pct": 100.0 * scores["mean_iu"], "pixel_acc_pct": 100.0 * scores["pixel_acc"],
+        "images": len(indices),
+    })
+    return record
+
+
+def add_deltas(records: List[Dict[str, Any]]) -> None:
+    """``delta_pts``: mean IU minus the reference's, in points (the reference: PyTorch fp32, else the first fp32)."""
+    ref = next((r for r in records if (r["backend"], r["precision"]) == ("pytorch", "fp32")), None)
+    ref = ref or next((r for r in records if r["precision"] == "fp32"), None)
+    for r in records:
+        r["delta_pts"] = None if ref is None else round(r["mean_iu_pct"] - ref["mean_iu_pct"], 3)
+        r["reference"] = None if ref is None else f"{ref['backend']} {ref['precision']}"
+
+
+def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
+    from fcn_deploy.data import build_dataset
+    from fcn_deploy.evaluation import check_classes
+
+    backends = _runners.parse_backends(args.backends)
+    precisions = _runners.parse_precisions(args.precisions)
+    threads = args.threads or _machine.available_cores()
+    if threads < 1:
+        raise FcnDeployError(f"--threads must be >= 1, not {threads}")
+    if args.limit is not None and args.limit < 1:
+        raise FcnDeployError(f"--limit must be >= 1, not {args.limit}")
+    dataset = build_dataset(args.dataset, args.root, args.split)
+    if len(dataset) == 0:
+        raise FcnDeployError(f"{args.dataset} {args.split} has no images")
+    indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
+    size = parse_size(args.size) if args.size else tuple(dataset[indices[0]][0].shape[:2])
+    h, w = size
+
+    source = _variants.open_source(args.model, dataset.num_classes, _variants.parse_options(args.option))
+    check_classes(None, source.num_classes, dataset, source.name)
+    calib = args.calib or (args.dataset if args.root is None else f"{args.dataset}:{args.root}")
+    calibration = _variants.Calibration(calib, args.calib_images, size)
+    cache = _variants.ExportCache(args.workdir or _variants.default_workdir())
+
+    records: List[Dict[str, Any]] = []
+    skipped: List[Dict[str, Any]] = []
+    unavailable = {b: _runners.unavailable_reason(b) for b in backends}
+    for backend in backends:
+        if unavailable[backend]:
+            skipped.append({"backend": backend, "precision": "all", "reason": unavailable[backend]})
+    for precision in precisions:
+        for backend in backends:
+            if unavailable[backend]:
+                continue
+            reason = _runners.unsupported_reason(backend, precision, source)
+            if reason:
+                skipped.append({"backend": backend, "precision": precision, "reason": reason})
+                continue
+            print(f"  scoring {backend} {precision} on {len(indices)} images ...", file=sys.stderr, flush=True)
+            runner = None
+            try:
+                runner = _runners.open_runner(backend, precision, source, cache, "labels", (1, h, w), threads, calibration)
+                result = score(runner, dataset, indices, size, args.warmup)
+            except (FcnDeployError, ImportError, RuntimeError, OSError, ValueError) as exc:
+                log.debug("%s %s failed", backend, precision, exc_info=True)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                skipped.append({"backend": backend, "precision": precision, "reason": f"{type(exc).__name__}: {first}"})
+                continue
+            finally:
+                if runner is not None:
+                    runner.close()
+            record = {"model": source.name, "backend": backend, "precision": precision, "size": f"{h}x{w}",
+                      "height": h, "width": w, "batch": 1, "dataset": args.dataset, "split": args.split}
+            record.update(result)
+            record.update({"device": runner.device, "providers": runner.providers,
+                           "threads": threads if runner.device == "cpu" else None})
+            records.append(_report.rounded(record, 5))
+    add_deltas(records)
+    _report.add_speedups(records)
+    return {
+        "benchmark": "accuracy",
+        "command": " ".join(["python3", "benchmarks/accuracy.py"] + list(args.argv)),
+        "model": source.describe(),
+        "dataset": {"name": args.dataset, "root": args.root, "split": args.split, "images": len(indices),
+                    "classes": list(dataset.classes)},
+        "calibration": calibration.key(),
+        "timed": ("per image, batch 1: uint8 BGR frame in -> uint8 labels out, pre-processing and arg-max inside "
+                  "the graph; resizing to the network size and back excluded"),
+        "machine": _machine.describe_machine(threads),
+        "records": records,
+        "skipped": skipped,
+    }
+
+
+def print_report(report: Dict[str, Any]) -> None:
+    m, d = report["machine"], report["dataset"]
+    print(f"model:   {report['model']}")
+    print(f"data:    {d['name']} {d['split']}, {d['images']} images; INT8 calibrated on {report['calibration']['source']} "
+          f"({report['calibration']['images']} train images)")
+    print(f"machine: {m['cpu']} ({m['cpu_cores']} cores), GPUs: {', '.join(m['gpus']) or 'none'}, "
+          f"threads {m['threads']}, load average {m['load_average_at_start']}")
+    if m.get("busy"):
+        print("note:    the machine was busy (load average above its core count): latencies are provisional")
+    print(f"timed:   {report['timed']}\n")
+    print(_report.format_table(report["records"], ACCURACY_COLUMNS) if report["records"] else "no configuration ran")
+    print()
+    print(_report.format_skipped(report["skipped"]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = run_benchmark(args)
+        print_report(report)
+        if args.json:
+            _report.write_json(args.json, report)
+            print(f"wrote {args.json}")
+        if args.csv:
+            _report.write_csv(args.csv, report["records"])
+            print(f"wrote {args.csv}")
+    except FcnDeployError as exc:
+        print(f"accuracy.py: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""Latency of one model across backends x precisions x input sizes x batch sizes.
+
+    python3 benchmarks/latency.py --model camvid --backends pytorch,ort-cpu \\
+        --precisions fp32,int8 --sizes 360x480 --iters 30 --json latency.json --plot latency.png
+
+What is timed (the same work on every backend): by default the deployment graph, raw
+``N x H x W x 3`` uint8 BGR frames in and ``N x H x W`` uint8 labels out, host to host,
+with the pre-processing and the arg-max inside the graph. ONNX Runtime and TensorRT run the
+exported file; PyTorch runs the exporter's own wrapper around the same network with the
+same grouped upsampling. ``--graph logits`` times the bare network on every backend
+instead (normalised float input prepared outside the timed region, logits out).
+Video decoding, resizing and drawing are never included (see benchmarks/pipeline.py).
+
+Each configuration: warm-up iterations (not recorded), then ``--iters`` timed iterations
+or as many as fit in ``--seconds``, each synchronised. Reported: min, mean, p50, p90, p99,
+std, images/s; the host-to-device / compute / device-to-host split where the backend
+allows it; the peak resident memory while the configuration ran; the model's GFLOPs and
+the achieved GFLOP/s (at p50) against the machine's measured fp32 GEMM peak. A backend or
+precision that cannot run here is listed as skipped, with the reason.
+
+``--compare A.json B.json`` prints the ratios of two earlier runs instead.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
+from converters.calibration import parse_sizes  # noqa: E402
+from fcn_deploy.errors import FcnDeployError  # noqa: E402
+
+log = logging.getLogger("benchmarks.latency")
+
+TIMED = {
+    "labels": ("uint8 BGR frames in -> uint8 labels out, host to host; pre-processing (cast, channel order, "
+               "mean/std, transpose) and arg-max inside the timed graph on every backend; decode, resize and "
+               "drawing excluded"),
+    "logits": ("normalised float32 N x 3 x H x W in -> float32 logits out, host to host; host-side "
+               "normalisation and arg-max excluded"),
+}
+
+
+def parse_ints(text: str, what: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FcnDeployError(f"bad {what} {text!r}; expected whole numbers, e.g. 1,4") from None
+    if not values or any(v < 1 for v in values):
+        raise FcnDeployError(f"bad {what} {text!r}; every value must be >= 1")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchmarks/latency.py",
+        description="Latency across backends, precisions, input sizes and batch sizes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Backends: " + ", ".join(_runners.BACKENDS) + ". Precisions: " + ", ".join(_runners.PRECISIONS) + ".",
+    )
+    p.add_argument("--model", default="camvid",
+                   help="zoo name (random weights), 'camvid' (the bundled model), a checkpoint, or an .onnx/.engine file")
+    p.add_argument("--num-classes", type=int, default=11, help="classes of a zoo model (default 11, CamVid's)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="zoo model build option, e.g. width=16 (repeatable)")
+    p.add_argument("--backends", default="all", help="comma list or 'all' (default)")
+    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma list of fp32, fp16, int8 (default all three)")
+    p.add_argument("--sizes", default="360x480", help="input sizes HxW, comma separated (default 360x480)")
+    p.add_argument("--batch", default="1", help="batch sizes, comma separated (default 1)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed iterations per configuration (default 3)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--iters", type=int, default=None, help="timed iterations per configuration (default 20)")
+    group.add_argument("--seconds", type=float, default=None, help="time each configuration for this long instead")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch, ONNX Runtime and the GEMM peak (default: the cores available)")
+    p.add_argument("--graph", choices=_variants.GRAPHS, default="labels",
+                   help="labels: the deployment graph with pre-processing and arg-max folded in (default); "
+                        "logits: the bare network")
+    p.add_argument("--calib", default="synthetic",
+                   help="INT8 calibration images: a folder or DATASET[:ROOT] (train split); default synthetic. "
+                        "Changes accuracy, not speed")
+    p.add_argument("--calib-images", type=int, default=16, help="INT8 calibration images (default 16)")
+    p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")
+    p.add_argument("--no-peak", action="store_true", help="skip measuring the GEMM peak")
+    p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--csv", metavar="FILE", help="write one row per configuration as CSV")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG chart of latency by backend and size")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                   help="print the ratios of two earlier reports and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="log exports and cache use")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+def time_runner(runner: _runners.Runner, x: Any, warmup: int, iters: Optional[int],
+                seconds: Optional[float]) -> List[float]:
+    """Seconds per synchronised call of ``runner.run(x)``, after ``warmup`` untimed calls.
+
+    With ``seconds`` the loop runs until that much time has passed (and at least two calls,
+    so a spread exists); otherwise exactly ``iters`` calls.
+    """
+    for _ in range(warmup):
+        runner.run(x)
+    runner.reset_split()
+    clock = time.perf_counter
+    times: List[float] = []
+    deadline = clock() + seconds if seconds else None
+    while True:
+        start = clock()
+        runner.run(x)
+        times.append(clock() - start)
+        if deadline is not None:
+            if clock() >= deadline and len(times) >= 2:
+                break
+        elif len(times) >= iters:
+            break
+    return times
+
+
+def measure(runner: _runners.Runner, frames, settings: Dict[str, Any]) -> Dict[str, Any]:
+    x = runner.prepare(frames)
+    times = time_runner(runner, x, settings["warmup"], settings["iters"], settings["seconds"])
+    record = _report.latency_stats(times, frames.shape[0])
+    split = runner.split(x, min(10, max(2, len(times))))
+    record.update(split or {"h2d_ms": None, "compute_ms": None, "d2h_ms": None})
+    record["split_note"] = runner.split_note
+    return record
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
+    """Every configuration of ``args``: the report (records, skipped, machine, settings)."""
+    backends = _runners.parse_backends(args.backends)
+    precisions = _runners.parse_precisions(args.precisions)
+    sizes = parse_sizes(args.sizes)
+    batches = parse_ints(args.batch, "--batch")
+    iters = args.iters if args.iters is not None else (None if args.seconds else 20)
+    if iters is not None and iters < 1:
+        raise FcnDeployError(f"--iters must be >= 1, not {iters}")
+    if args.seconds is not None and args.seconds <= 0:
+        raise FcnDeployError(f"--seconds must be > 0, not {args.seconds}")
+    if args.warmup < 0:
+        raise FcnDeployError(f"--warmup must be >= 0, not {args.warmup}")
+    threads = args.threads or _machine.available_cores()
+    if threads < 1:
+        raise FcnDeployError(f"--threads must be >= 1, not {threads}")
+    settings = {"warmup": args.warmup, "iters": iters, "seconds": args.seconds, "threads": threads,
+                "graph": args.graph, "backends": backends, "precisions": precisions,
+                "sizes": [f"{h}x{w}" for h, w in sizes], "batches": batches}
+
+    source = _variants.open_source(args.model, args.num_classes, _variants.parse_options(args.option))
+    cache = _variants.ExportCache(args.workdir or _variants.default_workdir())
+    calibration = _variants.Calibration(args.calib, args.calib_images, sizes[0])
+    flops = _variants.FlopCounter(source)
+    machine = _machine.describe_machine(threads)
+    peaks: List[Dict[str, Any]] = []
+    if not args.no_peak:
+        peaks.append(_machine.matmul_peak(threads))
+        if any(_runners.DEVICE[b] == "cuda" for b in backends):
+            peaks.extend(_machine.cuda_matmul_peaks())
+
+    records: List[Dict[str, Any]] = []
+    skipped: List[Dict[str, Any]] = []
+    memory = _machine.PeakMemory()
+    unavailable = {b: _runners.unavailable_reason(b) for b in backends}
+    for backend in backends:
+        if unavailable[backend]:
+            skipped.append({"backend": backend, "precision": "all", "reason": unavailable[backend]})
+    for precision in precisions:
+        for backend in backends:
+            if unavailable[backend]:
+                continue
+            reason = _runners.unsupported_reason(backend, precision, source)
+            if reason:
+                skipped.append({"backend": backend, "precision": precision, "reason": reason})
+                continue
+            for h, w in sizes:
+                for batch in batches:
+                    size = f"{h}x{w}"
+                    label = f"{backend} {precision} {size} batch {batch}"
+                    print(f"  running {label} ...", file=sys.stderr, flush=True)
+                    runner = None
+                    memory.start()
+                    try:
+                        runner = _runners.open_runner(backend, precision, source, cache, args.graph, (batch, h, w),
+                                                      threads, calibration)
+                        frames = _variants.random_frames(batch, h, w)
+                        timing = measure(runner, frames, settings)
+                    except (FcnDeployError, ImportError, RuntimeError, OSError, ValueError) as exc:
+                        log.debug("%s failed", label, exc_info=True)
+                        skipped.append({"backend": backend, "precision": precision, "size": size,
+                                        "batch": batch, "reason": f"{type(exc).__name__}: {_first_line(exc)}"})
+                        continue
+                    finally:
+                        if runner is not None:
+                            runner.close()
+                    record = {"model": source.name, "backend": backend, "precision": precision, "size": size,
+                              "height": h, "width": w, "batch": batch, "graph": args.graph,
+                              "includes_preprocessing": args.graph == "labels",
+                              "includes_argmax": args.graph == "labels", "warmup": args.warmup}
+                    record.update(timing)
+                    record.update(memory.stop())
+                    record.update(_work(flops.gflops(h, w), batch, record["p50_ms"],
+                                        _machine.reference_peak(peaks, runner.device, precision)))
+                    record.update({"threads": threads if runner.device == "cpu" else None, "device": runner.device,
+                                   "providers": runner.providers, "notes": "; ".join(runner.notes)})
+                    records.append(_report.rounded(record))
+    _report.add_speedups(records)
+    return {
+        "benchmark": "latency",
+        "command": " ".join(["python3", "benchmarks/latency.py"] + list(args.argv)),
+        "model": source.describe(),
+        "timed": TIMED[args.graph],
+        "machine": machine,
+        "peaks": peaks,
+        "settings": settings,
+        "records": records,
+        "skipped": skipped,
+    }
+
+
+def _work(gflops: Optional[float], batch: int, p50_ms: float, peak: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """GFLOPs per image, achieved GFLOP/s at the median latency, and its share of the measured peak."""
+    achieved = gflops * batch / (p50_ms / 1e3) if gflops and p50_ms else None
+    peak_value = peak["gflops_s"] if peak else None
+    return {
+        "gflops": gflops,
+        "achieved_gflops_s": achieved,
+        "peak_gflops_s": peak_value,
+        "peak_kind": f"{peak['device']} {peak['dtype']} GEMM" if peak else None,
+        "pct_of_peak": 100.0 * achieved / peak_value if achieved and peak_value else None,
+    }
+
+
+def print_report(report: Dict[str, Any]) -> None:
+    m = report["machine"]
+    print(f"model:   {report['model']}")
+    print(f"machine: {m['cpu']} ({m['cpu_cores']} cores), GPUs: {', '.join(m['gpus']) or 'none'}, "
+          f"threads {m['threads']}, load average {m['load_average_at_start']}")
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    print(f"versions: {versions}")
+    if m.get("busy"):
+        print("note:    the machine was busy (load average above its core count): numbers are provisional")
+    for peak in report["peaks"]:
+        print(f"peak:    {peak['gflops_s']:.0f} GFLOP/s ({peak['method']})")
+    print(f"timed:   {report['timed']}")
+    works = {}
+    for r in report["records"]:
+        if r.get("gflops"):
+            works[r["size"]] = r["gflops"]
+    if works:
+        print("work:    " + ", ".join(f"{g:.4g} GFLOP per image at {s}" for s, g in works.items()))
+    s = report["settings"]
+    how = f"{s['iters']} iterations" if s["iters"] else f"{s['seconds']} s"
+    print(f"method:  {s['warmup']} warm-up, then {how} per configuration; ms per batch; "
+          "GFLOP/s and % of peak at p50\n")
+    print(_report.format_table(report["records"], _report.LATENCY_COLUMNS) if report["records"]
+          else "no configuration ran")
+    print()
+    print(_report.format_skipped(report["skipped"]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.compare:
+            a, b = (_report.load_report(p) for p in args.compare)
+            text, _ = _report.compare(a, b, os.path.basename(args.compare[0]), os.path.basename(args.compare[1]))
+            print(text)
+            return 0
+        report = run_benchmark(args)
+        print_report(report)
+        if args.json:
+            _report.write_json(args.json, report)
+            print(f"wrote {args.json}")
+        if args.csv:
+            _report.write_csv(args.csv, report["records"])
+            print(f"wrote {args.csv}")
+        if args.plot:
+            if report["records"]:
+                title = f"{report['model']}\n{report['machine']['cpu']}, {report['settings']['threads']} threads"
+                _report.plot(args.plot, report["records"], title)
+                print(f"wrote {args.plot}")
+            else:
+                print(f"no chart: nothing was measured ({args.plot} not written)")
+    except FcnDeployError as exc:
+        print(f"latency.py: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
