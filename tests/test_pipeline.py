@@ -16,7 +16,7 @@ import pytest
 
 from fcn_deploy.runtime.backends import open_backend
 from fcn_deploy.runtime.pipeline import Pipeline
-from fcn_deploy.runtime.sinks import LabelSink, NullSink, VideoFileSink
+from fcn_deploy.runtime.sinks import LabelSink, NullSink, Sink, VideoFileSink
 from fcn_deploy.runtime.sources import Frame, Source, SourceError, open_source
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
 
@@ -174,7 +174,7 @@ class SyntheticCamera(Source):
         return frame
 
 
-class IndexRecorder(NullSink):
+class IndexRecorder(Sink):
     def __init__(self):
         self.indices = []
 
@@ -229,3 +229,21 @@ def test_runtime_modules_do_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_pipeline_benchmark_script_runs(tmp_path, tiny_onnx):
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "pipeline.py"), "--model", str(tiny_onnx), "--size", "72x96",
+         "--frames", "4", "--rounds", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["size"] == [72, 96] and len(data["model_only_fps"]) == 2
+    for output in ("none", "mp4"):
+        assert data["pipelines"][output]["median_fps"] > 0 and len(data["pipelines"][output]["ratios"]) == 1
+    assert "% of model-only" in result.stdout

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .sinks import LabelSink, Sink
+from .sinks import LabelSink, NullSink, Sink
 from .sources import Frame, Source
 from .visualize import HudStats, Visualizer
 
@@ -141,6 +141,8 @@ class Pipeline:
         self.backend = backend
         self.visualizer = visualizer
         self.sinks = list(sinks)
+        # Draw only for a sink that shows or stores the picture (not for `--output none`).
+        self._draw = any(not isinstance(sink, NullSink) for sink in self.sinks)
         self.label_sink = label_sink
         self.input_size = input_size
         self.max_frames = max_frames
@@ -243,7 +245,7 @@ class Pipeline:
                 else:
                     labels_full = labels
             picture = None
-            if self.visualizer is not None and self.sinks:
+            if self.visualizer is not None and self._draw:
                 hud.latency_ms = 1000.0 * (t0 - frame.captured)
                 hud.inference_ms = 1000.0 * item.times.get("inference", 0.0)
                 picture = self.visualizer.render(frame.image, labels, hud)

@@ -1,0 +1,187 @@
+"""End-to-end pipeline FPS against model-only FPS, same backend, same input size.
+
+    python3 benchmarks/pipeline.py                          # bundled CamVid model (or its untrained twin)
+    python3 benchmarks/pipeline.py --model m.onnx --size 360x480 --frames 60 --rounds 3 --json out.json
+
+*Model-only* runs ``backend.infer_labels`` on one real frame in a loop: the ceiling. The
+*pipeline* plays a video file through :class:`fcn_deploy.runtime.pipeline.Pipeline` with its
+decoding, resizing, rendering (overlay, legend, HUD) and an output (``none``: render and drop;
+``mp4``: also encode a video file). Its end-to-end FPS over the model-only FPS says how much
+of the model's throughput the video loop keeps; the target is 90% or more.
+
+Other processes may share the machine's cores, so the measurements alternate (model-only,
+pipeline, model-only, ...), each pipeline run is compared with the model-only runs on either
+side of it, and the median ratio over the rounds is reported.
+
+``--model`` takes an ``.onnx`` file, ``camvid`` (the bundled model), or a zoo name, which is
+exported (untrained) to a temporary file first (that needs torch; the run itself does not).
+The default is ``camvid`` when installed, else ``fcn8s_efficientnet_lite0`` with CamVid's 11
+classes: the same network, so the same speed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fcn_deploy.runtime.assets import ASSETS, DEMO_CLIP, BUNDLED_MODELS  # noqa: E402
+from fcn_deploy.runtime.backends import open_backend  # noqa: E402
+from fcn_deploy.runtime.pipeline import Pipeline  # noqa: E402
+from fcn_deploy.runtime.sinks import Sink, VideoFileSink  # noqa: E402
+from fcn_deploy.runtime.sources import open_source  # noqa: E402
+from fcn_deploy.runtime.visualize import VisualOptions, Visualizer  # noqa: E402
+
+
+def parse_size(text: str):
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def resolve_model(spec: str, workdir: Path, num_classes: int) -> Path:
+    """An ONNX path for ``spec``: a file, the bundled model, or a zoo name exported here."""
+    if spec in BUNDLED_MODELS and (ASSETS / BUNDLED_MODELS[spec]).is_file():
+        return ASSETS / BUNDLED_MODELS[spec]
+    if spec.endswith(".onnx"):
+        return Path(spec)
+    if spec in BUNDLED_MODELS:  # not installed yet: its untrained twin
+        spec = "fcn8s_efficientnet_lite0"
+        print(f"bundled model not installed; using an untrained {spec} ({num_classes} classes): same speed")
+    from converters.onnx_export import export, resolve_model as resolve_zoo
+
+    path = workdir / f"{spec}.onnx"
+    export(resolve_zoo(spec, num_classes=num_classes), str(path))
+    return path
+
+
+def make_clip(path: Path, size, frames: int) -> Path:
+    """The bundled CamVid clip at ``size`` (or as it is), ``frames`` long at most."""
+    clip = ASSETS / DEMO_CLIP
+    h, w = size
+    cap = cv2.VideoCapture(str(clip))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
+    written = 0
+    while written < frames:
+        ok, img = cap.read()
+        if not ok:
+            break
+        writer.write(img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
+        written += 1
+    writer.release()
+    return path
+
+
+def model_only_fps(backend, frame: np.ndarray, iterations: int) -> float:
+    batch = frame[None]
+    start = time.perf_counter()
+    for _ in range(iterations):
+        backend.infer_labels(batch)
+    return iterations / (time.perf_counter() - start)
+
+
+class RenderOnly(Sink):
+    """Takes the rendered picture and drops it: the pipeline's cost without an output's."""
+
+    def write(self, image, frame) -> None:
+        pass
+
+
+def pipeline_run(backend, visualizer, clip: Path, frames: int, output: str, workdir: Path):
+    source = open_source(str(clip), loop=True)
+    if output == "mp4":
+        target = workdir / "out.mp4"
+        if target.exists():
+            target.unlink()
+        sink = VideoFileSink(target, source.fps)
+    else:
+        sink = RenderOnly()
+    try:
+        return Pipeline(source, backend, visualizer, [sink], max_frames=frames, queue_size=2).run()
+    finally:
+        source.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="camvid", help="an .onnx file, 'camvid', or a zoo name")
+    parser.add_argument("--num-classes", type=int, default=11, help="classes of an exported zoo model")
+    parser.add_argument("--size", default="360x480", help="input HxW (default CamVid's 360x480)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: cores)")
+    parser.add_argument("--frames", type=int, default=40, help="frames per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--outputs", default="none,mp4", help="pipeline outputs to measure: none, mp4")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args()
+
+    size = parse_size(args.size)
+    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        model_path = resolve_model(args.model, workdir, args.num_classes)
+        clip = make_clip(workdir / "clip.mp4", size, args.frames)
+        options = {"threads": args.threads} if args.threads else {}
+        backend = open_backend(model_path, args.device, **options)
+        meta = backend.metadata
+        visualizer = Visualizer(meta.classes, meta.palette, VisualOptions())
+        frame = open_source(str(clip)).read().image
+        for _ in range(3):  # warm-up: allocations, thread pools
+            backend.infer_labels(frame[None])
+
+        # M P P M P P ... M: each pipeline run is compared with the model-only runs on
+        # either side of it, so a slow spell of the shared machine hits both alike.
+        model_fps = [model_only_fps(backend, frame, args.frames)]
+        pipe_fps, ratios, reports = ({o: [] for o in outputs} for _ in range(3))
+        for round_index in range(args.rounds):
+            runs = {}
+            for output in outputs:
+                runs[output] = pipeline_run(backend, visualizer, clip, args.frames, output, workdir)
+            model_fps.append(model_only_fps(backend, frame, args.frames))
+            reference = (model_fps[-2] + model_fps[-1]) / 2
+            for output, report in runs.items():
+                pipe_fps[output].append(report.fps)
+                ratios[output].append(report.fps / reference)
+                reports[output].append(report)
+            print(f"round {round_index + 1}: model-only {reference:.2f} FPS, "
+                  + ", ".join(f"pipeline->{o} {pipe_fps[o][-1]:.2f} FPS ({100 * ratios[o][-1]:.0f}%)"
+                              for o in outputs), flush=True)
+        backend.close()
+
+    model = statistics.median(model_fps)
+    print()
+    print(f"{meta.model_name} ({model_path.name}) at {size[0]}x{size[1]}, {args.device}, "
+          f"ONNX Runtime threads={args.threads or 'default (cores)'}, {os.cpu_count()} CPUs, "
+          f"{args.frames} frames x {args.rounds} rounds (medians)")
+    print(f"  model only          {model:7.2f} FPS  {1000 / model:7.1f} ms/frame")
+    results = {"model": meta.model_name, "size": list(size), "device": args.device, "threads": args.threads,
+               "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+               "frames": args.frames, "rounds": args.rounds, "model_only_fps": model_fps, "pipelines": {}}
+    for output in outputs:
+        fps = statistics.median(pipe_fps[output])
+        ratio = statistics.median(ratios[output])
+        best = reports[output][pipe_fps[output].index(fps)]
+        stages = {name: round(stage.mean_ms, 3) for name, stage in best.stages.items()}
+        print(f"  pipeline -> {output:<6} {fps:7.2f} FPS  {100 * ratio:5.1f}% of model-only  "
+              + "  ".join(f"{k} {v:.1f} ms" for k, v in stages.items()))
+        results["pipelines"][output] = {"fps": pipe_fps[output], "median_fps": fps, "ratios": ratios[output],
+                                        "median_ratio": ratio, "stage_ms": stages,
+                                        "latency_p50_ms": best.latency_ms(50)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
