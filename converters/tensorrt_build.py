@@ -18,7 +18,7 @@ So a build is decided in two steps:
    only calls every supported release has: ``build_serialized_network``,
    ``set_memory_pool_limit``, ``parse_from_file``, optimisation profiles, timing caches.
 
-:func:`build_engine` ties it together with the engine cache: the plan is written atomically
+:func:`ensure_engine` ties it together with the engine cache: the plan is written atomically
 with its sidecar ``NAME.engine.json``, and an existing engine is reused only when its sidecar
 matches the request and this system (otherwise it is rebuilt, with the reason logged).
 """
@@ -376,7 +376,7 @@ def current_system(trt: Any, cuda: Any) -> SystemInfo:
     return SystemInfo(tensorrt_version(trt), cuda.device_name(), cuda.compute_capability())
 
 
-def build_engine(
+def ensure_engine(
     onnx_path: str,
     output: Optional[str] = None,
     options: Optional[BuildOptions] = None,
@@ -473,7 +473,7 @@ def build_after_export(onnx_path: str, options: Optional[BuildOptions] = None) -
     ``NOT_BUILT_HINT.format(onnx=...)`` and exits 0)."""
     if not tensorrt_available():
         return None
-    return build_engine(onnx_path, options=options)
+    return ensure_engine(onnx_path, options=options)
 
 
 __all__ = [
@@ -484,7 +484,7 @@ __all__ = [
     "NOT_BUILT_HINT",
     "TensorRTError",
     "build_after_export",
-    "build_engine",
+    "ensure_engine",
     "build_serialized",
     "builder_flag_names",
     "choose_precision",

@@ -56,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from converters.tensorrt_build import BuildOptions, build_engine
+    from converters.tensorrt_build import BuildOptions, ensure_engine
     from converters.tensorrt_shapes import parse_shapes_arg, profile_text
 
     for text in args.shapes:  # bad syntax is reported before anything heavy happens
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         version_compatible=args.version_compatible,
         contexts=args.contexts,
     )
-    result = build_engine(args.onnx, args.output, options, force=args.force)
+    result = ensure_engine(args.onnx, args.output, options, force=args.force)
     side = result.sidecar
     where = f"TensorRT {side.tensorrt_version}, {side.gpu_name} (sm {side.compute_capability}), {side.precision}"
     shapes = "; ".join(profile_text(p) for p in side.profiles[:1]) or "fixed shapes"

@@ -176,7 +176,7 @@ class _LogRecorder:
         return text or "no error message from TensorRT (run with -v for its log)"
 
 
-_LOGGERS: Dict[int, Any] = {}
+_LOGGERS: Dict[int, Tuple[Any, Any]] = {}  # id(module) -> (module, logger); the module kept alive
 _LOGGERS_LOCK = threading.Lock()
 
 
@@ -187,7 +187,8 @@ def tensorrt_logger(trt: Any) -> Any:
     and runtimes and warns when later ones differ.
     """
     with _LOGGERS_LOCK:
-        logger = _LOGGERS.get(id(trt))
+        entry = _LOGGERS.get(id(trt))
+        logger = entry[1] if entry is not None and entry[0] is trt else None
         if logger is None:
             recorder = _LogRecorder()
 
@@ -200,7 +201,7 @@ def tensorrt_logger(trt: Any) -> Any:
                     self.recorder.log(severity, msg)
 
             logger = _Bridge()
-            _LOGGERS[id(trt)] = logger
+            _LOGGERS[id(trt)] = (trt, logger)
         return logger
 
 

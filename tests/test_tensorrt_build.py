@@ -1,0 +1,313 @@
+"""``fcn-deploy build`` without a GPU: --shapes parsing, profile defaults from the metadata,
+the version-dependent precision and flags, reading the ONNX, and the one-line error where
+TensorRT is absent (run for real in a subprocess)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from converters import tensorrt_build as tb  # noqa: E402
+from converters.tensorrt_shapes import (  # noqa: E402
+    ShapeError,
+    default_profile,
+    parse_shape,
+    parse_shapes_arg,
+    resolve_profile,
+    typical_size,
+)
+from fcn_deploy.normalization import TORCHVISION_IMAGENET  # noqa: E402
+from fcn_deploy.runtime.metadata import LAYOUT_NORMALIZED, LAYOUT_RAW_BGR, ModelMetadata, default_palette  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- a small real ONNX with fcn-deploy metadata (also used by the other TensorRT tests) ------
+def make_metadata(layout=LAYOUT_RAW_BGR, output="labels", precision="fp32", num_classes=3, **extra) -> ModelMetadata:
+    return ModelMetadata(
+        model_name="tiny_fcn", num_classes=num_classes, classes=[f"c{i}" for i in range(num_classes)],
+        palette=default_palette(num_classes), normalization=TORCHVISION_IMAGENET, input_layout=layout,
+        output=output, precision=precision, dataset="camvid", extra=dict(extra),
+    )
+
+
+def make_onnx(path, *, layout=LAYOUT_RAW_BGR, output="labels", precision="fp32", num_classes=3,
+              fixed_hw=None, bad_op=False, metadata=True, seed=0) -> str:
+    """A one-convolution segmentation net shaped like an fcn-deploy export: raw BGR uint8
+    NHWC frames (or normalised NCHW floats) in; uint8 labels (or float logits) out. ``fp16``
+    runs the convolution in half precision behind explicit Casts; ``int8`` puts symmetric
+    Q/DQ pairs on its input and weights."""
+    rng = np.random.default_rng(seed)
+    h, w = fixed_hw if fixed_hw else ("H", "W")
+    nodes, inits = [], []
+    norm = TORCHVISION_IMAGENET
+    if layout == LAYOUT_RAW_BGR:
+        x = helper.make_tensor_value_info("input", TensorProto.UINT8, ["N", h, w, 3])
+        mean = np.array(norm.mean, np.float32)[::-1].reshape(1, 3, 1, 1)  # RGB stats, BGR frames
+        std = np.array(norm.std, np.float32)[::-1].reshape(1, 3, 1, 1)
+        inits += [numpy_helper.from_array(mean, "mean"), numpy_helper.from_array(std, "std")]
+        nodes += [
+            helper.make_node("Cast", ["input"], ["as_float"], to=TensorProto.FLOAT, name="cast_input"),
+            helper.make_node("Transpose", ["as_float"], ["nchw"], perm=[0, 3, 1, 2], name="to_nchw"),
+            helper.make_node("Sub", ["nchw"], ["centered"], name="sub_mean"),
+            helper.make_node("Div", ["centered", "std"], ["normalized"], name="div_std"),
+        ]
+        nodes[2].input.append("mean")
+        conv_in = "normalized"
+    else:
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])
+        conv_in = "input"
+    weight = rng.normal(0, 0.5, (num_classes, 3, 3, 3)).astype(np.float32)
+    bias = rng.normal(0, 0.1, (num_classes,)).astype(np.float32)
+    if precision == "fp16":
+        inits += [numpy_helper.from_array(weight.astype(np.float16), "score_w"),
+                  numpy_helper.from_array(bias.astype(np.float16), "score_b")]
+        nodes += [
+            helper.make_node("Cast", [conv_in], ["half_in"], to=TensorProto.FLOAT16, name="cast_fp16"),
+            helper.make_node("Conv", ["half_in", "score_w", "score_b"], ["half_score"], pads=[1, 1, 1, 1], name="score"),
+            helper.make_node("Cast", ["half_score"], ["score"], to=TensorProto.FLOAT, name="cast_fp32"),
+        ]
+    elif precision == "int8":
+        w_scale = (np.abs(weight).reshape(num_classes, -1).max(1) / 127).astype(np.float32)
+        w_q = np.clip(np.round(weight / w_scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
+        inits += [
+            numpy_helper.from_array(np.array(3.0 / 127, np.float32), "x_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "x_zero"),
+            numpy_helper.from_array(w_q, "score_wq"),
+            numpy_helper.from_array(w_scale, "w_scale"),
+            numpy_helper.from_array(np.zeros(num_classes, np.int8), "w_zero"),
+            numpy_helper.from_array(bias, "score_b"),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", [conv_in, "x_scale", "x_zero"], ["x_q"], name="quant_x"),
+            helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zero"], ["x_dq"], name="dequant_x"),
+            helper.make_node("DequantizeLinear", ["score_wq", "w_scale", "w_zero"], ["w_dq"], axis=0, name="dequant_w"),
+            helper.make_node("Conv", ["x_dq", "w_dq", "score_b"], ["score"], pads=[1, 1, 1, 1], name="score"),
+        ]
+    else:
+        inits += [numpy_helper.from_array(weight, "score_w"), numpy_helper.from_array(bias, "score_b")]
+        nodes.append(helper.make_node("Conv", [conv_in, "score_w", "score_b"], ["score"], pads=[1, 1, 1, 1], name="score"))
+    last = "score"
+    if bad_op:
+        nodes.append(helper.make_node("NotARealOp", [last], ["odd"], domain="com.example", name="mystery_node"))
+        last = "odd"
+    if output == "labels":
+        nodes += [
+            helper.make_node("ArgMax", [last], ["argmax"], axis=1, keepdims=0, name="argmax"),
+            helper.make_node("Cast", ["argmax"], ["labels"], to=TensorProto.UINT8, name="cast_labels"),
+        ]
+        y = helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", h, w])
+    else:
+        nodes.append(helper.make_node("Identity", [last], ["logits"], name="logits"))
+        y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", num_classes, h, w])
+    graph = helper.make_graph(nodes, "tiny_fcn", [x], [y], initializer=inits)
+    opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid("com.example", 1)] if bad_op else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 7
+    if metadata:
+        for key, value in make_metadata(layout, output, precision, num_classes).to_props().items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+    onnx.save(model, os.fspath(path))
+    return os.fspath(path)
+
+
+# -- --shapes -------------------------------------------------------------------------------
+def test_parse_shape():
+    assert parse_shape("1x3x512x512") == (1, 3, 512, 512)
+    assert parse_shape(" 2X360x480x3 ") == (2, 360, 480, 3)
+    for bad in ("", "1x3xx5", "1x3x-2", "1x0x4", "axb", "1.5x3"):
+        with pytest.raises(ShapeError):
+            parse_shape(bad)
+
+
+def test_parse_shapes_arg_forms():
+    name, shapes = parse_shapes_arg("min=1x3x256x256,opt=1x3x512x512,max=4x3x1024x1024")
+    assert name is None
+    assert shapes == {"min": (1, 3, 256, 256), "opt": (1, 3, 512, 512), "max": (4, 3, 1024, 1024)}
+    name, shapes = parse_shapes_arg("input:max=1x8x8x3,min=1x4x4x3,opt=1x8x8x3")
+    assert name == "input" and shapes["min"] == (1, 4, 4, 3)
+    name, shapes = parse_shapes_arg("input:0:min=1x4,opt=1x4,max=1x4")  # TensorFlow-style names keep their colon
+    assert name == "input:0"
+    name, shapes = parse_shapes_arg("frames:1x360x480x3")
+    assert name == "frames" and shapes["min"] == shapes["opt"] == shapes["max"] == (1, 360, 480, 3)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("min=1x3x8x8", "lacks opt, max"),
+        ("min=1x3x8x8,opt=1x3x8x8,max=1x3x8x8,opt=1x3x8x8", "gives opt twice"),
+        ("min=1x3x8x8,best=1x3x8x8,max=1x3x8x8", "bad --shapes item"),
+        ("min=1x3x16x8,opt=1x3x8x8,max=1x3x32x32", "axis 2 needs min <= opt <= max"),
+        ("min=1x3x8,opt=1x3x8x8,max=1x3x8x8", "different ranks"),
+        ("min=1x3x8x8,opt=1x3xbadx8,max=1x3x8x8", "bad shape"),
+        ("just words", "expected"),
+    ],
+)
+def test_parse_shapes_arg_errors(text, message):
+    with pytest.raises(ShapeError, match=message):
+        parse_shapes_arg(text)
+
+
+# -- defaults from the metadata ---------------------------------------------------------------
+def test_default_profile_follows_the_layout_and_typical_size():
+    raw = default_profile([None, None, None, 3], make_metadata(LAYOUT_RAW_BGR))
+    assert raw == {"min": (1, 180, 240, 3), "opt": (1, 360, 480, 3), "max": (1, 720, 960, 3)}
+    chw = default_profile([None, 3, None, None], make_metadata(LAYOUT_NORMALIZED))
+    assert chw == {"min": (1, 3, 180, 240), "opt": (1, 3, 360, 480), "max": (1, 3, 720, 960)}
+    fixed_batch = default_profile([2, 3, None, None], make_metadata(LAYOUT_NORMALIZED, input_size=[64, 96]))
+    assert fixed_batch == {"min": (2, 3, 32, 48), "opt": (2, 3, 64, 96), "max": (2, 3, 128, 192)}
+    tiny = default_profile([None, None, None, 3], make_metadata(input_size=[40, 40]))
+    assert tiny["min"] == (1, 32, 32, 3)  # never below 32 pixels
+
+
+def test_typical_size_sources():
+    assert typical_size(None) == (360, 480)
+    assert typical_size(make_metadata(input_size=[256, 512])) == (256, 512)
+    assert typical_size(make_metadata(calibration={"size": [200, 300]})) == (200, 300)
+    cityscapes = make_metadata()
+    cityscapes.dataset = "cityscapes"
+    assert typical_size(cityscapes) == (512, 1024)
+    assert typical_size(make_metadata(input_size="big")) == (360, 480)
+
+
+def test_resolve_profile_uses_shapes_or_defaults():
+    meta = make_metadata()
+    inputs = [("input", (None, None, None, 3))]
+    assert resolve_profile(inputs, meta) == {
+        "input": {"min": [1, 180, 240, 3], "opt": [1, 360, 480, 3], "max": [1, 720, 960, 3]}
+    }
+    given = resolve_profile(inputs, meta, ["min=1x64x64x3,opt=2x128x128x3,max=4x256x256x3"])
+    assert given["input"]["opt"] == [2, 128, 128, 3]
+    assert resolve_profile([("input", (1, 360, 480, 3))], meta) == {}  # a fixed-shape graph needs no profile
+
+
+@pytest.mark.parametrize(
+    "inputs, args, message",
+    [
+        ([("input", (None, None, None, 3))], ["other:1x8x8x3"], "graph's inputs are input"),
+        ([("input", (None, None, None, 3))], ["min=1x3x8x8,opt=1x3x8x8,max=1x3x8x8"], "axis 3 of input input is fixed at 3"),
+        ([("input", (None, None, None, 3))], ["1x8x8"], "has rank 3"),
+        ([("input", (None, None, None, 3))], ["1x8x8x3", "input:1x8x8x3"], "twice"),
+        ([("a", (None, 3)), ("b", (None, 3))], ["1x3"], "2 dynamic inputs"),
+    ],
+)
+def test_resolve_profile_errors(inputs, args, message):
+    with pytest.raises(ShapeError, match=message):
+        resolve_profile(inputs, make_metadata(), args)
+
+
+# -- precision and flags by version ----------------------------------------------------------
+@pytest.mark.parametrize(
+    "version, onnx_precision, requested, precision, network_flags, builder_flags",
+    [
+        ((8, 6), "fp32", None, "fp32", ("EXPLICIT_BATCH",), ()),
+        ((8, 6), "fp32", "fp16", "fp16", ("EXPLICIT_BATCH",), ("FP16",)),
+        ((8, 6), "fp16", None, "fp16", ("EXPLICIT_BATCH",), ("FP16",)),
+        ((8, 5), "int8", "int8", "int8", ("EXPLICIT_BATCH",), ("INT8",)),
+        ((10, 3), "fp16", "fp16", "fp16", ("STRONGLY_TYPED",), ()),
+        ((10, 3), "int8", None, "int8", ("STRONGLY_TYPED",), ()),
+        ((11, 4), "fp16", None, "fp16", ("STRONGLY_TYPED",), ()),
+        ((11, 4), "fp32", None, "fp32", ("STRONGLY_TYPED",), ()),
+    ],
+)
+def test_plan_precision_and_flags(version, onnx_precision, requested, precision, network_flags, builder_flags):
+    plan = tb.plan_build(version, onnx_precision, tb.BuildOptions(precision=requested), {})
+    assert (plan.precision, plan.network_flags, plan.builder_flags) == (precision, network_flags, builder_flags)
+    assert plan.strongly_typed == (version >= (10, 0))
+
+
+@pytest.mark.parametrize(
+    "version, onnx_precision, requested, message",
+    [
+        ((10, 3), "fp32", "fp16", "export an FP16 ONNX"),
+        ((11, 4), "fp32", "fp16", "strongly typed"),
+        ((8, 6), "fp32", "int8", "INT8 Q/DQ ONNX"),
+        ((11, 4), "fp16", "int8", "INT8 Q/DQ ONNX"),
+        ((8, 6), "int8", "fp16", "cannot change that"),
+    ],
+)
+def test_plan_refuses_what_the_version_cannot_do(version, onnx_precision, requested, message):
+    with pytest.raises(tb.EngineBuildError, match=message):
+        tb.plan_build(version, onnx_precision, tb.BuildOptions(precision=requested), {})
+
+
+def test_plan_options():
+    profile = {"input": {"min": [1, 8, 8, 3], "opt": [1, 16, 16, 3], "max": [1, 32, 32, 3]}}
+    options = tb.BuildOptions(workspace_gb=1.5, opt_level=3, dla_core=0, version_compatible=True, contexts=2)
+    plan = tb.plan_build((8, 6), "fp16", options, profile)
+    assert plan.builder_flags == ("FP16", "GPU_FALLBACK", "VERSION_COMPATIBLE")
+    assert plan.workspace_bytes == int(1.5 * 2**30) and plan.opt_level == 3 and plan.dla_core == 0
+    assert plan.profiles == [profile, profile]
+    assert set(plan.enum_members()) == {
+        ("NetworkDefinitionCreationFlag", "EXPLICIT_BATCH"), ("BuilderFlag", "FP16"), ("BuilderFlag", "GPU_FALLBACK"),
+        ("BuilderFlag", "VERSION_COMPATIBLE"), ("MemoryPoolType", "WORKSPACE"), ("DeviceType", "DLA"),
+    }
+    with pytest.raises(tb.EngineBuildError, match="8.6 or later"):
+        tb.plan_build((8, 5), "fp16", tb.BuildOptions(opt_level=3), {})
+    with pytest.raises(tb.EngineBuildError, match="8.6 or later"):
+        tb.plan_build((8, 5), "fp16", tb.BuildOptions(version_compatible=True), {})
+    for bad in (dict(workspace_gb=0), dict(opt_level=6), dict(dla_core=-1), dict(contexts=0), dict(precision="fp8")):
+        with pytest.raises(tb.EngineBuildError):
+            tb.plan_build((10, 3), "fp16", tb.BuildOptions(**bad), {})
+
+
+# -- reading the ONNX -------------------------------------------------------------------------
+def test_read_onnx(tmp_path):
+    facts = tb.read_onnx(make_onnx(tmp_path / "m.onnx", precision="fp16"))
+    assert facts.inputs == [("input", (None, None, None, 3))]
+    assert facts.metadata.precision == "fp16" and facts.metadata.model_name == "tiny_fcn"
+    assert facts.node_labels[0] == "cast_input (Cast)"
+    assert len(facts.sha256) == 64
+
+
+def test_read_onnx_refuses_foreign_and_broken_files(tmp_path):
+    with pytest.raises(tb.EngineBuildError, match="no fcn-deploy metadata"):
+        tb.read_onnx(make_onnx(tmp_path / "foreign.onnx", metadata=False))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x00not a protobuf at all" * 3)
+    with pytest.raises(tb.EngineBuildError, match="cannot read ONNX file"):
+        tb.read_onnx(str(broken))
+
+
+# -- the command where TensorRT is absent (the real thing, in a subprocess) ------------------
+def run_cli(*args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-m", "fcn_deploy.cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
+
+
+@pytest.mark.skipif(tb.tensorrt_available(), reason="TensorRT is installed here")
+def test_build_without_tensorrt_is_one_clear_line(tmp_path):
+    onnx_path = make_onnx(tmp_path / "m.onnx")
+    result = run_cli("build", onnx_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fcn-deploy: error: TensorRT's Python package (import tensorrt) is not installed")
+    assert "--device tensorrt" in lines[0]  # the ONNX Runtime TensorRT execution provider route
+    assert not os.path.exists(tmp_path / "m.engine")
+
+
+def test_build_rejects_bad_input_in_one_line(tmp_path):
+    from fcn_deploy.cli import main
+
+    onnx_path = make_onnx(tmp_path / "m.onnx")
+    for args, message in (
+        (["build", onnx_path, "--shapes", "min=1x8"], "lacks opt, max"),
+        (["build", str(tmp_path / "missing.onnx")], "ONNX file not found"),
+        (["build", onnx_path, "--opt-level", "9"], "--opt-level must be 0 to 5"),
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 1, args
+        assert result.stderr.strip().splitlines() == [f"fcn-deploy: error: {result.stderr.split('error: ', 1)[1].strip()}"]
+        assert message in result.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", onnx_path, "--fp16", "--int8"])
+    assert exit_info.value.code == 2
