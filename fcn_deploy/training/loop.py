@@ -380,6 +380,7 @@ def train(
     device = resolve_device(config.device)
     started_group = ddp.launched_by_torchrun() and not torch.distributed.is_initialized()
     info = ddp.init_distributed(device.type)
+    threads = torch.get_num_threads()
     try:
         if device.type == "cuda":
             if info.enabled:
@@ -387,6 +388,7 @@ def train(
             torch.cuda.set_device(device)
         return _Run(config, device, info, resume_from, on_step, on_epoch).run()
     finally:
+        torch.set_num_threads(threads)
         if started_group:
             ddp.shutdown_distributed()
 
