@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import FcnDeployError
+from ..normalization import Normalization
 
 CHECKPOINT_FORMAT = "fcn-deploy-checkpoint"
 
@@ -116,7 +117,14 @@ def load_pretrained(model: nn.Module, source: str) -> nn.Module:
         if ckpt_model and ckpt_model != getattr(model, "name", ckpt_model):
             raise PretrainedError(f"checkpoint {source} holds {ckpt_model}, not {model.name}")
         load_state_dict_checked(model, state["model_state"], None, what=f"checkpoint {source}")
+        if state.get("normalization"):
+            # The weights decide the input normalisation (a VGG trained from torchvision's
+            # ImageNet file expects torchvision's, not Caffe's).
+            norm = state["normalization"]
+            model.normalization = Normalization(norm["channel_order"], tuple(norm["mean"]), tuple(norm["std"]))
         return model
+    if isinstance(state, dict) and isinstance(state.get("model_state_dict"), Mapping):
+        state = state["model_state_dict"]  # pytorch-fcn's training checkpoints wrap the net's state
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PretrainedError(f"{source} is neither a state dict nor a fcn-deploy checkpoint")
     adapt = getattr(model, "adapt_pretrained", None)
