@@ -24,6 +24,7 @@ matches the request and this system (otherwise it is rebuilt, with the reason lo
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -412,7 +413,7 @@ def ensure_engine(
             if cache_dir
             else default_engine_path(onnx_path)
         )
-    metadata = facts.metadata.to_dict()
+    metadata = json.loads(json.dumps(facts.metadata.to_dict()))  # as the sidecar will hold it
     metadata["precision"] = plan.precision
     request = BuildRequest(facts.sha256, plan.precision, plan.profiles, options.cache_options(), metadata)
 

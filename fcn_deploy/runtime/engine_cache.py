@@ -196,6 +196,12 @@ def _profiles_text(profiles: List[Profile]) -> str:
     return "; ".join(parts) or "none"
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparing a request
+    with a sidecar."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
 def runtime_problem(sidecar: Sidecar, system: SystemInfo) -> Optional[str]:
     """Why a plan described by ``sidecar`` cannot run on ``system``; ``None`` when it can.
 
@@ -245,20 +251,16 @@ def reuse_problem(sidecar: Optional[Sidecar], request: BuildRequest, system: Sys
         return "the ONNX file changed since the engine was built (sha256 differs)"
     if sidecar.precision != request.precision:
         return f"engine precision is {sidecar.precision}; {request.precision} was asked for"
-    if sidecar.profiles != request.profiles:
+    if _plain(sidecar.profiles) != _plain(request.profiles):
         return (
             f"engine shapes are {_profiles_text(sidecar.profiles)}; asked for {_profiles_text(request.profiles)}"
         )
-    if sidecar.build_options != request.options:
-        changed = sorted(
-            k for k in set(sidecar.build_options) | set(request.options)
-            if sidecar.build_options.get(k) != request.options.get(k)
-        )
-        detail = ", ".join(
-            f"{k} {sidecar.build_options.get(k)!r} -> {request.options.get(k)!r}" for k in changed
-        )
+    built, asked = _plain(sidecar.build_options), _plain(request.options)
+    if built != asked:
+        changed = sorted(k for k in set(built) | set(asked) if built.get(k) != asked.get(k))
+        detail = ", ".join(f"{k} {built.get(k)!r} -> {asked.get(k)!r}" for k in changed)
         return f"build options changed: {detail}"
-    if request.metadata is not None and sidecar.metadata != request.metadata:
+    if request.metadata is not None and _plain(sidecar.metadata) != _plain(request.metadata):
         return "the model metadata changed since the engine was built"
     return None
 

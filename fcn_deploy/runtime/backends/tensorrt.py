@@ -479,8 +479,9 @@ class TensorRTBackend(Backend):
             ticket = self._next_ticket
             self._next_ticket += 1
             slot = self.slots[ticket % len(self.slots)]
-            if slot.pending is not None:
-                self._done[slot.pending] = slot.collect()
+            if slot.pending is not None:  # its previous frame is still uncollected
+                waiting = slot.pending
+                self._done[waiting] = slot.collect()
             slot.submit(x, ticket)
             return ticket
 
