@@ -44,8 +44,9 @@ def latency_stats(times_s: Sequence[float], batch: int) -> Dict[str, float]:
     }
 
 
-def rounded(record: Dict[str, Any], digits: int = 3) -> Dict[str, Any]:
-    return {k: (round(v, digits) if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()}
+def rounded(record: Dict[str, Any], digits: int = 6) -> Dict[str, Any]:
+    """Floats to ``digits`` significant digits: enough for any timer, short enough to read."""
+    return {k: (float(f"{v:.{digits}g}") if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()}
 
 
 def add_speedups(records: List[Dict[str, Any]], reference: Tuple[str, str] = ("pytorch", "fp32")) -> None:

@@ -173,7 +173,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
             record.update(result)
             record.update({"device": runner.device, "providers": runner.providers,
                            "threads": threads if runner.device == "cpu" else None})
-            records.append(_report.rounded(record, 5))
+            records.append(_report.rounded(record))
     add_deltas(records)
     _report.add_speedups(records)
     return {

@@ -1,0 +1,223 @@
+"""The benchmark scripts, run briefly on a tiny model: the files they write and what they say.
+
+One latency run as a subprocess (the way users start it, from the repository root) feeds
+most checks; the rest call ``main(argv)`` in-process. A tiny FCN-8s ResNet-18 (width/16) at
+32x48 with two timed iterations keeps the whole file well under a minute on two cores.
+"""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
+from benchmarks import accuracy, latency  # noqa: E402
+
+TINY = ["--model", "fcn8s_resnet18", "--option", "width=16"]
+REQUIRED = ("backend", "precision", "size", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "fps")
+
+
+@pytest.fixture(scope="module")
+def latency_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("latency")
+    argv = TINY + [
+        "--backends", "all", "--precisions", "fp32,int8", "--sizes", "32x48", "--batch", "1,2",
+        "--warmup", "1", "--iters", "2", "--calib-images", "2", "--workdir", str(out / "work"),
+        "--json", str(out / "l.json"), "--csv", str(out / "l.csv"), "--plot", str(out / "l.png"),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH="")
+    proc = subprocess.run([sys.executable, "benchmarks/latency.py"] + argv, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout, json.loads((out / "l.json").read_text())
+
+
+def test_latency_json_has_every_configuration_with_sane_statistics(latency_run):
+    _, _, report = latency_run
+    records = report["records"]
+    measured = {(r["backend"], r["precision"], r["batch"]) for r in records}
+    for batch in (1, 2):
+        assert {("pytorch", "fp32", batch), ("ort-cpu", "fp32", batch), ("ort-cpu", "int8", batch)} <= measured
+    for r in records:
+        assert all(k in r for k in REQUIRED)
+        assert r["size"] == "32x48" and r["iters"] == 2 and r["warmup"] == 1
+        assert r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["fps"] == pytest.approx(r["batch"] * 1e3 / r["mean_ms"], rel=1e-2)
+        assert r["includes_preprocessing"] and r["includes_argmax"]
+        assert r["peak_rss_mb"] > 0
+    assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["versions"]["numpy"] == np.__version__
+    assert report["peaks"][0]["gflops_s"] > 0
+    assert "uint8 labels out" in report["timed"]
+
+
+def test_latency_lists_every_backend_it_did_not_run_with_a_reason(latency_run):
+    _, stdout, report = latency_run
+    ran = {r["backend"] for r in report["records"]}
+    skipped = report["skipped"]
+    for backend in _runners.BACKENDS:
+        assert backend in ran or any(s["backend"] == backend for s in skipped), backend
+    assert all(s["reason"] for s in skipped)
+    int8 = [s for s in skipped if s["backend"] == "pytorch" and s["precision"] == "int8"]
+    assert int8 and "INT8" in int8[0]["reason"]
+    if _runners.unavailable_reason("ort-cuda"):
+        assert any(s["backend"] == "ort-cuda" and "CUDAExecutionProvider" in s["reason"] for s in skipped)
+    assert "skipped:" in stdout and "pytorch int8" in stdout
+
+
+def test_latency_work_is_the_deployed_graphs_gflops_against_the_measured_peak(latency_run):
+    from fcn_deploy.models.flops import count_flops
+
+    _, _, report = latency_run
+    source = _variants.open_source("fcn8s_resnet18", 11, {"width": 16})
+    expected = _variants.FlopCounter(source).gflops(32, 48)
+    assert 0 < expected <= count_flops(source.resolved.model, 32, 48)  # grouped upsampling: less work
+    peak = report["peaks"][0]["gflops_s"]
+    for r in report["records"]:
+        assert r["gflops"] == pytest.approx(expected, rel=1e-3)
+        assert r["achieved_gflops_s"] == pytest.approx(r["gflops"] * r["batch"] / (r["p50_ms"] / 1e3), rel=2e-2)
+        assert r["pct_of_peak"] == pytest.approx(100 * r["achieved_gflops_s"] / peak, rel=2e-2)
+
+
+def test_latency_csv_and_png(latency_run):
+    out, _, report = latency_run
+    with open(out / "l.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(report["records"])
+    assert set(REQUIRED) <= set(rows[0])
+    assert float(rows[0]["p50_ms"]) == pytest.approx(report["records"][0]["p50_ms"])
+    png = (out / "l.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_exports_are_cached_and_reused_and_seconds_bounds_the_run(latency_run, capsys):
+    out, _, _ = latency_run
+    work = out / "work"
+    files = sorted(work.glob("*.onnx"))
+    assert len(files) == 2 and all(Path(str(f) + ".key.json").is_file() for f in files)
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    code = latency.main(TINY + ["--backends", "ort-cpu", "--precisions", "fp32,int8", "--sizes", "32x48",
+                                "--warmup", "0", "--seconds", "0.2", "--calib-images", "2", "--no-peak",
+                                "--workdir", str(work), "--json", str(out / "again.json")])
+    assert code == 0
+    assert sorted(work.glob("*.onnx")) == files
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps
+    assert "ort-cpu  int8" in capsys.readouterr().out
+    again = json.loads((out / "again.json").read_text())
+    assert len(again["records"]) == 2 and all(r["iters"] >= 2 for r in again["records"])
+    assert again["settings"]["seconds"] == 0.2 and again["settings"]["iters"] is None
+
+
+def test_pytorch_and_onnx_runtime_run_the_same_graph(latency_run):
+    """The PyTorch side is the exported graph's own wrapper: same labels from the same frames."""
+    out, _, _ = latency_run
+    source = _variants.open_source("fcn8s_resnet18", 11, {"width": 16})
+    cache = _variants.ExportCache(str(out / "work"))
+    torch_runner = _runners.open_runner("pytorch", "fp32", source, cache, "labels", (2, 37, 53), 2)
+    ort_runner = _runners.open_runner("ort-cpu", "fp32", source, cache, "labels", (2, 37, 53), 2)
+    frames = _variants.random_frames(2, 37, 53, seed=1)
+    a, b = torch_runner.infer(frames), ort_runner.infer(frames)
+    assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape == (2, 37, 53)
+    assert (a == b).mean() >= 0.999
+
+
+def test_an_exported_file_runs_as_it_is(latency_run, tmp_path, capsys):
+    out, _, _ = latency_run
+    fp32 = next(f for f in (out / "work").glob("*-fp32-*.onnx"))
+    model = tmp_path / "model.onnx"
+    shutil.copy(fp32, model)
+    code = latency.main(["--model", str(model), "--backends", "pytorch,ort-cpu", "--precisions", "fp32,int8",
+                         "--sizes", "32x48", "--warmup", "0", "--iters", "2", "--no-peak",
+                         "--workdir", str(tmp_path / "w"), "--json", str(tmp_path / "f.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "f.json").read_text())
+    assert [(r["backend"], r["precision"]) for r in report["records"]] == [("ort-cpu", "fp32")]
+    reasons = {(s["backend"], s["precision"]): s["reason"] for s in report["skipped"]}
+    assert "exported onnx file" in reasons[("pytorch", "fp32")]
+    assert "fp32 file" in reasons[("ort-cpu", "int8")]
+    assert report["records"][0]["gflops"] > 0  # counted on the network rebuilt from the metadata
+
+
+def test_compare_prints_ratios(latency_run, tmp_path, capsys):
+    out, _, report = latency_run
+    faster = json.loads(json.dumps(report))
+    for r in faster["records"]:
+        r["p50_ms"] /= 2
+        r["mean_ms"] /= 4
+    (tmp_path / "b.json").write_text(json.dumps(faster))
+    assert latency.main(["--compare", str(out / "l.json"), str(tmp_path / "b.json")]) == 0
+    text = capsys.readouterr().out
+    assert "p50 A/B" in text and "2.000" in text and "4.000" in text
+    assert text.count("ort-cpu") >= 4
+
+
+def test_bad_input_is_one_error_line(tmp_path, capsys):
+    assert latency.main(TINY + ["--sizes", "32by48"]) == 1
+    assert latency.main(TINY + ["--backends", "pytorch,onnx"]) == 1
+    assert latency.main(["--compare", str(tmp_path / "missing.json"), str(tmp_path / "also.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("latency.py: error: ") for line in err)
+    assert "32by48" in err[0] and "onnx" in err[1] and "missing.json" in err[2]
+
+
+def test_latency_stats_and_speedups():
+    stats = _report.latency_stats([0.010, 0.020, 0.030, 0.040, 0.100], batch=2)
+    assert stats["min_ms"] == pytest.approx(10) and stats["p50_ms"] == pytest.approx(30)
+    assert stats["p90_ms"] == pytest.approx(76) and stats["p99_ms"] == pytest.approx(97.6)
+    assert stats["mean_ms"] == pytest.approx(40) and stats["fps"] == pytest.approx(50)
+    assert stats["std_ms"] == pytest.approx(np.std([10, 20, 30, 40, 100], ddof=1))
+    records = [{"backend": "pytorch", "precision": "fp32", "size": "1x1", "batch": 1, "p50_ms": 30.0},
+               {"backend": "ort-cpu", "precision": "int8", "size": "1x1", "batch": 1, "p50_ms": 10.0}]
+    _report.add_speedups(records)
+    assert [r["speedup"] for r in records] == [1.0, 3.0]
+
+
+def test_peak_memory_is_per_configuration():
+    memory = _machine.PeakMemory()
+    memory.start()
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+    used = memory.stop()
+    del block
+    assert used["peak_rss_mb"] > 0
+    if used["peak_rss_scope"] == "config":
+        assert used["peak_rss_added_mb"] >= 50
+
+
+def test_accuracy_scores_every_backend_on_the_same_images(tmp_path):
+    out = tmp_path / "a.json"
+    code = accuracy.main(TINY + ["--dataset", "synthetic", "--limit", "2", "--backends", "pytorch,ort-cpu,ort-cuda",
+                                 "--precisions", "fp32,int8", "--calib-images", "2", "--warmup", "1",
+                                 "--workdir", str(tmp_path / "w"), "--json", str(out), "--csv", str(tmp_path / "a.csv")])
+    assert code == 0
+    report = json.loads(out.read_text())
+    by = {(r["backend"], r["precision"]): r for r in report["records"]}
+    assert set(by) == {("pytorch", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8")}
+    for r in by.values():
+        assert 0.0 <= r["mean_iu"] <= 1.0 and r["images"] == 2 and r["size"] == "96x128"
+        assert r["p50_ms"] > 0 and r["fps"] > 0
+    # the same graph on two runtimes: the same labels, so the same score
+    assert by[("ort-cpu", "fp32")]["mean_iu"] == pytest.approx(by[("pytorch", "fp32")]["mean_iu"], abs=1e-3)
+    assert by[("pytorch", "fp32")]["delta_pts"] == 0
+    assert report["calibration"]["source"] == "synthetic"
+    assert any(s["backend"] == "pytorch" and s["precision"] == "int8" for s in report["skipped"])
+    with open(tmp_path / "a.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and "mean_iu" in rows[0] and "p50_ms" in rows[0]
+
+
+def test_accuracy_refuses_a_model_with_other_classes(latency_run, tmp_path, capsys):
+    out, _, _ = latency_run
+    fp32 = next(f for f in (out / "work").glob("*-fp32-*.onnx"))  # 11 classes; synthetic has 5
+    code = accuracy.main(["--model", str(fp32), "--dataset", "synthetic", "--limit", "1", "--backends", "ort-cpu",
+                          "--precisions", "fp32", "--workdir", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("accuracy.py: error: ") and "11 classes" in err[0]
