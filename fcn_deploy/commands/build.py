@@ -14,7 +14,7 @@ examples:
 The engine is tied to this TensorRT version and this GPU: build it where it will run. An
 existing engine is reused when its sidecar (NAME.engine.json) matches; otherwise it is rebuilt
 and the reason is printed. Without TensorRT, run the ONNX through ONNX Runtime's TensorRT
-execution provider instead: fcn-deploy run MODEL.onnx --device tensorrt
+execution provider instead: fcn-deploy run --model MODEL.onnx --device tensorrt
 """
 
 

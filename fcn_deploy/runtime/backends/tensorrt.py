@@ -77,7 +77,7 @@ TENSORRT_MISSING = (
     "TensorRT's Python package (import tensorrt) is not installed here. On a Jetson use "
     "JetPack's TensorRT through a `python3 -m venv --system-site-packages` venv; on a desktop "
     "GPU pip install 'fcn-deploy[gpu]'. Without it, run the ONNX file with ONNX Runtime's "
-    "TensorRT execution provider instead: fcn-deploy run MODEL.onnx --device tensorrt"
+    "TensorRT execution provider instead: fcn-deploy run --model MODEL.onnx --device tensorrt"
 )
 
 
@@ -241,7 +241,9 @@ class _Slot:
                 f"TensorRT could not create execution context {index + 1} for {backend.path}: "
                 f"{backend.log_recorder.take_error()}"
             )
-        if backend.num_profiles > 1 or index > 0:
+        # With dynamic shapes every live context needs its own profile; the first context
+        # gets profile 0 implicitly.
+        if backend.input_is_dynamic and (backend.num_profiles > 1 or index > 0):
             if not self.context.set_optimization_profile_async(index, self.stream.handle):
                 raise TensorRTError(f"{backend.path}: cannot select optimisation profile {index}")
         self.profile = None
@@ -413,8 +415,12 @@ class TensorRTBackend(Backend):
                     f"{self.path} has {self.num_profiles} optimisation profile(s); {contexts} execution "
                     f"contexts need {contexts}: rebuild with `fcn-deploy build --contexts {contexts}`"
                 )
-            for index in range(contexts):
-                self.slots.append(_Slot(self, index))
+            try:
+                for index in range(contexts):
+                    self.slots.append(_Slot(self, index))
+            except BaseException:
+                self.close()
+                raise
         self._next_ticket = 0
         self._done: Dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
