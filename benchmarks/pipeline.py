@@ -11,7 +11,8 @@ of the model's throughput the video loop keeps; the target is 90% or more.
 
 Other processes may share the machine's cores, so the measurements alternate (model-only,
 pipeline, model-only, ...), each pipeline run is compared with the model-only runs on either
-side of it, and the median ratio over the rounds is reported.
+side of it, and the median ratio over the rounds is reported, with the CPU time per frame
+(process time, which contention does not inflate) as a check on the host-side overhead.
 
 ``--model`` takes an ``.onnx`` file, ``camvid`` (the bundled model), or a zoo name, which is
 exported (untrained) to a temporary file first (that needs torch; the run itself does not).
@@ -82,12 +83,15 @@ def make_clip(path: Path, size, frames: int) -> Path:
     return path
 
 
-def model_only_fps(backend, frame: np.ndarray, iterations: int) -> float:
+def model_only_fps(backend, frame: np.ndarray, iterations: int, cpu_ms: list) -> float:
     batch = frame[None]
+    cpu = time.process_time()
     start = time.perf_counter()
     for _ in range(iterations):
         backend.infer_labels(batch)
-    return iterations / (time.perf_counter() - start)
+    fps = iterations / (time.perf_counter() - start)
+    cpu_ms.append(1000 * (time.process_time() - cpu) / iterations)
+    return fps
 
 
 class RenderOnly(Sink):
@@ -141,13 +145,16 @@ def main() -> int:
 
         # M P P M P P ... M: each pipeline run is compared with the model-only runs on
         # either side of it, so a slow spell of the shared machine hits both alike.
-        model_fps = [model_only_fps(backend, frame, args.frames)]
-        pipe_fps, ratios, reports = ({o: [] for o in outputs} for _ in range(3))
+        model_cpu: list = []
+        model_fps = [model_only_fps(backend, frame, args.frames, model_cpu)]
+        pipe_fps, ratios, reports, pipe_cpu = ({o: [] for o in outputs} for _ in range(4))
         for round_index in range(args.rounds):
             runs = {}
             for output in outputs:
+                cpu = time.process_time()
                 runs[output] = pipeline_run(backend, visualizer, clip, args.frames, output, workdir)
-            model_fps.append(model_only_fps(backend, frame, args.frames))
+                pipe_cpu[output].append(1000 * (time.process_time() - cpu) / max(1, runs[output].frames_rendered))
+            model_fps.append(model_only_fps(backend, frame, args.frames, model_cpu))
             reference = (model_fps[-2] + model_fps[-1]) / 2
             for output, report in runs.items():
                 pipe_fps[output].append(report.fps)
@@ -162,20 +169,24 @@ def main() -> int:
     print()
     print(f"{meta.model_name} ({model_path.name}) at {size[0]}x{size[1]}, {args.device}, "
           f"ONNX Runtime threads={args.threads or 'default (cores)'}, {os.cpu_count()} CPUs, "
-          f"{args.frames} frames x {args.rounds} rounds (medians)")
-    print(f"  model only          {model:7.2f} FPS  {1000 / model:7.1f} ms/frame")
+          f"{args.frames} frames x {args.rounds} rounds (medians), load average {os.getloadavg()[0]:.1f}")
+    print(f"  model only          {model:7.2f} FPS  {1000 / model:7.1f} ms/frame  "
+          f"CPU {statistics.median(model_cpu):.1f} ms/frame")
     results = {"model": meta.model_name, "size": list(size), "device": args.device, "threads": args.threads,
                "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-               "frames": args.frames, "rounds": args.rounds, "model_only_fps": model_fps, "pipelines": {}}
+               "frames": args.frames, "rounds": args.rounds, "model_only_fps": model_fps,
+               "model_only_cpu_ms_per_frame": statistics.median(model_cpu),
+               "load_average": os.getloadavg()[0], "pipelines": {}}
     for output in outputs:
         fps = statistics.median(pipe_fps[output])
         ratio = statistics.median(ratios[output])
         best = reports[output][pipe_fps[output].index(fps)]
         stages = {name: round(stage.mean_ms, 3) for name, stage in best.stages.items()}
+        cpu_ms = statistics.median(pipe_cpu[output])
         print(f"  pipeline -> {output:<6} {fps:7.2f} FPS  {100 * ratio:5.1f}% of model-only  "
-              + "  ".join(f"{k} {v:.1f} ms" for k, v in stages.items()))
+              f"CPU {cpu_ms:.1f} ms/frame  stages: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items()))
         results["pipelines"][output] = {"fps": pipe_fps[output], "median_fps": fps, "ratios": ratios[output],
-                                        "median_ratio": ratio, "stage_ms": stages,
+                                        "median_ratio": ratio, "stage_ms": stages, "cpu_ms_per_frame": cpu_ms,
                                         "latency_p50_ms": best.latency_ms(50)}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

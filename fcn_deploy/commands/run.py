@@ -14,9 +14,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "run",
         help="segment a camera, stream, video or image folder in real time",
-        description="Segment frames from a camera, stream, video file, image folder or GStreamer "
-        "pipeline with an exported model, and show, stream or save the result. With no arguments: "
-        "the bundled CamVid model on the bundled CamVid clip, written to ./fcn-deploy-out/.",
+        description="Segment frames from a camera, stream, video file, image folder or GStreamer\n"
+        "pipeline with an exported model, and show, stream or save the result.\n"
+        "With no arguments: the bundled CamVid model on the bundled CamVid clip, written to\n"
+        "./fcn-deploy-out/. Ctrl-C stops cleanly: output files are finalised.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="sources: 0 | /dev/video0 | v4l2://0 | csi://0 | rtsp://... | http(s)://... | clip.mp4 | "
         "frames/ | 'frames/*.png' | 'GSTREAMER ! ... ! appsink'\n"

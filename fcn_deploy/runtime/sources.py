@@ -269,8 +269,8 @@ class ImageSource(Source):
         self.frame_count = len(paths)
         self._position = 0
         self._index = 0
-        first = self._load(paths[0])
-        self.size = (first.shape[1], first.shape[0])
+        self._first: Optional[np.ndarray] = self._load(paths[0])  # fail now, not mid-run
+        self.size = (self._first.shape[1], self._first.shape[0])
 
     @staticmethod
     def _load(path: Path) -> np.ndarray:
@@ -286,8 +286,10 @@ class ImageSource(Source):
                 return None
             self._position = 0
         path = self.paths[self._position]
+        image = self._first if self._index == 0 else self._load(path)
+        self._first = None
         self._position += 1
-        frame = Frame(self._load(path), self._index, path.stem, time.perf_counter())
+        frame = Frame(image, self._index, path.stem, time.perf_counter())
         self._index += 1
         return frame
 
@@ -324,7 +326,7 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
     if not text:
         raise SourceError("empty source URI")
 
-    if "!" in text and "://" not in text.split("!")[0]:
+    if "!" in text and "://" not in text.split("!")[0] and not os.path.exists(text):
         require_gstreamer("a GStreamer pipeline source")
         return CaptureSource(text, cv2.CAP_GSTREAMER, uri, "GStreamer pipeline", live=True)
 
