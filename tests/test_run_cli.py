@@ -156,6 +156,8 @@ def test_bad_inputs_are_one_clear_line(tmp_path, tiny_onnx):
         (("--source", clip, "--output", "display://0"), ("display://0",)),
         (("--source", clip, "--input-size", "big"), ("--input-size",)),
         (("--source", clip, "--classes", "zebra"), ("unknown class 'zebra'",)),
+        (("--source", clip, "--output", clip, "--overwrite"), ("is the source being read",)),
+        (("--source", tmp_path, "--labels-dir", tmp_path, "--overwrite"), ("is the source being read",)),
     ]
     for args, needles in cases:
         assert_one_error_line(fcn_deploy("run", *m, *args, cwd=tmp_path), *needles)

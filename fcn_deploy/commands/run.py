@@ -119,6 +119,26 @@ def default_output(stem: str, mode: str):
     return path
 
 
+def refuse_source_as_output(uri: str, outputs, labels_dir) -> None:
+    """Even with --overwrite, never write over the input being read."""
+    from pathlib import Path
+
+    from ..errors import FcnDeployError
+
+    text = uri[len("file://"):] if uri.startswith("file://") else uri
+    source = Path(text).expanduser()
+    if not source.exists():
+        return
+    source = source.resolve()
+    folder = source if source.is_dir() else source.parent
+    for target in list(outputs) + ([labels_dir] if labels_dir else []):
+        if "://" in target and not target.startswith("file://"):
+            continue
+        path = Path(target[len("file://"):] if target.startswith("file://") else target).expanduser().resolve()
+        if path == source or (path == folder and source.is_dir()):
+            raise FcnDeployError(f"output {target} is the source being read; choose another output")
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
     import os
@@ -163,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
             default_path = default_output(source_stem(uri), args.mode)
             outputs = [str(default_path)]
 
+    refuse_source_as_output(uri, outputs, args.labels_dir)
     camera = CameraOptions(args.width, args.height, args.framerate, args.flip_method)
     source = open_source(uri, loop=args.loop, camera=camera)
     sinks, label_sink, backend = [], None, None
