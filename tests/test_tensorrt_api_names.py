@@ -818,3 +818,16 @@ def test_unusable_engine_files(tmp_path):
     os.remove(ec.sidecar_path(engine))
     with pytest.raises(BackendError, match="has no sidecar"):
         trt_backend.TensorRTBackend(str(engine), "cuda", trt=fake("10.3.0")[0], cuda=FakeDevice())
+
+
+def test_open_backend_dispatches_engines_here(tmp_path):
+    from fcn_deploy.runtime.backends import open_backend
+
+    backend, *_ = build_and_open(tmp_path, "10.13.3.9")
+    backend.close()
+    with open_backend(backend.path, device="cuda:0", trt=fake("10.13.3.9")[0], cuda=FakeDevice()) as opened:
+        assert isinstance(opened, trt_backend.TensorRTBackend)
+        assert opened.providers[0] == "TensorRT 10.13.3.9"
+    if not trt_backend.tensorrt_available():
+        with pytest.raises(trt_backend.TensorRTError, match="TensorRT's Python package .* is not installed"):
+            open_backend(backend.path, device="cuda")
