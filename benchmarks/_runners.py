@@ -43,10 +43,6 @@ _ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionPr
                  "ort-tensorrt": "TensorrtExecutionProvider"}
 
 
-class Skip(FcnDeployError):
-    """A configuration that cannot run here; the message says why."""
-
-
 def parse_backends(text: str) -> List[str]:
     if text.strip().lower() == "all":
         return list(BACKENDS)
@@ -371,22 +367,24 @@ class TensorRTRunner(Runner):
         self.impl.close()
 
 
-def build_engine(onnx_path: str, precision: str, shape: Tuple[int, int, int], workdir: str) -> str:
+def build_engine(onnx_path: str, graph: str, shape: Tuple[int, int, int], workdir: str) -> str:
     """A TensorRT engine for ``onnx_path`` with its profile fixed at ``shape`` (N, H, W), cached.
 
-    The builder's engine cache decides whether an existing engine still fits (TensorRT
-    version, GPU, ONNX sha256, options) and rebuilds it otherwise.
+    The engine takes the ONNX's own precision (TensorRT 10/11 build strongly typed networks
+    from the FP16 or INT8-QDQ graph). ``converters.tensorrt_build.ensure_engine`` reuses an
+    engine whose sidecar still matches (TensorRT version, GPU, ONNX sha256, profile, options)
+    and rebuilds it otherwise.
     """
-    from converters import tensorrt_build
+    from converters.tensorrt_build import BuildOptions, ensure_engine
 
     n, h, w = shape
+    dims = f"{n}x{h}x{w}x3" if graph == "labels" else f"{n}x3x{h}x{w}"
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
-    engine = os.path.join(workdir, f"{stem}-{n}x{h}x{w}.engine")
-    build = getattr(tensorrt_build, "build_engine", None)
-    if build is None:
-        raise Skip("converters.tensorrt_build has no build_engine(); cannot build the engine to time")
-    build(onnx_path, engine, shapes={"min": shape, "opt": shape, "max": shape}, precision=precision)
-    return engine
+    engine = os.path.join(workdir, f"{stem}-{dims}.engine")
+    options = BuildOptions(shapes=[dims], timing_cache=os.path.join(workdir, "tensorrt.timing-cache"))
+    result = ensure_engine(onnx_path, engine, options)
+    log.info("%s engine %s (%s)", "reused" if result.reused else "built", engine, result.reason)
+    return result.engine_path
 
 
 def open_runner(backend: str, precision: str, source, cache, graph: str, shape: Tuple[int, int, int],
@@ -408,5 +406,5 @@ def open_runner(backend: str, precision: str, source, cache, graph: str, shape: 
     if backend in _ORT_DEVICE:
         return OrtRunner(path, backend, precision, threads, shape, cache.workdir)
     if backend == "tensorrt":
-        return TensorRTRunner(build_engine(path, precision, shape, cache.workdir), precision)
+        return TensorRTRunner(build_engine(path, graph, shape, cache.workdir), precision)
     raise FcnDeployError(f"unknown backend {backend!r}")

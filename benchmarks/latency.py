@@ -13,7 +13,8 @@ instead (normalised float input prepared outside the timed region, logits out).
 Video decoding, resizing and drawing are never included (see benchmarks/pipeline.py).
 
 Each configuration: warm-up iterations (not recorded), then ``--iters`` timed iterations
-or as many as fit in ``--seconds``, each synchronised. Reported: min, mean, p50, p90, p99,
+or as many as fit in ``--seconds``, each synchronised; ``--rounds R`` spreads them over R
+interleaved sweeps of all configurations (for a shared machine). Reported: min, mean, p50, p90, p99,
 std, images/s; the host-to-device / compute / device-to-host split where the backend
 allows it; the peak resident memory while the configuration ran; the model's GFLOPs and
 the achieved GFLOP/s (at p50) against the machine's measured fp32 GEMM peak. A backend or
@@ -28,6 +29,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--iters", type=int, default=None, help="timed iterations per configuration (default 20)")
     group.add_argument("--seconds", type=float, default=None, help="time each configuration for this long instead")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="split the timed iterations over R sweeps of all configurations, pooled (default 1); "
+                        "spreads a shared machine's bursts of load over every backend")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for PyTorch, ONNX Runtime and the GEMM peak (default: the cores available)")
     p.add_argument("--graph", choices=_variants.GRAPHS, default="labels",
@@ -127,14 +132,27 @@ def time_runner(runner: _runners.Runner, x: Any, warmup: int, iters: Optional[in
     return times
 
 
-def measure(runner: _runners.Runner, frames, settings: Dict[str, Any]) -> Dict[str, Any]:
-    x = runner.prepare(frames)
-    times = time_runner(runner, x, settings["warmup"], settings["iters"], settings["seconds"])
-    record = _report.latency_stats(times, frames.shape[0])
-    split = runner.split(x, min(10, max(2, len(times))))
-    record.update(split or {"h2d_ms": None, "compute_ms": None, "d2h_ms": None})
-    record["split_note"] = runner.split_note
-    return record
+@dataclass
+class Config:
+    """One configuration to measure, and what its rounds gathered."""
+
+    backend: str
+    precision: str
+    height: int
+    width: int
+    batch: int
+    times: List[float] = field(default_factory=list)
+    splits: List[Dict[str, float]] = field(default_factory=list)
+    memory: List[Dict[str, Any]] = field(default_factory=list)
+    runner: Optional[Dict[str, Any]] = None
+    failure: Optional[str] = None
+
+    @property
+    def size(self) -> str:
+        return f"{self.height}x{self.width}"
+
+    def label(self) -> str:
+        return f"{self.backend} {self.precision} {self.size} batch {self.batch}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -142,8 +160,61 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def measure_round(config: Config, source, cache, args, calibration, threads: int, iters: Optional[int],
+                  seconds: Optional[float], memory: _machine.PeakMemory) -> None:
+    """Open ``config``'s runner, warm it up, time it, measure its split, close it; add to ``config``."""
+    runner = None
+    memory.start()
+    try:
+        runner = _runners.open_runner(config.backend, config.precision, source, cache, args.graph,
+                                      (config.batch, config.height, config.width), threads, calibration)
+        x = runner.prepare(_variants.random_frames(config.batch, config.height, config.width))
+        config.times.extend(time_runner(runner, x, args.warmup, iters, seconds))
+        split = runner.split(x, min(10, max(2, len(config.times))))
+        if split:
+            config.splits.append(split)
+    except (FcnDeployError, ImportError, RuntimeError, OSError, ValueError) as exc:
+        log.debug("%s failed", config.label(), exc_info=True)
+        config.failure = f"{type(exc).__name__}: {_first_line(exc)}"
+        return
+    finally:
+        if runner is not None:
+            runner.close()
+    config.memory.append(memory.stop())
+    config.runner = {"device": runner.device, "providers": runner.providers, "notes": "; ".join(runner.notes),
+                     "split_note": runner.split_note}
+
+
+def make_record(config: Config, source, args, flops, peaks, threads: int) -> Dict[str, Any]:
+    record: Dict[str, Any] = {
+        "model": source.name, "backend": config.backend, "precision": config.precision, "size": config.size,
+        "height": config.height, "width": config.width, "batch": config.batch, "graph": args.graph,
+        "includes_preprocessing": args.graph == "labels", "includes_argmax": args.graph == "labels",
+        "warmup": args.warmup, "rounds": args.rounds,
+    }
+    record.update(_report.latency_stats(config.times, config.batch))
+    for key in ("h2d_ms", "compute_ms", "d2h_ms"):
+        values = [s[key] for s in config.splits]
+        record[key] = float(sum(values) / len(values)) if values else None
+    record["split_note"] = config.runner["split_note"]
+    worst = max(config.memory, key=lambda m: m["peak_rss_mb"])
+    record.update(worst)
+    device = config.runner["device"]
+    record.update(_work(flops.gflops(config.height, config.width), config.batch, record["p50_ms"],
+                        _machine.reference_peak(peaks, device, config.precision)))
+    record.update({"threads": threads if device == "cpu" else None, "device": device,
+                   "providers": config.runner["providers"], "notes": config.runner["notes"]})
+    return _report.rounded(record)
+
+
 def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
-    """Every configuration of ``args``: the report (records, skipped, machine, settings)."""
+    """Every configuration of ``args``: the report (records, skipped, machine, settings).
+
+    With ``--rounds R`` the whole sweep runs R times, one after the other, each round timing
+    ``iters / R`` iterations (or ``seconds / R``) of every configuration, and the samples are
+    pooled: on a shared machine, a burst of someone else's load then spreads over every
+    backend instead of landing on whichever ran at that moment.
+    """
     backends = _runners.parse_backends(args.backends)
     precisions = _runners.parse_precisions(args.precisions)
     sizes = parse_sizes(args.sizes)
@@ -155,11 +226,13 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         raise FcnDeployError(f"--seconds must be > 0, not {args.seconds}")
     if args.warmup < 0:
         raise FcnDeployError(f"--warmup must be >= 0, not {args.warmup}")
+    if args.rounds < 1:
+        raise FcnDeployError(f"--rounds must be >= 1, not {args.rounds}")
     threads = args.threads or _machine.available_cores()
     if threads < 1:
         raise FcnDeployError(f"--threads must be >= 1, not {threads}")
-    settings = {"warmup": args.warmup, "iters": iters, "seconds": args.seconds, "threads": threads,
-                "graph": args.graph, "backends": backends, "precisions": precisions,
+    settings = {"warmup": args.warmup, "iters": iters, "seconds": args.seconds, "rounds": args.rounds,
+                "threads": threads, "graph": args.graph, "backends": backends, "precisions": precisions,
                 "sizes": [f"{h}x{w}" for h, w in sizes], "batches": batches}
 
     source = _variants.open_source(args.model, args.num_classes, _variants.parse_options(args.option))
@@ -173,13 +246,12 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         if any(_runners.DEVICE[b] == "cuda" for b in backends):
             peaks.extend(_machine.cuda_matmul_peaks())
 
-    records: List[Dict[str, Any]] = []
     skipped: List[Dict[str, Any]] = []
-    memory = _machine.PeakMemory()
     unavailable = {b: _runners.unavailable_reason(b) for b in backends}
     for backend in backends:
         if unavailable[backend]:
             skipped.append({"backend": backend, "precision": "all", "reason": unavailable[backend]})
+    configs: List[Config] = []
     for precision in precisions:
         for backend in backends:
             if unavailable[backend]:
@@ -188,37 +260,25 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
             if reason:
                 skipped.append({"backend": backend, "precision": precision, "reason": reason})
                 continue
-            for h, w in sizes:
-                for batch in batches:
-                    size = f"{h}x{w}"
-                    label = f"{backend} {precision} {size} batch {batch}"
-                    print(f"  running {label} ...", file=sys.stderr, flush=True)
-                    runner = None
-                    memory.start()
-                    try:
-                        runner = _runners.open_runner(backend, precision, source, cache, args.graph, (batch, h, w),
-                                                      threads, calibration)
-                        frames = _variants.random_frames(batch, h, w)
-                        timing = measure(runner, frames, settings)
-                    except (FcnDeployError, ImportError, RuntimeError, OSError, ValueError) as exc:
-                        log.debug("%s failed", label, exc_info=True)
-                        skipped.append({"backend": backend, "precision": precision, "size": size,
-                                        "batch": batch, "reason": f"{type(exc).__name__}: {_first_line(exc)}"})
-                        continue
-                    finally:
-                        if runner is not None:
-                            runner.close()
-                    record = {"model": source.name, "backend": backend, "precision": precision, "size": size,
-                              "height": h, "width": w, "batch": batch, "graph": args.graph,
-                              "includes_preprocessing": args.graph == "labels",
-                              "includes_argmax": args.graph == "labels", "warmup": args.warmup}
-                    record.update(timing)
-                    record.update(memory.stop())
-                    record.update(_work(flops.gflops(h, w), batch, record["p50_ms"],
-                                        _machine.reference_peak(peaks, runner.device, precision)))
-                    record.update({"threads": threads if runner.device == "cpu" else None, "device": runner.device,
-                                   "providers": runner.providers, "notes": "; ".join(runner.notes)})
-                    records.append(_report.rounded(record))
+            configs.extend(Config(backend, precision, h, w, b) for h, w in sizes for b in batches)
+
+    round_iters = -(-iters // args.rounds) if iters else None
+    round_seconds = args.seconds / args.rounds if args.seconds else None
+    memory = _machine.PeakMemory()
+    for index in range(args.rounds):
+        for config in configs:
+            if config.failure:
+                continue
+            round_text = f" (round {index + 1}/{args.rounds})" if args.rounds > 1 else ""
+            print(f"  running {config.label()}{round_text} ...", file=sys.stderr, flush=True)
+            measure_round(config, source, cache, args, calibration, threads, round_iters, round_seconds, memory)
+    records = []
+    for config in configs:
+        if config.failure:
+            skipped.append({"backend": config.backend, "precision": config.precision, "size": config.size,
+                            "batch": config.batch, "reason": config.failure})
+        else:
+            records.append(make_record(config, source, args, flops, peaks, threads))
     _report.add_speedups(records)
     return {
         "benchmark": "latency",
@@ -266,7 +326,8 @@ def print_report(report: Dict[str, Any]) -> None:
         print("work:    " + ", ".join(f"{g:.4g} GFLOP per image at {s}" for s, g in works.items()))
     s = report["settings"]
     how = f"{s['iters']} iterations" if s["iters"] else f"{s['seconds']} s"
-    print(f"method:  {s['warmup']} warm-up, then {how} per configuration; ms per batch; "
+    rounds = f", spread over {s['rounds']} interleaved rounds (each with its warm-up)" if s["rounds"] > 1 else ""
+    print(f"method:  {s['warmup']} warm-up, then {how} per configuration{rounds}; ms per batch; "
           "GFLOP/s and % of peak at p50\n")
     print(_report.format_table(report["records"], _report.LATENCY_COLUMNS) if report["records"]
           else "no configuration ran")

@@ -135,7 +135,7 @@ def test_an_exported_file_runs_as_it_is(latency_run, tmp_path, capsys):
     model = tmp_path / "model.onnx"
     shutil.copy(fp32, model)
     code = latency.main(["--model", str(model), "--backends", "pytorch,ort-cpu", "--precisions", "fp32,int8",
-                         "--sizes", "32x48", "--warmup", "0", "--iters", "2", "--no-peak",
+                         "--sizes", "32x48", "--warmup", "0", "--iters", "4", "--rounds", "2", "--no-peak",
                          "--workdir", str(tmp_path / "w"), "--json", str(tmp_path / "f.json")])
     assert code == 0
     report = json.loads((tmp_path / "f.json").read_text())
@@ -144,6 +144,7 @@ def test_an_exported_file_runs_as_it_is(latency_run, tmp_path, capsys):
     assert "exported onnx file" in reasons[("pytorch", "fp32")]
     assert "fp32 file" in reasons[("ort-cpu", "int8")]
     assert report["records"][0]["gflops"] > 0  # counted on the network rebuilt from the metadata
+    assert report["records"][0]["iters"] == 4 and report["records"][0]["rounds"] == 2
 
 
 def test_compare_prints_ratios(latency_run, tmp_path, capsys):
@@ -221,3 +222,23 @@ def test_accuracy_refuses_a_model_with_other_classes(latency_run, tmp_path, caps
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("accuracy.py: error: ") and "11 classes" in err[0]
+
+
+def test_logits_graph_times_the_bare_network_on_both_runtimes(latency_run, tmp_path):
+    out, _, _ = latency_run
+    work = out / "work"
+    code = latency.main(TINY + ["--graph", "logits", "--backends", "pytorch,ort-cpu", "--precisions", "fp32",
+                                "--sizes", "32x48", "--warmup", "0", "--iters", "1", "--no-peak",
+                                "--workdir", str(work), "--json", str(tmp_path / "g.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "g.json").read_text())
+    assert [r["backend"] for r in report["records"]] == ["pytorch", "ort-cpu"]
+    assert not any(r["includes_preprocessing"] or r["includes_argmax"] for r in report["records"])
+    assert "logits out" in report["timed"]
+    source = _variants.open_source("fcn8s_resnet18", 11, {"width": 16})
+    cache = _variants.ExportCache(str(work))
+    frames = _variants.random_frames(1, 32, 48, seed=2)
+    a = _runners.open_runner("pytorch", "fp32", source, cache, "logits", (1, 32, 48), 2).infer(frames)
+    b = _runners.open_runner("ort-cpu", "fp32", source, cache, "logits", (1, 32, 48), 2).infer(frames)
+    assert a.shape == b.shape == (1, 11, 32, 48) and a.dtype == b.dtype == np.float32
+    assert np.abs(a - b).max() <= 1e-4 * (a.max() - a.min())
