@@ -218,7 +218,7 @@ class TorchCudaRunner(Runner):
         self.providers = [f"torch {torch.__version__} CUDA {torch.version.cuda} on {torch.cuda.get_device_name(0)}"]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(stream):
+        with torch.no_grad(), torch.cuda.stream(stream):
             for _ in range(3):  # cuDNN picks its algorithms here, before capture
                 self.static_out = self.module(self.static_in)
         torch.cuda.current_stream().wait_stream(stream)
@@ -227,7 +227,7 @@ class TorchCudaRunner(Runner):
         if cuda_graphs:
             try:
                 graph_ = torch.cuda.CUDAGraph()
-                with torch.inference_mode(), torch.cuda.graph(graph_):
+                with torch.no_grad(), torch.cuda.graph(graph_):
                     self.static_out = self.module(self.static_in)
                 torch.cuda.synchronize()
                 self.cuda_graph = graph_
@@ -258,7 +258,7 @@ class TorchCudaRunner(Runner):
         if self.cuda_graph is not None:
             self.cuda_graph.replay()
         else:
-            with torch.inference_mode():
+            with torch.no_grad():
                 self.static_out = self.module(self.static_in)
         e2.record()
         self.host_out.copy_(self.static_out, non_blocking=True)
@@ -398,7 +398,7 @@ def open_runner(backend: str, precision: str, source, cache, graph: str, shape: 
     if backend == "pytorch-cuda":
         from ._variants import torch_module
 
-        module = torch_module(source, precision, graph)
+        module = torch_module(source, precision, graph, capturable=True)
         return TorchCudaRunner(module, graph, source.resolved.model.normalization, precision, shape)
     if source.kind == "engine":
         return TensorRTRunner(source.file, precision)

@@ -192,13 +192,15 @@ class FlopCounter:
 # --------------------------------------------------------------------------------------------
 # PyTorch: the same graph as the export
 # --------------------------------------------------------------------------------------------
-def torch_module(source: ModelSource, precision: str, graph: str):
+def torch_module(source: ModelSource, precision: str, graph: str, capturable: bool = False):
     """The network as the exporter traces it, for PyTorch to run (on the CPU, float32).
 
     ``labels``: :class:`~converters.onnx_export.DeployGraph` with the pre-processing and the
     arg-max folded in, uint8 frames in, uint8 labels out. ``logits``: the bare network.
     ``fp16`` casts the network's weights and its input to half, and its logits back to
-    float, as the FP16 ONNX keeps float32 at its boundary.
+    float, as the FP16 ONNX keeps float32 at its boundary. ``capturable`` swaps the channel
+    order with ``flip`` instead of an index list, which would copy a host tensor to the GPU
+    on every call and so cannot be captured in a CUDA graph (same result, same work).
     """
     import torch
     import torch.nn as nn
@@ -227,8 +229,31 @@ def torch_module(source: ModelSource, precision: str, graph: str):
         raise FcnDeployError(f"PyTorch runs fp32 or fp16, not {precision}")
     module: nn.Module = net
     if graph == "labels":
-        module = DeployGraph(net, model.normalization, fold_preprocessing=True, fold_argmax=True)
+        graph_class = _capturable_deploy_graph() if capturable else DeployGraph
+        module = graph_class(net, model.normalization, fold_preprocessing=True, fold_argmax=True)
     return module.eval()
+
+
+def _capturable_deploy_graph():
+    import torch
+    from converters.onnx_export import DeployGraph
+
+    class CapturableDeployGraph(DeployGraph):
+        """:class:`DeployGraph` with the BGR -> RGB swap as ``flip(-1)`` (see :func:`torch_module`)."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.fold_preprocessing:
+                x = x.to(torch.float32)
+                if self.to_rgb:
+                    x = x.flip(-1)
+                x = (x - self.mean) / self.std
+                x = x.permute(0, 3, 1, 2)
+            y = self.net(x)
+            if self.fold_argmax:
+                y = y.argmax(dim=1).to(torch.uint8)
+            return y
+
+    return CapturableDeployGraph
 
 
 # --------------------------------------------------------------------------------------------

@@ -242,3 +242,35 @@ def test_logits_graph_times_the_bare_network_on_both_runtimes(latency_run, tmp_p
     b = _runners.open_runner("ort-cpu", "fp32", source, cache, "logits", (1, 32, 48), 2).infer(frames)
     assert a.shape == b.shape == (1, 11, 32, 48) and a.dtype == b.dtype == np.float32
     assert np.abs(a - b).max() <= 1e-4 * (a.max() - a.min())
+
+
+def test_the_cuda_graph_friendly_wrapper_computes_what_the_exported_wrapper_does():
+    import torch
+    from converters.onnx_export import DeployGraph
+
+    source = _variants.open_source("fcn8s_resnet18", 11, {"width": 16})
+    norm = source.resolved.model.normalization
+    assert norm.channel_order == "RGB"  # so the channel swap is exercised
+    capturable = _variants.torch_module(source, "fp32", "labels", capturable=True)
+    assert isinstance(capturable, DeployGraph)
+    logits_a = DeployGraph(capturable.net, norm, fold_preprocessing=True, fold_argmax=False)
+    logits_b = type(capturable)(capturable.net, norm, fold_preprocessing=True, fold_argmax=False)
+    frames = torch.from_numpy(_variants.random_frames(2, 33, 47, seed=3))
+    with torch.no_grad():
+        assert torch.equal(logits_a(frames), logits_b(frames))
+
+
+@pytest.mark.gpu
+def test_pytorch_cuda_fp16_with_cuda_graphs_reports_the_copy_split(tmp_path):
+    if _runners.unavailable_reason("pytorch-cuda"):
+        pytest.skip(_runners.unavailable_reason("pytorch-cuda"))
+    code = latency.main(TINY + ["--backends", "pytorch-cuda", "--precisions", "fp32,fp16", "--sizes", "64x96",
+                                "--batch", "2", "--warmup", "2", "--iters", "5", "--no-peak",
+                                "--workdir", str(tmp_path), "--json", str(tmp_path / "c.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert [r["precision"] for r in report["records"]] == ["fp32", "fp16"]
+    for r in report["records"]:
+        assert "CUDA graph" in r["notes"] and "channels-last" in r["notes"]
+        assert r["h2d_ms"] > 0 and r["compute_ms"] > 0 and r["d2h_ms"] > 0
+        assert r["h2d_ms"] + r["compute_ms"] + r["d2h_ms"] <= r["max_ms"] * 1.05
