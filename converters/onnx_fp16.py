@@ -109,6 +109,35 @@ def preprocessing_nodes(model: onnx.ModelProto) -> List[str]:
         tensor = node.output[0]
 
 
+def unshare_initializers(model: onnx.ModelProto, nodes: Sequence[str]) -> int:
+    """Give each named node private copies of the initializers it shares with other nodes.
+
+    onnxslim merges identical constants (all-zero biases, say) into one initializer; when one
+    of its users stays float32 and the others become float16, onnxconverter-common keeps the
+    shared tensor in one type and the graph becomes invalid. Returns how many were copied.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    users: Dict[str, int] = {}
+    for node in model.graph.node:
+        for name in set(node.input):
+            if name in inits:
+                users[name] = users.get(name, 0) + 1
+    wanted, copied = set(nodes), 0
+    for node in model.graph.node:
+        if node.name not in wanted:
+            continue
+        for k, name in enumerate(node.input):
+            if name in inits and users[name] > 1:
+                private = _unique(model, f"{name}_{node.name}")
+                clone = copy.deepcopy(inits[name])
+                clone.name = private
+                model.graph.initializer.append(clone)
+                node.input[k] = private
+                users[name] -= 1
+                copied += 1
+    return copied
+
+
 def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = ()) -> onnx.ModelProto:
     """A float16 copy of ``model`` whose graph inputs and outputs keep their types.
 
@@ -128,6 +157,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = ()) -> on
     model = copy.deepcopy(model)
     del model.graph.value_info[:]
     blocked = preprocessing_nodes(model) + [n for n in keep_fp32]
+    unshare_initializers(model, blocked)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns for every constant it clips to the fp16 range
         half = float16.convert_float_to_float16(

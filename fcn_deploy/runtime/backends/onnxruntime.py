@@ -85,6 +85,42 @@ def _profile_text(name: str, layout: str, shape: ProfileShape) -> str:
     return f"{name}:" + "x".join(str(d) for d in dims)
 
 
+def tensorrt_options(
+    device_id: int,
+    input_name: str,
+    layout: str,
+    *,
+    fp16: bool = False,
+    engine_cache_dir: Optional[str] = None,
+    timing_cache_dir: Optional[str] = None,
+    profile_shapes: Optional[Mapping[str, ProfileShape]] = None,
+    workspace_gb: Optional[float] = None,
+) -> Dict[str, str]:
+    """Provider options of ONNX Runtime's TensorRT execution provider.
+
+    ``profile_shapes`` gives ``(N, H, W)`` for ``min``, ``opt`` and ``max``; they are written
+    in the graph input's own layout (``N x H x W x 3`` for raw frames, ``N x 3 x H x W``
+    otherwise). Without them TensorRT builds for the shapes it first sees and rebuilds when
+    a larger one arrives.
+    """
+    opts = {"device_id": str(device_id), "trt_fp16_enable": "True" if fp16 else "False"}
+    if engine_cache_dir:
+        opts["trt_engine_cache_enable"] = "True"
+        opts["trt_engine_cache_path"] = str(engine_cache_dir)
+    if timing_cache_dir:
+        opts["trt_timing_cache_enable"] = "True"
+        opts["trt_timing_cache_path"] = str(timing_cache_dir)
+    if workspace_gb:
+        opts["trt_max_workspace_size"] = str(int(workspace_gb * (1 << 30)))
+    if profile_shapes:
+        missing = {"min", "opt", "max"} - set(profile_shapes)
+        if missing:
+            raise BackendError(f"profile_shapes needs min, opt and max; missing {', '.join(sorted(missing))}")
+        for key in ("min", "opt", "max"):
+            opts[f"trt_profile_{key}_shapes"] = _profile_text(input_name, layout, profile_shapes[key])
+    return opts
+
+
 class OnnxRuntimeBackend(Backend):
     """An ONNX file in an ONNX Runtime session.
 
@@ -116,6 +152,11 @@ class OnnxRuntimeBackend(Backend):
         self.device, device_id = parse_device(device)
         if not os.path.isfile(self.path):
             raise BackendError(f"model file not found: {self.path}")
+        trt_only = {"fp16": fp16, "engine_cache_dir": engine_cache_dir, "timing_cache_dir": timing_cache_dir,
+                    "profile_shapes": profile_shapes, "workspace_gb": workspace_gb}
+        given = [k for k, v in trt_only.items() if v]
+        if given and self.device != "tensorrt":
+            raise BackendError(f"{', '.join(given)}: options of the TensorRT provider; use device 'tensorrt'")
         wanted = DEVICE_PROVIDERS[self.device]
         available = ort.get_available_providers()
         missing = [p for p in wanted if p not in available]
@@ -132,14 +173,17 @@ class OnnxRuntimeBackend(Backend):
             options.intra_op_num_threads = int(threads)
         options.log_severity_level = 3  # errors only; our own messages say what went wrong
 
-        # The graph's input layout decides the profile shape strings, so read the metadata
-        # from a light first look only when TensorRT needs it.
         provider_options: List[Dict[str, str]] = []
         for provider in wanted:
             if provider == TENSORRT:
+                name, layout = self._peek_input() if profile_shapes else ("input", LAYOUT_RAW_BGR)
+                for folder in (engine_cache_dir, timing_cache_dir):
+                    if folder:
+                        os.makedirs(folder, exist_ok=True)
                 provider_options.append(
-                    self._tensorrt_options(
-                        device_id, fp16, engine_cache_dir, timing_cache_dir, profile_shapes, workspace_gb
+                    tensorrt_options(
+                        device_id, name, layout, fp16=fp16, engine_cache_dir=engine_cache_dir,
+                        timing_cache_dir=timing_cache_dir, profile_shapes=profile_shapes, workspace_gb=workspace_gb,
                     )
                 )
             elif provider == CUDA:
@@ -181,35 +225,6 @@ class OnnxRuntimeBackend(Backend):
             self.metadata = None
         log.debug("opened %s on %s", self.path, ", ".join(self.providers))
 
-    def _tensorrt_options(
-        self,
-        device_id: int,
-        fp16: bool,
-        engine_cache_dir: Optional[str],
-        timing_cache_dir: Optional[str],
-        profile_shapes: Optional[Mapping[str, ProfileShape]],
-        workspace_gb: Optional[float],
-    ) -> Dict[str, str]:
-        opts = {"device_id": str(device_id), "trt_fp16_enable": "True" if fp16 else "False"}
-        if engine_cache_dir:
-            os.makedirs(engine_cache_dir, exist_ok=True)
-            opts["trt_engine_cache_enable"] = "True"
-            opts["trt_engine_cache_path"] = str(engine_cache_dir)
-        if timing_cache_dir:
-            os.makedirs(timing_cache_dir, exist_ok=True)
-            opts["trt_timing_cache_enable"] = "True"
-            opts["trt_timing_cache_path"] = str(timing_cache_dir)
-        if workspace_gb:
-            opts["trt_max_workspace_size"] = str(int(workspace_gb * (1 << 30)))
-        if profile_shapes:
-            missing = {"min", "opt", "max"} - set(profile_shapes)
-            if missing:
-                raise BackendError(f"profile_shapes needs min, opt and max; missing {', '.join(sorted(missing))}")
-            name, layout = self._peek_input()
-            for key in ("min", "opt", "max"):
-                opts[f"trt_profile_{key}_shapes"] = _profile_text(name, layout, profile_shapes[key])
-        return opts
-
     def _peek_input(self) -> Tuple[str, str]:
         """The graph input's name and layout, read with a CPU session before the TensorRT one."""
         ort = _import_ort()
@@ -225,14 +240,15 @@ class OnnxRuntimeBackend(Backend):
     def _check_layout(self) -> None:
         """The metadata's input layout and output kind must describe this very graph."""
         meta, spec, out = self.metadata, self.input_spec, self.output_spec
-        if meta.input_layout == LAYOUT_RAW_BGR:
-            fits = spec.rank == 4 and spec.dtype == "uint8" and spec.shape[3] in (3, None, "3")
-        else:
-            fits = spec.rank == 4 and spec.dtype == "float32" and spec.shape[1] in (3, None, "3")
-        if not fits:
-            raise BackendError(
-                f"{self.path}: metadata says input {meta.input_layout} but the graph input is {spec.describe()}"
-            )
+        raw = meta.input_layout == LAYOUT_RAW_BGR
+        where = f"{self.path}: graph input {spec.describe()}"
+        if spec.rank != 4:
+            raise BackendError(f"{where} has rank {spec.rank}; the metadata says {meta.input_layout} (rank 4)")
+        channels = spec.shape[3] if raw else spec.shape[1]
+        if isinstance(channels, int) and channels != 3:
+            raise BackendError(f"{where} has {channels} channels; the metadata says {meta.input_layout} (3 channels)")
+        if spec.dtype != ("uint8" if raw else "float32"):
+            raise BackendError(f"{where} is {spec.dtype}; the metadata says {meta.input_layout}")
         want_rank, want_dtype = (3, "uint8") if meta.output == "labels" else (4, "float32")
         if out.rank != want_rank or out.dtype != want_dtype:
             raise BackendError(

@@ -1,0 +1,316 @@
+"""ONNX export: parity with PyTorch for every zoo model, dims, IR version, FP16, INT8, metadata."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from converters import onnx_passes
+from converters.calibration import load_calibration_frames
+from converters.onnx_export import (
+    ResolvedModel,
+    export,
+    finalize,
+    metadata_for,
+    model_from_checkpoint,
+    resolve_model,
+    trace_to_onnx,
+)
+from converters.onnx_fp16 import convert_to_fp16
+from converters.onnx_int8 import check_symmetric_int8, quantize_int8
+from converters.onnx_passes import ExportError
+from converters.onnx_verify import label_agreement, session_for
+from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.models import available_models
+from fcn_deploy.runtime.backends import open_backend
+from fcn_deploy.runtime.backends.base import normalize_frames
+from fcn_deploy.runtime.metadata import ModelMetadata
+
+from onnx_helpers import (
+    random_frames,
+    run_cli,
+    small_model,
+    small_options,
+    write_checkpoint,
+    write_images,
+)
+
+NUM_CLASSES = 5
+# Odd, even, tiny and non-square sizes; every one at batch 2.
+SIZES = [(97, 131), (64, 96), (33, 47), (1, 1)]
+BATCH = 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine two threads spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _resolved(model, name: str) -> ResolvedModel:
+    return ResolvedModel(model=model, spec=name, num_classes=NUM_CLASSES, model_options=small_options(name))
+
+
+def _torch_logits(model, frames: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(normalize_frames(frames, model.normalization))
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_parity_with_pytorch(name, capsys):
+    """FP32 logits match PyTorch at four sizes (odd ones too) and batch 2; FP16 and INT8 agree."""
+    model = small_model(name, NUM_CLASSES)
+    resolved = _resolved(model, name)
+    meta = metadata_for(resolved, fold_preprocessing=False, fold_argmax=False)
+    fp32 = finalize(trace_to_onnx(model, meta), meta)
+    assert onnx_passes.graph_io_dims(fp32) == {"input": ("N", 3, "H", "W"), "logits": ("N", NUM_CLASSES, "H", "W")}
+    meta16 = metadata_for(resolved, False, False, precision="fp16")
+    fp16 = finalize(convert_to_fp16(fp32), meta16, simplify=False)
+    s32, s16 = session_for(fp32), session_for(fp16)
+
+    same16 = total = 0
+    all_frames, classes_seen = [], set()
+    for h, w in SIZES:
+        frames = random_frames(BATCH, h, w)
+        all_frames.extend(frames)
+        reference = _torch_logits(model, frames)
+        x = normalize_frames(frames, model.normalization)
+        got = s32.run(None, {"input": x})[0]
+        assert got.shape == (BATCH, NUM_CLASSES, h, w)
+        value_range = float(reference.max() - reference.min())
+        assert value_range > 0
+        assert np.abs(got - reference).max() <= 1e-4 * value_range, (h, w)
+        assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.999, (h, w)
+        half = s16.run(None, {"input": x})[0]
+        assert half.dtype == np.float32 and half.shape == got.shape
+        same16 += int((half.argmax(1) == reference.argmax(1)).sum())
+        total += reference.argmax(1).size
+        classes_seen |= set(np.unique(reference.argmax(1)).tolist())
+    # The check is meaningful only if the network predicts several classes.
+    assert len(classes_seen) > 1
+    agreement16 = same16 / total
+    assert agreement16 >= 0.995, agreement16
+
+    meta8 = metadata_for(resolved, False, False, precision="int8")
+    int8 = finalize(quantize_int8(fp32, all_frames[::2], meta), meta8, simplify=False)
+    agreement8 = label_agreement(fp32, int8, all_frames[:4], meta)
+    with capsys.disabled():
+        print(f"\n  {name}: FP16 agreement {100 * agreement16:.3f}%, INT8 agreement {100 * agreement8:.3f}%", end="")
+
+
+@pytest.mark.parametrize("name", ["fcn8s_resnet18", "fcn16s_vgg16", "fcn8s_efficientnet_lite0"])
+def test_folded_preprocessing_and_argmax_equal_pytorch(name):
+    """uint8 BGR frames in, uint8 labels out == arg-max of PyTorch on the normalised input.
+
+    The three normalisations of the zoo (Caffe BGR mean-only, torchvision RGB mean/std,
+    EfficientNet-Lite RGB (x - 127) / 128) are each covered.
+    """
+    model = small_model(name, NUM_CLASSES)
+    meta = metadata_for(_resolved(model, name))
+    graph = finalize(trace_to_onnx(model, meta), meta)
+    assert onnx_passes.graph_io_dims(graph) == {"input": ("N", "H", "W", 3), "labels": ("N", "H", "W")}
+    session = session_for(graph)
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    for h, w in SIZES[:3]:
+        frames = random_frames(BATCH, h, w, seed=1)
+        labels = session.run(None, {"input": frames})[0]
+        assert labels.dtype == np.uint8 and labels.shape == (BATCH, h, w)
+        expected = _torch_logits(model, frames).argmax(1)
+        assert np.mean(labels == expected) >= 0.999
+
+
+def test_plain_dims_rejects_expressions_and_constants():
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "Min(H + 31, 64) - 31", "W"])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5, "H", "W"])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g", [x], [y])
+    model = helper.make_model(graph)
+    with pytest.raises(ExportError, match="input"):
+        onnx_passes.require_plain_dims(model, {"input": ["N", 3, "H", "W"]})
+    with pytest.raises(ExportError, match="logits"):
+        onnx_passes.require_plain_dims(model, {"logits": ["N", 5, "H", "W"]})
+
+
+def test_ir_version_is_the_lowest_the_opset_needs():
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert model.ir_version > 10  # onnx 1.23 writes its newest IR, which onnxruntime-gpu 1.31 rejects
+    assert onnx_passes.set_ir_version(model) == 8
+    session_for(model)  # loads
+    too_new = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    with pytest.raises(ExportError, match="opset"):
+        onnx_passes.set_ir_version(too_new)
+
+
+def _resize_graph() -> onnx.ModelProto:
+    """x -> Mul -> Resize -> y: the graph ends in an op onnxconverter-common keeps in float32."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])
+    two = numpy_helper.from_array(np.array([2.0], np.float32), "two")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["m"], name="mul"),
+         helper.make_node("Resize", ["m", "", "scales"], ["y"], name="resize")],
+        "g", [x], [y], [two, scales],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_fp16_output_stays_float32_when_graph_ends_in_a_blocked_op():
+    from onnxconverter_common import float16
+
+    model = _resize_graph()
+    # The converter's own result: a float16 graph output despite keep_io_types.
+    raw = float16.convert_float_to_float16(model, keep_io_types=True)
+    assert raw.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    half = convert_to_fp16(model)
+    assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    onnx.checker.check_model(half, full_check=True)
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    got = session_for(half).run(None, {"x": x})[0]
+    want = session_for(model).run(None, {"x": x})[0]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-2)
+
+
+def test_fp16_keep_fp32_nodes_and_unknown_names():
+    model = small_model("fcn8s_resnet18", NUM_CLASSES)
+    meta = metadata_for(_resolved(model, "fcn8s_resnet18"), False, False)
+    fp32 = finalize(trace_to_onnx(model, meta), meta)
+    last = fp32.graph.node[-1].name  # the crop that produces the logits
+    conv = next(n.name for n in fp32.graph.node if n.op_type == "Conv")
+    half = convert_to_fp16(fp32, keep_fp32=[last, conv])
+    assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    kept = {n.name: n for n in half.graph.node}
+    assert kept[conv].op_type == "Conv"
+    weight = next(i for i in half.graph.initializer if i.name == kept[conv].input[1])
+    assert weight.data_type == TensorProto.FLOAT
+    meta16 = metadata_for(_resolved(model, "fcn8s_resnet18"), False, False, precision="fp16")
+    finalize(half, meta16, simplify=False)  # checker, shape inference and a run
+    with pytest.raises(ExportError, match="no node named nope"):
+        convert_to_fp16(fp32, keep_fp32=["nope"])
+
+
+def test_int8_is_symmetric_per_channel_qdq(tmp_path):
+    model = small_model("fcn8s_resnet18", NUM_CLASSES)
+    resolved = _resolved(model, "fcn8s_resnet18")
+    frames = load_calibration_frames(str(write_images(tmp_path / "calib")), limit=4)
+    result = export(resolved, str(tmp_path / "m_int8.onnx"), precision="int8", calib_frames=frames)
+    quantized = onnx.load(result.path)
+    assert check_symmetric_int8(quantized) > 0
+    inits = {i.name: i for i in quantized.graph.initializer}
+    per_channel = [
+        n for n in quantized.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits
+        and numpy_helper.to_array(inits[n.input[1]]).size > 1
+    ]
+    assert per_channel, "weights should carry one scale per output channel"
+    assert all(inits[n.input[0]].data_type == TensorProto.INT8 for n in per_channel)
+    assert not any(n.op_type == "ConvTranspose" and n.input[0].endswith("DequantizeLinear") for n in quantized.graph.node)
+    assert 0.0 <= result.agreement <= 1.0
+    meta = ModelMetadata.from_props({p.key: p.value for p in quantized.metadata_props})
+    assert meta.precision == "int8" and meta.extra["calibration"]["images"] == 4
+    # A non-zero zero point is what TensorRT rejects: the check must catch it.
+    zp_name = next(n.input[2] for n in quantized.graph.node if n.op_type == "QuantizeLinear")
+    zp = inits[zp_name]
+    zp.CopyFrom(numpy_helper.from_array(np.array(3, dtype=np.int8), zp_name))
+    with pytest.raises(ExportError, match="zero point"):
+        check_symmetric_int8(quantized)
+
+
+def test_metadata_round_trip_through_the_file(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "ck.pt")
+    resolved = model_from_checkpoint(str(ckpt))
+    result = export(resolved, str(tmp_path / "m.onnx"))
+    model = onnx.load(result.path)
+    assert model.ir_version <= 10 and model.opset_import[0].version == 17
+    props = {p.key: p.value for p in model.metadata_props}
+    assert all(json.loads(v) is not None or v == "null" for v in props.values())  # every value is JSON
+    meta = ModelMetadata.from_props(props)
+    assert meta == result.metadata
+    assert meta.model_name == "fcn8s_resnet18" and meta.classes[1] == "thing1"
+    assert meta.palette[2] == (20, 40, 60) and meta.dataset == "camvid" and meta.mean_iu == 0.625
+    assert meta.input_layout == "NHWC_BGR_UINT8" and meta.output == "labels"
+    assert meta.normalization == resolved.model.normalization
+    assert meta.source["checkpoint"] == str(ckpt) and len(meta.source["sha256"]) == 64
+    assert {"torch", "onnx", "onnxslim", "fcn_deploy"} <= set(meta.exporter)
+    with open_backend(result.path) as backend:
+        assert backend.metadata == meta
+    again = ModelMetadata.from_dict(json.loads(json.dumps(meta.to_dict())))
+    assert again == meta
+
+
+def test_resolve_model_names(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        resolved = resolve_model("fcn8s_resnet18", 3, width=16)
+    assert resolved.num_classes == 3 and not resolved.trained
+    assert "random weights" in caplog.text
+    with pytest.raises(FcnDeployError, match="unknown model 'nonsense'"):
+        resolve_model("nonsense")
+    with pytest.raises(FcnDeployError, match="checkpoint not found"):
+        resolve_model(str(tmp_path / "missing.pt"))
+    from converters.onnx_export import bundled_checkpoint
+
+    if not bundled_checkpoint("camvid").is_file():
+        with pytest.raises(FcnDeployError, match="bundled model 'camvid' is not installed"):
+            resolve_model("camvid")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "bare.pt")
+    with pytest.raises(FcnDeployError, match="not a fcn-deploy checkpoint"):
+        resolve_model(str(tmp_path / "bare.pt"))
+
+
+def test_checkpoint_model_equals_the_trained_one(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "ck.pt", seed=3)
+    resolved = model_from_checkpoint(str(ckpt))
+    reference = small_model("fcn8s_resnet18", NUM_CLASSES, seed=3)
+    frames = random_frames(1, 40, 56)
+    np.testing.assert_array_equal(_torch_logits(resolved.model, frames), _torch_logits(reference, frames))
+
+
+def test_failed_export_leaves_the_previous_file(tmp_path):
+    model = small_model("fcn8s_resnet18", NUM_CLASSES)
+    path = tmp_path / "m.onnx"
+    export(_resolved(model, "fcn8s_resnet18"), str(path))
+    before = path.read_bytes()
+    with pytest.raises(ExportError):
+        export(_resolved(model, "fcn8s_resnet18"), str(path), precision="fp16", keep_fp32=["no_such_node"])
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_cli_export_int8_prints_next_steps(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "ck.pt")
+    calib = write_images(tmp_path / "calib", count=3)
+    out = tmp_path / "m_int8.onnx"
+    result = run_cli(["export", "--model", ckpt, "--output", out, "--int8", "--calib", calib])
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()
+    assert "Exported fcn8s_resnet18 (int8)" in result.stdout
+    assert "agreement with FP32 on 3 calibration images" in result.stdout
+    assert "Next steps:" in result.stdout and "fcn-deploy compare" in result.stdout
+    assert "build the engine on the target with `fcn-deploy build" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_export_errors_are_one_line(tmp_path):
+    from onnx_helpers import assert_one_line_error
+
+    assert_one_line_error(run_cli(["export", "--model", tmp_path / "nope.pt", "-o", tmp_path / "m.onnx"]),
+                          "checkpoint not found")
+    assert_one_line_error(run_cli(["export", "--model", "fcn8s_resnet18", "--int8"]), "--calib")
+    assert not (tmp_path / "m.onnx").exists()
