@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fcn_deploy.cli import main
+from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.data.base import SegmentationDataset
 from fcn_deploy.training import load_checkpoint, make_config, train
 from fcn_deploy.training.loop import class_weights_for, init_from_checkpoint
@@ -224,6 +225,32 @@ def test_staged_initialisation_keeps_the_coarser_prediction(tmp_path):
             assert torch.equal(fine.state_dict()[k], v), k
     assert torch.count_nonzero(fine.score_pool4.weight) == 0
 
+    wider = build_model("fcn8s_resnet18", 5, width=8)
+    with pytest.raises(FcnDeployError, match="does not fit"):
+        init_from_checkpoint(wider, str(path))
+
+
+def test_staged_initialisation_vgg(tmp_path):
+    """FCN-32s -> FCN-16s on the paper's VGG nets goes through the family's init_from_coarser."""
+    from fcn_deploy.data import build_dataset
+    from fcn_deploy.models import build_model
+    from fcn_deploy.training.checkpoint import atomic_save, make_checkpoint
+
+    coarse = build_model("fcn32s_vgg16", 5, width=32)
+    with torch.no_grad():
+        coarse.score_fr.weight.normal_()
+    ds = build_dataset("synthetic", None, "train", size=(64, 64), count=2)
+    path = tmp_path / "vgg32.pt"
+    atomic_save(make_checkpoint(coarse, {"width": 32}, ds, "synthetic", {}, 1, {}, 0.0), path)
+    fine = build_model("fcn16s_vgg16", 5, width=32)
+    init_from_checkpoint(fine, str(path))
+    src, dst = coarse.state_dict(), fine.state_dict()
+    shared = [k for k in src if k in dst]
+    assert "score_fr.weight" in shared and any(k.startswith("conv1_1") for k in shared)
+    for k in shared:
+        assert torch.equal(dst[k], src[k]), k
+    assert torch.count_nonzero(dst["score_pool4.weight"]) == 0
+
 
 def test_train_cli_bad_inputs(tmp_path, capsys):
     code = main(["train", "--model", "fcn8s_resnet18", "--dataset", "camvid", "--root", str(tmp_path / "nope")])
@@ -256,3 +283,12 @@ def test_train_cli_smoke(tmp_path, capsys):
     assert ckpt["model_options"] == {"width": 16} and ckpt["num_classes"] == 5
     assert ckpt["training_state"]["iteration"] == 3
     assert math.isfinite(ckpt["training_state"]["history"][-1]["loss"])
+
+    # A finished run resumes to nothing more; a new run into its folder is refused.
+    assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 0
+    assert "3 iterations" in capsys.readouterr().out
+    assert load_checkpoint(run / "last.pt")["training_state"]["iteration"] == 3
+    code = main(["train", "--model", "fcn8s_resnet18", "--dataset", "synthetic", "--out", str(run),
+                 "--pretrained-backbone", "none"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "already holds a run" in err and len(err.splitlines()) == 1

@@ -289,7 +289,13 @@ def init_from_checkpoint(model: nn.Module, path: str) -> int:
             log.info("initialised %s from %s (%s)", model.name, ckpt["model_name"], path)
             return len(coarse.state_dict())
     own = model.state_dict()
-    shared = {k: v for k, v in coarse.state_dict().items() if k in own and own[k].shape == v.shape}
+    shared = {k: v for k, v in coarse.state_dict().items() if k in own}
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in shared.items() if v.shape != own[k].shape]
+    if bad:
+        raise FcnDeployError(
+            f"--init-from {path}: {ckpt['model_name']} {ckpt.get('model_options') or ''} does not fit "
+            f"{model.name}: shape mismatch: {', '.join(bad[:3])}"
+        )
     if not shared:
         raise FcnDeployError(f"--init-from {path}: {ckpt['model_name']} shares no parameters with {model.name}")
     model.load_state_dict(shared, strict=False)
@@ -403,6 +409,10 @@ class _Run:
         self.on_step = on_step
         self.on_epoch = on_epoch
         self.run_dir = Path(config.out)
+        if resume_from is None and (self.run_dir / LAST).exists():
+            raise FcnDeployError(
+                f"{self.run_dir} already holds a run: continue it with --resume {self.run_dir}, or choose another --out"
+            )
         self.resume_ckpt = load_checkpoint(resume_from) if resume_from is not None else None
         if self.resume_ckpt is not None and "training_state" not in self.resume_ckpt:
             raise CheckpointError(f"{resume_from} holds no training state (resume from a run's {LAST})")
@@ -486,7 +496,7 @@ class _Run:
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt["training_state"], self.resume_ckpt)
 
-    def _training_state(self) -> Dict[str, Any]:
+    def _training_state(self, rng: List[Dict[str, Any]]) -> Dict[str, Any]:
         return {
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
@@ -496,7 +506,7 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": ddp.gather_objects(rng_state(self.device)),
+            "rng": rng,
             "loss_sum": self.loss_sum,
             "loss_count": self.loss_count,
             "epoch_time_s": self.epoch_time,
@@ -534,7 +544,8 @@ class _Run:
         log.info("resumed at epoch %d, iteration %d of %d", self.epoch + 1, self.iteration, self.total_iters)
 
     # -- files (rank 0) --------------------------------------------------------------------
-    def _checkpoint(self, metrics: Optional[Dict[str, Any]], epoch: int, with_state: bool) -> Dict[str, Any]:
+    def _checkpoint(self, metrics: Optional[Dict[str, Any]], epoch: int,
+                    training_state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         return make_checkpoint(
             self.model,
             self.config.model_options,
@@ -544,13 +555,13 @@ class _Run:
             epoch,
             self.config.recipe(),
             self.wall_time,
-            self._training_state() if with_state else None,
+            training_state,
         )
 
     def _save_last(self, metrics: Optional[Dict[str, Any]], epoch: int) -> None:
-        ckpt = self._checkpoint(metrics, epoch, with_state=True)  # every rank: RNG states are gathered
+        rng = ddp.gather_objects(rng_state(self.device))  # every process takes part
         if self.info.is_main:
-            atomic_save(ckpt, self.run_dir / LAST)
+            atomic_save(self._checkpoint(metrics, epoch, self._training_state(rng)), self.run_dir / LAST)
 
     # -- the loop ----------------------------------------------------------------------------
     def _loader(self) -> torch.utils.data.DataLoader:
@@ -677,7 +688,7 @@ class _Run:
         self._save_last(metrics or None, epoch_number)
         if self.info.is_main:
             if improved:
-                atomic_save(self._checkpoint(metrics, epoch_number, with_state=False), self.run_dir / BEST)
+                atomic_save(self._checkpoint(metrics, epoch_number), self.run_dir / BEST)
             from .log import write_history
 
             write_history(self.run_dir, self.history)
