@@ -59,7 +59,10 @@ def dataset_frames(spec: str, limit: int, size: Optional[Tuple[int, int]]) -> Li
         from fcn_deploy.data import build_dataset
     except ImportError as exc:
         raise CalibrationError(f"cannot read dataset {name!r}: {exc}") from None
-    dataset = build_dataset(name, root or None, "train")
+    try:
+        dataset = build_dataset(name, root or None, "train")
+    except FcnDeployError as exc:
+        raise CalibrationError(f"--calib {spec}: {exc} (give DATASET:ROOT or a folder of images)") from None
     if len(dataset) == 0:
         raise CalibrationError(f"dataset {spec} has no training images")
     frames = []

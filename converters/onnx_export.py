@@ -224,7 +224,9 @@ class DeployGraph(nn.Module):
             x = x.permute(0, 3, 1, 2)
         y = self.net(x)
         if self.fold_argmax:
-            y = y.argmax(dim=1).to(torch.uint8)
+            # Through float: TensorRT casts to uint8 only from float32/float16, not from the
+            # integer index type of ArgMax.
+            y = y.argmax(dim=1).to(torch.float32).to(torch.uint8)
         return y
 
 
@@ -319,7 +321,9 @@ def trace_to_onnx(
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ExportError(f"torch.onnx.export failed for {metadata.model_name}: {type(exc).__name__}: {first}") from None
-    return onnx.load_from_string(buffer.getvalue())
+    data = buffer.getvalue()
+    del buffer
+    return onnx.load_from_string(data)
 
 
 def finalize(model: onnx.ModelProto, metadata: ModelMetadata, simplify: bool = True) -> onnx.ModelProto:
@@ -336,7 +340,7 @@ def finalize(model: onnx.ModelProto, metadata: ModelMetadata, simplify: bool = T
     onnx_passes.set_metadata(model, metadata.to_props())
     model.producer_name, model.producer_version = "fcn-deploy", fcn_deploy.__version__
     model.doc_string = f"{metadata.model_name} ({metadata.precision}), exported by fcn-deploy"
-    onnx.checker.check_model(model, full_check=True)
+    onnx.checker.check_model(model)  # the full check ran above; IR version and metadata changed since
     smoke_test(model, metadata)
     return model
 
@@ -374,6 +378,8 @@ def export(
     """
     if precision not in ("fp32", "fp16", "int8"):
         raise ExportError(f"unknown precision {precision!r}")
+    if not str(output).lower().endswith(".onnx"):
+        raise ExportError(f"output {output} must end in .onnx (the runtime picks the backend by suffix)")
     if precision == "int8" and not calib_frames:
         raise ExportError("INT8 export needs calibration images (--calib DIR or DATASET[:ROOT])")
     if keep_fp32 and precision != "fp16":
