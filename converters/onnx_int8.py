@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import onnx

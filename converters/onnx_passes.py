@@ -19,7 +19,7 @@ import logging
 import os
 import tempfile
 import warnings
-from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import onnx
 from onnx import TensorProto, helper
@@ -175,12 +175,8 @@ def save_atomic(model: onnx.ModelProto, path: str) -> str:
     return path
 
 
-def all_node_names(model: onnx.ModelProto) -> Iterable[str]:
-    return (n.name for n in model.graph.node)
-
-
 def elem_type(value: onnx.ValueInfoProto) -> int:
     return value.type.tensor_type.elem_type
 
 
-FLOAT, FLOAT16, UINT8 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8
+FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16

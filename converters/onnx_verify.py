@@ -6,7 +6,7 @@ or INT8) to measure how often the two agree on the class of a pixel.
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, Sequence, Tuple
 
 import numpy as np
 import onnx
