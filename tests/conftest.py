@@ -4,12 +4,12 @@ import pytest
 
 # Two cores are shared by the test process and any subprocess it starts: keep torch from
 # oversubscribing them.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 try:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
 except ImportError:  # the runtime-only install runs without torch
     torch = None
 

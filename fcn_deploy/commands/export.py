@@ -79,19 +79,13 @@ def describe_io(meta) -> tuple:
     return inp, out
 
 
-def tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
     from tqdm import tqdm
+
+    from converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
     from converters.calibration import load_calibration_frames, parse_size
     from converters.onnx_export import export, resolve_model
@@ -144,18 +138,25 @@ def run(args: argparse.Namespace) -> int:
         print("  note: untrained weights (zoo name given); export a checkpoint for real use")
     rel = os.path.relpath(result.path)
     rel = result.path if rel.startswith("..") else rel
+    # The card's one-step flow: `export --fp16` also builds the engine where TensorRT is here.
+    built = build_after_export(result.path) if precision == "fp16" else None
+    if built is not None:
+        print(f"Built TensorRT engine {built.engine_path} "
+              f"(TensorRT {built.sidecar.tensorrt_version}, {built.sidecar.gpu_name})")
     steps = []
     if resolved.trained:
         steps.append((f"fcn-deploy compare {rel}", "parity with the PyTorch checkpoint"))
     steps.append((f"fcn-deploy run --model {rel} --camera 0", "live segmentation with ONNX Runtime"))
-    if tensorrt_available():
-        flag = f" --{precision}" if precision != "fp32" else ""
+    if built is not None:
+        steps.append((f"fcn-deploy run --model {built.engine_path} --device cuda --camera 0",
+                      "live segmentation with TensorRT"))
+    elif tensorrt_available():
+        flag = f" --{precision}" if precision == "int8" else ""
         steps.append((f"fcn-deploy build {rel}{flag}", "TensorRT engine for this GPU"))
     print("Next steps:")
     width = max(len(cmd) for cmd, _ in steps)
     for cmd, why in steps:
         print(f"  {cmd.ljust(width)}   # {why}")
     if not tensorrt_available():
-        flag = f" --{precision}" if precision != "fp32" else ""
-        print(f"TensorRT is not installed here: build the engine on the target with `fcn-deploy build {rel}{flag}`")
+        print(NOT_BUILT_HINT.format(onnx=rel))
     return 0
