@@ -123,10 +123,18 @@ def test_eval_onnx_through_the_runtime_backend(checkpoint, camvid_root, tmp_path
     assert via_onnx["pixel_acc"] == pytest.approx(via_torch["pixel_acc"], abs=2e-3)
 
 
-@pytest.mark.parametrize("case", ["missing root", "missing checkpoint", "corrupt checkpoint", "wrong classes"])
+@pytest.mark.parametrize(
+    "case", ["missing root", "missing checkpoint", "corrupt checkpoint", "wrong classes", "bundled model absent"]
+)
 def test_eval_bad_inputs_fail_with_one_line(case, checkpoint, camvid_root, tmp_path, capsys):
     args = ["eval", "--model", str(checkpoint), "--dataset", "camvid", "--root", str(camvid_root)]
-    if case == "missing root":
+    if case == "bundled model absent":
+        from fcn_deploy.runtime.assets import ASSETS
+
+        if (ASSETS / "camvid.onnx").is_file() or (ASSETS / "camvid.pt").is_file():
+            pytest.skip("the bundled model is installed")
+        args[2] = "camvid"
+    elif case == "missing root":
         args[-1] = str(tmp_path / "no_such_dir")
     elif case == "missing checkpoint":
         args[2] = str(tmp_path / "missing.pt")

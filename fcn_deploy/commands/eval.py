@@ -23,15 +23,14 @@ def add_parser(subparsers) -> None:
         help="score a model on a dataset split (pixel acc, mean acc, mean IU, f.w. IU)",
         description="Score a checkpoint (.pt), an exported model (.onnx, .engine) or the bundled "
         "model (camvid) on a dataset split with the paper's four metrics and per-class IU.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True, help="checkpoint .pt, model .onnx/.engine, or camvid (bundled)")
     add_data_arguments(p, dataset_required=False)
-    p.add_argument("--split", default="test", help="dataset split")
+    p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--size", type=parse_size, default=None, metavar="HxW",
                    help="run the network at this size (default: each image's own); scores stay at label size")
     p.add_argument("--device", default="cpu",
-                   help="cpu or cuda (checkpoints, ONNX); tensorrt (ONNX through the TensorRT EP, or an engine)")
+                   help="cpu (default) or cuda (checkpoints, ONNX); tensorrt (ONNX through the TensorRT EP, or an engine)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (a quick look)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

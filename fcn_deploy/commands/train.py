@@ -106,7 +106,6 @@ def add_parser(subparsers) -> None:
         help="train an FCN on a dataset",
         description="Fine-tune a zoo model on a segmentation dataset: SGD with momentum, poly or fixed "
         "learning rate, validation with the paper's four metrics, best/last checkpoints, exact --resume.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", help="zoo model, e.g. fcn8s_efficientnet_lite0, fcn32s_vgg16 (see `fcn-deploy models`)")
     add_data_arguments(p, dataset_required=True)
@@ -115,7 +114,7 @@ def add_parser(subparsers) -> None:
                    help="continue a run exactly where it stopped (its recipe is taken from the checkpoint)")
     g = p.add_argument_group("recipe (a preset's values unless given)")
     g.add_argument("--preset", choices=["fast", "paper"], default="fast",
-                   help="fast: mean loss, lr 0.01, poly, momentum 0.9, batch 8, crops; paper: summed loss, "
+                   help="(default fast) fast: mean loss, lr 0.01, poly, momentum 0.9, batch 8, crops; paper: summed loss, "
                    "lr 1e-10, fixed, momentum 0.99, batch 1, whole images")
     g.add_argument("--epochs", type=int, default=None, help="epochs (default 30)")
     g.add_argument("--max-iters", type=int, default=None, help="stop (and end the schedule) after this many iterations")

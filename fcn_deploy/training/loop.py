@@ -363,6 +363,9 @@ def _validate_config(config: TrainConfig) -> None:
         raise FcnDeployError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}")
     if config.lr <= 0:
         raise FcnDeployError("--lr must be > 0")
+    if "pretrained" in config.model_options:
+        # A checkpoint's model_options must rebuild the net without fetching weights again.
+        raise FcnDeployError("give initial weights with --pretrained-backbone, not as a model option")
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -423,6 +426,8 @@ class _Run:
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(config.seed + info.rank)
         self.amp = device.type == "cuda" and (config.amp is None or config.amp)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = not config.deterministic  # fixed crop sizes: pick fast kernels once
         self.channels_last = (device.type == "cpu") if config.channels_last is None else config.channels_last
 
         self._build_model_and_data()
@@ -451,6 +456,7 @@ class _Run:
         self.class_weights = class_weights_for(probe, c.class_weights) if self.resume_ckpt is None else None
         if self.resume_ckpt is not None and self.resume_ckpt["training_state"].get("class_weights") is not None:
             self.class_weights = self.resume_ckpt["training_state"]["class_weights"]
+        self.loss_weights = self.class_weights.to(self.device) if self.class_weights is not None else None
         if self.resume_ckpt is not None:
             from ..models.pretrained import load_state_dict_checked
 
@@ -591,7 +597,7 @@ class _Run:
             logits,
             labels,
             self.train_set.ignore_index,
-            self.class_weights,
+            self.loss_weights,
             c.loss,
             c.loss_sampling,
             c.sampling_cell,
@@ -613,9 +619,11 @@ class _Run:
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             log.info(
-                "training %s on %s/%s: %d images, %d epochs x %d iterations (batch %d x %d processes) on %s%s",
-                c.model, c.dataset, c.train_split, len(self.train_set), self.num_epochs, self.iters_per_epoch,
-                c.batch_size, self.info.world_size, self.device, ", mixed precision" if self.amp else "",
+                "training %s on %s/%s (%d images): %d iterations in %d epoch(s) of up to %d, batch %d x %d "
+                "process(es), on %s%s",
+                c.model, c.dataset, c.train_split, len(self.train_set), self.total_iters, self.num_epochs,
+                self.iters_per_epoch, c.batch_size, self.info.world_size, self.device,
+                ", mixed precision" if self.amp else "",
             )
         self.model.train()
         if c.freeze_bn:
