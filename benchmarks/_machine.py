@@ -231,6 +231,20 @@ def _best_time(fn, repeats: int) -> float:
     return best
 
 
+def best_peaks(first: List[Dict[str, Any]], second: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per device and dtype, the higher of two measurements (both kept in ``measured``)."""
+    best: Dict[Any, Dict[str, Any]] = {}
+    for peak in first + second:
+        key = (peak["device"], peak["dtype"])
+        seen = best.get(key)
+        measured = (seen["measured"] if seen else []) + [peak["gflops_s"]]
+        if seen is None or peak["gflops_s"] > seen["gflops_s"]:
+            seen = dict(peak)
+        seen["measured"] = measured
+        best[key] = seen
+    return list(best.values())
+
+
 def reference_peak(peaks: List[Dict[str, Any]], device: str, precision: str) -> Optional[Dict[str, Any]]:
     """The measured peak a configuration is compared with.
 
