@@ -175,13 +175,8 @@ def run(args: argparse.Namespace) -> int:
         uri = str(demo_clip())
 
     outputs = args.output
-    default_path = None
     if outputs is None:
-        if args.labels_dir:
-            outputs = ["none"]
-        else:
-            default_path = default_output(source_stem(uri), args.mode)
-            outputs = [str(default_path)]
+        outputs = ["none"] if args.labels_dir else [str(default_output(source_stem(uri), args.mode))]
 
     refuse_source_as_output(uri, outputs, args.labels_dir)
     camera = CameraOptions(args.width, args.height, args.framerate, args.flip_method)
