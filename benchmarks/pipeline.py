@@ -136,6 +136,8 @@ def main() -> int:
         model_path = resolve_model(args.model, workdir, args.num_classes)
         clip = make_clip(workdir / "clip.mp4", size, args.frames)
         options = {"threads": args.threads} if args.threads else {}
+        if str(model_path).endswith(".onnx"):
+            options["spinning"] = False  # spinning ORT threads starve capture and rendering
         backend = open_backend(model_path, args.device, **options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, VisualOptions())

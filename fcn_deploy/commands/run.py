@@ -189,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         if args.labels_dir:
             label_sink = LabelSink(args.labels_dir, overwrite=args.overwrite)
         backend_options = {"threads": args.threads} if args.threads else {}
+        if str(model_path).endswith(".onnx"):
+            backend_options["spinning"] = False  # spinning ORT threads starve capture and rendering
         backend = open_backend(model_path, args.device, **backend_options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, options)

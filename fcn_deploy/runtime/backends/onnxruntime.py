@@ -126,6 +126,9 @@ class OnnxRuntimeBackend(Backend):
 
     Options:
       ``threads``: intra-op threads (``None``: ONNX Runtime's default, one per core);
+      ``spinning``: let idle intra-op threads spin-wait for work (ONNX Runtime's default). Spinning
+      shaves a little latency on an idle machine but burns the cores that decoding and rendering
+      need on a small edge CPU, so the video pipeline turns it off;
       ``require_metadata``: refuse graphs not exported by fcn-deploy (default ``True``);
       TensorRT provider only: ``fp16`` (let TensorRT pick FP16 kernels for an FP32 graph),
       ``engine_cache_dir`` (reuse built engines across runs), ``timing_cache_dir``,
@@ -139,6 +142,7 @@ class OnnxRuntimeBackend(Backend):
         device: str = "cpu",
         *,
         threads: Optional[int] = None,
+        spinning: bool = True,
         require_metadata: bool = True,
         fp16: bool = False,
         engine_cache_dir: Optional[str] = None,
@@ -171,6 +175,8 @@ class OnnxRuntimeBackend(Backend):
             if threads < 1:
                 raise BackendError(f"threads must be >= 1, not {threads}")
             options.intra_op_num_threads = int(threads)
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only; our own messages say what went wrong
 
         provider_options: List[Dict[str, str]] = []
