@@ -85,6 +85,34 @@ def format_table(rows: List[Dict[str, Any]], columns: Sequence[Tuple[str, str, s
     return "\n".join(lines)
 
 
+def markdown_table(rows: List[Dict[str, Any]], columns: Sequence[Tuple[str, str, str]]) -> str:
+    """The same table as :func:`format_table`, as GitHub markdown (for a README)."""
+    lines = ["| " + " | ".join(header for _, header, _ in columns) + " |",
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(columns))) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(key), spec) for key, _, spec in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(path: str, report: Dict[str, Any], columns: Sequence[Tuple[str, str, str]]) -> None:
+    """A README-ready section: the command, the machine, what was timed, the table, the skips."""
+    m = report["machine"]
+    lines = [
+        "```bash", report["command"], "```", "",
+        f"{report['model']}; {m['cpu']}, {m['cpu_cores']} cores, {m['threads']} threads, "
+        f"GPUs: {', '.join(m['gpus']) or 'none'}; load average at start {m['load_average_at_start']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".",
+        f"Timed: {report['timed']}.", "",
+        markdown_table(report["records"], columns), "",
+    ]
+    if report["skipped"]:
+        lines.append("Skipped: " + "; ".join(
+            f"{s['backend']} {s['precision']}: {s['reason'].rstrip('.')}" for s in report["skipped"]) + ".")
+    _ensure_parent(path)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 LATENCY_COLUMNS = (
     ("backend", "backend", ""), ("precision", "prec", ""), ("size", "size HxW", ""), ("batch", "batch", "d"),
     ("p50_ms", "p50 ms", ".1f"), ("p90_ms", "p90 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, default=32, help="INT8 calibration images (default 32)")
     p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as a README-ready markdown section")
     p.add_argument("--csv", metavar="FILE", help="write one row per backend and precision as CSV")
     p.add_argument("-v", "--verbose", action="store_true", help="log exports and cache use")
     return p
@@ -221,6 +222,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.csv:
             _report.write_csv(args.csv, report["records"])
             print(f"wrote {args.csv}")
+        if args.markdown:
+            _report.write_markdown(args.markdown, report, ACCURACY_COLUMNS)
+            print(f"wrote {args.markdown}")
     except FcnDeployError as exc:
         print(f"accuracy.py: error: {exc}", file=sys.stderr)
         return 1

@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the GEMM peak")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as a README-ready markdown section")
     p.add_argument("--csv", metavar="FILE", help="write one row per configuration as CSV")
     p.add_argument("--plot", metavar="FILE", help="write a PNG chart of latency by backend and size")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
@@ -363,6 +364,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.csv:
             _report.write_csv(args.csv, report["records"])
             print(f"wrote {args.csv}")
+        if args.markdown:
+            _report.write_markdown(args.markdown, report, _report.LATENCY_COLUMNS)
+            print(f"wrote {args.markdown}")
         if args.plot:
             if report["records"]:
                 title = f"{report['model']}\n{report['machine']['cpu']}, {report['settings']['threads']} threads"

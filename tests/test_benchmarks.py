@@ -196,7 +196,8 @@ def test_accuracy_scores_every_backend_on_the_same_images(tmp_path):
     out = tmp_path / "a.json"
     code = accuracy.main(TINY + ["--dataset", "synthetic", "--limit", "2", "--backends", "pytorch,ort-cpu,ort-cuda",
                                  "--precisions", "fp32,int8", "--calib-images", "2", "--warmup", "1",
-                                 "--workdir", str(tmp_path / "w"), "--json", str(out), "--csv", str(tmp_path / "a.csv")])
+                                 "--workdir", str(tmp_path / "w"), "--json", str(out), "--csv", str(tmp_path / "a.csv"),
+                                 "--markdown", str(tmp_path / "a.md")])
     assert code == 0
     report = json.loads(out.read_text())
     by = {(r["backend"], r["precision"]): r for r in report["records"]}
@@ -212,6 +213,9 @@ def test_accuracy_scores_every_backend_on_the_same_images(tmp_path):
     with open(tmp_path / "a.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and "mean_iu" in rows[0] and "p50_ms" in rows[0]
+    markdown = (tmp_path / "a.md").read_text()
+    assert "python3 benchmarks/accuracy.py --model fcn8s_resnet18" in markdown
+    assert "| backend | prec | size HxW | mean IU % |" in markdown and markdown.count("| ort-cpu |") == 2
 
 
 def test_accuracy_refuses_a_model_with_other_classes(latency_run, tmp_path, capsys):
