@@ -161,12 +161,14 @@ class PeakMemory:
 # --------------------------------------------------------------------------------------------
 # The hardware limit
 # --------------------------------------------------------------------------------------------
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> Dict[str, Any]:
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 8) -> Dict[str, Any]:
     """Measured fp32 GEMM speed on the CPU (``n x n x n``, best of ``repeats``), in GFLOP/s.
 
-    PyTorch's matmul runs on exactly ``threads`` threads; without PyTorch numpy's BLAS
-    runs on whatever its own thread setting is (recorded as such).
+    Two libraries, the faster one kept: PyTorch's matmul on exactly ``threads`` threads, and
+    numpy's BLAS, which runs on every core, so only when ``threads`` is all of them. Neither
+    reaches the datasheet peak, but both are what a well-tuned kernel achieves here.
     """
+    results = []
     try:
         import torch
     except ImportError:
@@ -179,16 +181,17 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> Dict[str, Any]
             best = _best_time(lambda: torch.mm(a, b), repeats)
         finally:
             torch.set_num_threads(previous)
-        method = f"torch.mm {n}x{n}x{n} fp32, {threads} threads, best of {repeats}"
-    else:
+        results.append((2.0 * n ** 3 / best / 1e9, f"torch.mm {n}x{n}x{n} fp32, {threads} threads, best of {repeats}"))
+    if torch is None or threads >= available_cores():
         import numpy as np
 
         rng = np.random.default_rng(0)
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
         best = _best_time(lambda: a @ b, repeats)
-        method = f"numpy matmul {n}x{n}x{n} fp32 (BLAS threads as configured), best of {repeats}"
-    return {"device": "cpu", "dtype": "fp32", "gflops_s": round(2.0 * n ** 3 / best / 1e9, 1), "method": method}
+        results.append((2.0 * n ** 3 / best / 1e9, f"numpy matmul {n}x{n}x{n} fp32 (BLAS on all cores), best of {repeats}"))
+    gflops, method = max(results)
+    return {"device": "cpu", "dtype": "fp32", "gflops_s": round(gflops, 1), "method": method}
 
 
 def cuda_matmul_peaks(n: int = 4096, repeats: int = 10) -> List[Dict[str, Any]]:
