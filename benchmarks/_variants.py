@@ -98,18 +98,33 @@ class ModelSource:
         return f"{self.name} ({self.kind} file {self.file}, {self.file_precision})"
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _file_metadata(path: str):
     """The fcn-deploy metadata of an ONNX file or of an engine's sidecar."""
     from fcn_deploy.runtime.metadata import ModelMetadata
 
     if path.lower().endswith(ONNX_SUFFIXES):
-        import onnx
-
         try:
-            model = onnx.load(path, load_external_data=False)
+            import onnx
+        except ImportError:  # a runtime-only install: ONNX Runtime reads the props too
+            onnx = None
+        try:
+            if onnx is not None:
+                props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+            else:
+                import onnxruntime as ort
+
+                session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+                props = dict(session.get_modelmeta().custom_metadata_map)
+        except ImportError:
+            raise FcnDeployError(f"reading {path} needs onnx or onnxruntime") from None
         except Exception as exc:
-            raise FcnDeployError(f"cannot read ONNX file {path}: {exc}") from None
-        return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, path)
+            raise FcnDeployError(f"cannot read ONNX file {path}: {_first_line(exc)}") from None
+        return ModelMetadata.from_props(props, path)
     sidecar = path + ".json"
     if not os.path.isfile(sidecar):
         raise FcnDeployError(f"{path} has no sidecar {sidecar}; build it with `fcn-deploy build`")
@@ -132,8 +147,12 @@ def open_source(spec: str, num_classes: int = 11, options: Optional[Dict[str, An
             file_graph="labels" if meta.folds_argmax and meta.folds_preprocessing else "logits",
             model_options=dict(meta.source.get("model_options") or {}), dataset=meta.dataset, mean_iu=meta.mean_iu,
         )
-    import torch
-    from converters.onnx_export import resolve_model
+    try:
+        import torch
+        from converters.onnx_export import resolve_model
+    except ImportError as exc:
+        raise FcnDeployError(f"--model {spec} needs PyTorch and the exporter ({exc}); "
+                             "or give an exported .onnx/.engine file") from None
 
     torch.manual_seed(RANDOM_INIT_SEED)  # a zoo model's random weights, the same in every run
     resolved = resolve_model(spec, num_classes, **options)

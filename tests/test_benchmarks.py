@@ -164,9 +164,12 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     assert latency.main(TINY + ["--sizes", "32by48"]) == 1
     assert latency.main(TINY + ["--backends", "pytorch,onnx"]) == 1
     assert latency.main(["--compare", str(tmp_path / "missing.json"), str(tmp_path / "also.json")]) == 1
+    (tmp_path / "corrupt.onnx").write_bytes(b"not a model")
+    assert latency.main(["--model", str(tmp_path / "corrupt.onnx")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("latency.py: error: ") for line in err)
+    assert len(err) == 4 and all(line.startswith("latency.py: error: ") for line in err)
     assert "32by48" in err[0] and "onnx" in err[1] and "missing.json" in err[2]
+    assert "cannot read ONNX file" in err[3]
 
 
 def test_latency_stats_and_speedups():
