@@ -136,3 +136,55 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if "time" not in k} for r in rows]  # noqa: E731
     assert strip(straight.history) == strip(resumed.history)
     assert a["metrics"] == b["metrics"] and straight.best_epoch == resumed.best_epoch
+
+
+def _cli_train(out, *extra):
+    import sys
+
+    return [
+        sys.executable, "-m", "fcn_deploy.cli", "train", "--model", "fcn8s_resnet18", "--width", "16",
+        "--model-option", "dropout=0.2", "--dataset", "synthetic", "--dataset-option", "size=(48,48)",
+        "--dataset-option", "count=8", "--batch-size", "2", "--crop", "40x40", "--epochs", "6",
+        "--loss-sampling", "0.6", "--lr", "0.02", "--pretrained-backbone", "none", "--val-every", "3",
+        "--checkpoint-every", "1", "--threads", "1", "--no-progress", "--out", str(out), *extra,
+    ]
+
+
+def test_sigkilled_cli_run_resumes_to_the_same_weights(tmp_path):
+    """A real `kill -9` of `fcn-deploy train` at a random moment (possibly mid-save), then
+    `--resume`: the final weights equal those of a run that was never interrupted."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    straight = subprocess.run(_cli_train(tmp_path / "straight"), env=env, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_train(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if load_checkpoint(run / "last.pt")["training_state"]["iteration"] >= 5:
+                    break
+            except CheckpointError:
+                pass  # not written yet
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    state = load_checkpoint(run / "last.pt")["training_state"]  # never a half-written file
+    assert 5 <= state["iteration"] < 24, "the run finished before it could be killed"
+
+    resume = [sys.executable, "-m", "fcn_deploy.cli", "train", "--resume", str(run), "--threads", "1", "--no-progress"]
+    resumed = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(run / "last.pt")
+    assert a["training_state"]["iteration"] == b["training_state"]["iteration"] == 24
+    for k in a["model_state"]:
+        assert torch.equal(a["model_state"][k], b["model_state"][k]), k
+    assert a["metrics"] == b["metrics"]
