@@ -29,8 +29,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--size", type=parse_size, default=None, metavar="HxW",
                    help="run the network at this size (default: each image's own); scores stay at label size")
-    p.add_argument("--device", default="cpu",
-                   help="cpu (default) or cuda (checkpoints, ONNX); tensorrt (ONNX through the TensorRT EP, or an engine)")
+    p.add_argument("--device", default=None,
+                   help="cpu or cuda for checkpoints and ONNX (default cpu); tensorrt for ONNX through the "
+                   "TensorRT EP; cuda for an engine (its default)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (a quick look)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -63,8 +64,10 @@ class _Model:
         self.dataset, self.runs_on, self.close = dataset, runs_on, close
 
 
-def open_model(path: str, device: str, size: Optional[Tuple[int, int]], threads: Optional[int]) -> _Model:
+def open_model(path: str, device: Optional[str], size: Optional[Tuple[int, int]], threads: Optional[int]) -> _Model:
     suffix = os.path.splitext(path)[1].lower()
+    if device is None:
+        device = "cpu" if suffix in (".onnx",) + CHECKPOINT_SUFFIXES else "cuda"
     if suffix in BACKEND_SUFFIXES:
         from ..evaluation import BackendPredictor
         from ..runtime.backends import open_backend

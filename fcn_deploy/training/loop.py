@@ -409,8 +409,11 @@ def train(
     threads = torch.get_num_threads()
     try:
         if device.type == "cuda":
+            # One GPU per process under torchrun; otherwise the one asked for (or the current).
             if info.enabled:
                 device = torch.device("cuda", info.local_rank)
+            elif device.index is None:
+                device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(device)
         return _Run(config, device, info, resume_from, on_step, on_epoch).run()
     finally:
