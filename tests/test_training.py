@@ -178,12 +178,12 @@ def test_presets():
 
 
 def test_short_training_run_learns(tmp_path):
-    config = make_config("fcn8s_resnet18", "synthetic", out=str(tmp_path / "run"), epochs=4, lr=0.05, **TINY)
+    config = make_config("fcn8s_resnet18", "synthetic", out=str(tmp_path / "run"), epochs=6, lr=0.05, **TINY)
     result = train(config)
     history = result.history
-    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5, 6]
     assert history[-1]["loss"] < history[0]["loss"]
-    # Chance on 5 classes: the all-"road" prediction scores about 0.08 mean IU.
+    # Chance on 5 classes: the all-"road" prediction scores about 0.08 mean IU; seeds 0-2 reach 0.28-0.31.
     assert result.best_metrics["mean_iu"] > 0.2
     assert history[-1]["lr"] == 0.0  # poly decay ends at zero
 
@@ -191,10 +191,10 @@ def test_short_training_run_learns(tmp_path):
     for name in ("best.pt", "last.pt", "log.csv", "log.json", "curves.png"):
         assert (run / name).is_file(), name
     rows = json.loads((run / "log.json").read_text())
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert set(rows[0]) >= {"loss", "lr", "pixel_acc", "mean_acc", "mean_iu", "fw_iu", "epoch_time_s"}
     csv_lines = (run / "log.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("epoch,iteration,loss,lr,") and len(csv_lines) == 5
+    assert csv_lines[0].startswith("epoch,iteration,loss,lr,") and len(csv_lines) == 7
     best = load_checkpoint(run / "best.pt")
     assert best["metrics"]["mean_iu"] == pytest.approx(result.best_metrics["mean_iu"])
     assert best["epoch"] == result.best_epoch
