@@ -270,8 +270,8 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
             round_text = f" (round {index + 1}/{args.rounds})" if args.rounds > 1 else ""
             print(f"  running {config.label()}{round_text} ...", file=sys.stderr, flush=True)
             measure_round(config, source, cache, args, calibration, threads, round_iters, round_seconds, memory)
-    if not args.no_peak:  # again at the end: on a shared machine the higher of the two is nearer the truth
-        peaks = _machine.best_peaks(peaks, measure_peaks(threads, gpu))
+        if not args.no_peak:  # again after every round: on a shared machine the best is nearest the truth
+            peaks = _machine.best_peaks(peaks, measure_peaks(threads, gpu))
     records = []
     for config in configs:
         if config.failure:
@@ -325,7 +325,7 @@ def print_report(report: Dict[str, Any]) -> None:
     for peak in report["peaks"]:
         runs = " and ".join(f"{v:.0f}" for v in peak.get("measured", []))
         print(f"peak:    {peak['gflops_s']:.0f} GFLOP/s {peak['device']} {peak['dtype']} ({peak['method']}; "
-              f"measured before and after: {runs})")
+              f"best of the measurements before and after each round: {runs})")
     print(f"timed:   {report['timed']}")
     works = {}
     for r in report["records"]:
