@@ -200,7 +200,8 @@ def print_report(report: Dict[str, Any]) -> None:
     print(f"machine: {m['cpu']} ({m['cpu_cores']} cores), GPUs: {', '.join(m['gpus']) or 'none'}, "
           f"threads {m['threads']}, load average {m['load_average_at_start']}")
     if m.get("busy"):
-        print("note:    the machine was busy (load average above its core count): latencies are provisional")
+        print("note:    the machine was busy (load average above its core count): latencies are provisional; "
+              "PyTorch's OpenMP threads suffer most (try --threads 1 to compare backends on a shared CPU)")
     print(f"timed:   {report['timed']}\n")
     print(_report.format_table(report["records"], ACCURACY_COLUMNS) if report["records"] else "no configuration ran")
     print()

@@ -321,7 +321,8 @@ def print_report(report: Dict[str, Any]) -> None:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     print(f"versions: {versions}")
     if m.get("busy"):
-        print("note:    the machine was busy (load average above its core count): numbers are provisional")
+        print("note:    the machine was busy (load average above its core count): numbers are provisional; "
+              "PyTorch's OpenMP threads suffer most (try --threads 1 to compare backends on a shared CPU)")
     for peak in report["peaks"]:
         runs = " and ".join(f"{v:.0f}" for v in peak.get("measured", []))
         print(f"peak:    {peak['gflops_s']:.0f} GFLOP/s {peak['device']} {peak['dtype']} ({peak['method']}; "
