@@ -174,7 +174,7 @@ def measure_round(config: Config, source, cache, args, calibration, threads: int
         split = runner.split(x, min(10, max(2, len(config.times))))
         if split:
             config.splits.append(split)
-    except (FcnDeployError, ImportError, RuntimeError, OSError, ValueError) as exc:
+    except Exception as exc:  # one broken configuration must not end a long sweep: it is listed, with why
         log.debug("%s failed", config.label(), exc_info=True)
         config.failure = f"{type(exc).__name__}: {_first_line(exc)}"
         return
