@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -25,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -155,23 +155,10 @@ def save_atomic(model: onnx.ModelProto, path: str) -> str:
     path = os.path.abspath(path)
     if os.path.isdir(path):
         raise ExportError(f"output {path} is a directory; give a file name ending in .onnx")
-    folder = os.path.dirname(path)
-    tmp = None
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=folder)
-        os.close(fd)
-        onnx.save_model(model, tmp)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        atomic_write(path, model.SerializeToString())
     except OSError as exc:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

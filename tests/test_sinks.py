@@ -1,6 +1,5 @@
 """Outputs: video files, image and label folders, the MJPEG server (read by a real HTTP client),
 the display check, overwrite protection and URI parsing."""
-import os
 import socket
 import threading
 import time

@@ -20,11 +20,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import FcnDeployError
+from ..fileio import atomic_write
 
 SIDECAR_FORMAT = "fcn-deploy-tensorrt-engine"
 SIDECAR_VERSION = 1
@@ -53,33 +53,6 @@ def sha256_file(path: "str | os.PathLike[str]", chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write(path: "str | os.PathLike[str]", data: "bytes | memoryview | str") -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder, are flushed to disk, and replace
-    ``path`` in one ``os.replace``: an interrupted build never leaves half an engine (which
-    TensorRT would fail to deserialise, or worse, a sidecar that vouches for it).
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -27,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import FcnDeployError
+from ..fileio import atomic_write
 from ..models.pretrained import CHECKPOINT_FORMAT
 from ..normalization import Normalization
 
@@ -43,26 +42,8 @@ class CheckpointError(FcnDeployError):
 
 
 def atomic_save(obj: Any, path: PathLike) -> None:
-    """``torch.save(obj, path)`` so that ``path`` is always either the old or the new file.
-
-    The data goes to a temporary file next to ``path`` (same file system), is flushed to
-    disk, and only then renamed over ``path``; on any failure the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """``torch.save(obj, path)`` so that ``path`` is always either the old or the new file."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def normalization_to_dict(norm: Normalization) -> Dict[str, Any]:

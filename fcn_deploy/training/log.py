@@ -10,19 +10,14 @@ import csv
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Dict, List
+
+from ..fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["epoch", "iteration", "loss", "lr", "pixel_acc", "mean_acc", "mean_iu", "fw_iu", "epoch_time_s", "wall_time_s"]
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _plain(value: Any) -> Any:
@@ -48,8 +43,8 @@ def write_history(run_dir: Path, history: List[Dict[str, Any]], plot: bool = Tru
     writer.writeheader()
     for row in history:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
-    _write_text_atomic(run_dir / "log.csv", "".join(lines))
-    _write_text_atomic(
+    atomic_write(run_dir / "log.csv", "".join(lines))
+    atomic_write(
         run_dir / "log.json", json.dumps([{k: _plain(v) for k, v in row.items()} for row in history], indent=1) + "\n"
     )
     if plot:
@@ -82,7 +77,5 @@ def plot_history(history: List[Dict[str, Any]], path: Path) -> None:
     ax_iu.set_title("mean IU")
     ax_iu.grid(True, alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)
-    os.replace(tmp, path)
