@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -41,20 +41,6 @@ def default_workdir() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fcn-deploy"
     )
     return os.path.join(base, "benchmarks")
-
-
-def parse_options(items: Sequence[str]) -> Dict[str, Any]:
-    """``["width=16", "variant=16s"]`` -> ``{"width": 16, "variant": "16s"}`` (JSON values where they parse)."""
-    options: Dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise FcnDeployError(f"bad model option {item!r}; expected KEY=VALUE, e.g. width=16")
-        try:
-            options[key] = json.loads(text)
-        except ValueError:
-            options[key] = text
-    return options
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np  # noqa: E402
 from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
 from converters.calibration import parse_size  # noqa: E402
 from fcn_deploy.errors import FcnDeployError  # noqa: E402
+from fcn_deploy.options import parse_key_values  # noqa: E402
 
 log = logging.getLogger("benchmarks.accuracy")
 
@@ -136,7 +136,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     size = parse_size(args.size) if args.size else tuple(dataset[indices[0]][0].shape[:2])
     h, w = size
 
-    source = _variants.open_source(args.model, dataset.num_classes, _variants.parse_options(args.option))
+    source = _variants.open_source(args.model, dataset.num_classes, parse_key_values(args.option))
     check_classes(None, source.num_classes, dataset, source.name)
     calib = args.calib or (args.dataset if args.root is None else f"{args.dataset}:{args.root}")
     calibration = _variants.Calibration(calib, args.calib_images, size)

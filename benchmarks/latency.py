@@ -31,13 +31,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
 from converters.calibration import parse_sizes  # noqa: E402
+from fcn_deploy.options import parse_key_values  # noqa: E402
 from fcn_deploy.errors import FcnDeployError  # noqa: E402
 
 log = logging.getLogger("benchmarks.latency")
@@ -236,7 +237,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                 "threads": threads, "graph": args.graph, "backends": backends, "precisions": precisions,
                 "sizes": [f"{h}x{w}" for h, w in sizes], "batches": batches}
 
-    source = _variants.open_source(args.model, args.num_classes, _variants.parse_options(args.option))
+    source = _variants.open_source(args.model, args.num_classes, parse_key_values(args.option))
     cache = _variants.ExportCache(args.workdir or _variants.default_workdir())
     calibration = _variants.Calibration(args.calib, args.calib_images, sizes[0])
     flops = _variants.FlopCounter(source)

@@ -45,24 +45,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_options(items):
-    """``["width=16", "variant=16s"]`` -> ``{"width": 16, "variant": "16s"}`` (JSON values where they parse)."""
-    import json
-
-    from ..errors import FcnDeployError
-
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise FcnDeployError(f"--model-option must be KEY=VALUE, not {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    return options
-
-
 def default_output(model_name: str, precision: str, logits: bool) -> str:
     suffix = "" if precision == "fp32" else f"_{precision}"
     return f"{model_name}{suffix}{'_logits' if logits else ''}.onnx"
@@ -91,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from converters.onnx_export import export, resolve_model
 
     from ..errors import FcnDeployError
+    from ..options import parse_key_values
 
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     if args.int8 and not args.calib:
@@ -101,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"--opset {args.opset} is too old; per-channel Q/DQ and TensorRT need 13 or later")
     keep_fp32 = [n.strip() for n in args.keep_fp32.split(",") if n.strip()]
 
-    resolved = resolve_model(args.model, args.num_classes, **parse_options(args.model_option))
+    resolved = resolve_model(args.model, args.num_classes, **parse_key_values(args.model_option))
     name = getattr(resolved.model, "name", "model")
     output = args.output or default_output(name, precision, args.logits)
     frames = None

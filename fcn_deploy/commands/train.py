@@ -45,16 +45,14 @@ def parse_range(text: str) -> Optional[Tuple[float, float]]:
 
 
 def parse_option(text: str) -> Tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as a Python literal where it is one (``width=8``, ``size=(64,64)``)."""
-    import ast
+    """argparse type for ``KEY=VALUE`` options."""
+    from ..errors import FcnDeployError
+    from ..options import parse_key_value
 
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
-    key, value = text.split("=", 1)
     try:
-        return key.strip().replace("-", "_"), ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key.strip().replace("-", "_"), value
+        return parse_key_value(text)
+    except FcnDeployError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _or_none(parse):
