@@ -212,18 +212,3 @@ def check_files_exist(paths: Sequence[Path], what: str) -> None:
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise FcnDeployError(f"{what}: missing file {missing[0]}{more}")
-
-
-def voc_colormap(n: int = 256) -> List[RGB]:
-    """The PASCAL VOC colour map (bit-interleaved class index), used as a default palette."""
-    palette = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette.append((r, g, b))
-    return palette

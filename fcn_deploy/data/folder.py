@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ..errors import FcnDeployError
+from ..palette import voc_colormap
 from .base import (
     RGB,
     FilePairDataset,
@@ -25,7 +26,6 @@ from .base import (
     read_list_file,
     require_dir,
     require_file,
-    voc_colormap,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -26,6 +26,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..errors import FcnDeployError
+from ..palette import voc_colormap
 from .base import (
     FilePairDataset,
     PathLike,
@@ -35,7 +36,6 @@ from .base import (
     read_list_file,
     require_dir,
     require_file,
-    voc_colormap,
 )
 
 VOC_CLASSES = [

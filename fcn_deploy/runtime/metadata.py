@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import FcnDeployError
 from ..normalization import Normalization
+from ..palette import voc_colormap
 
 FORMAT = "fcn-deploy"
 FORMAT_VERSION = 1
@@ -44,21 +45,8 @@ RGB = Tuple[int, int, int]
 
 
 def default_palette(num_classes: int) -> List[RGB]:
-    """The PASCAL VOC colour map (RGB): distinct colours for any number of classes.
-
-    Used when a model carries no palette of its own (a zoo model exported untrained).
-    """
-    palette = []
-    for index in range(num_classes):
-        r = g = b = 0
-        c = index
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette.append((r, g, b))
-    return palette
+    """The VOC colour map, for a model that carries no palette of its own (an untrained export)."""
+    return voc_colormap(num_classes)
 
 
 @dataclass
