@@ -77,7 +77,7 @@ class TorchSide:
 
 def reference_side(a: OnnxSide, b_spec: Optional[str]):
     """Side B: ``b_spec`` (an ONNX file or a checkpoint), or the checkpoint A was exported from."""
-    from .onnx_export import file_sha256, resolve_model
+    from .onnx_export import BUNDLED_MODELS, bundled_checkpoint, file_sha256, resolve_model
 
     if b_spec and b_spec.lower().endswith(".onnx"):
         return OnnxSide(b_spec, "cpu")
@@ -89,12 +89,13 @@ def reference_side(a: OnnxSide, b_spec: Optional[str]):
                 f"{a.backend.path} was exported from an untrained zoo model, so it has no reference "
                 "checkpoint; pass B (a checkpoint or another ONNX file)"
             )
-        if not os.path.isfile(b_spec):
+        path = str(bundled_checkpoint(b_spec)) if b_spec in BUNDLED_MODELS else b_spec
+        if not os.path.isfile(path):
             raise FcnDeployError(
                 f"{a.backend.path} was exported from {b_spec}, which is not here; pass B explicitly"
             )
         recorded = source.get("sha256")
-        if recorded and file_sha256(b_spec) != recorded:
+        if recorded and file_sha256(path) != recorded:
             log.warning("%s changed since the export (sha256 differs): expect differences", b_spec)
     resolved = resolve_model(b_spec)
     if not resolved.trained:

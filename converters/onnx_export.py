@@ -42,6 +42,7 @@ from fcn_deploy.models import available_models, build_model
 from fcn_deploy.models.pretrained import is_checkpoint, load_state_dict_checked, read_weight_file
 from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
 from fcn_deploy.normalization import Normalization
+from fcn_deploy.runtime.assets import ASSETS, BUNDLED_MODELS
 from fcn_deploy.runtime.metadata import (
     LAYOUT_NORMALIZED,
     LAYOUT_RAW_BGR,
@@ -58,8 +59,6 @@ from .onnx_verify import label_agreement, smoke_test
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(fcn_deploy.__file__).resolve().parent / "assets"
-BUNDLED_MODELS = ("camvid",)
 INPUT_NAME = "input"
 # Build options that fetch weights; a checkpoint brings its own, so they are dropped.
 _WEIGHT_OPTIONS = ("pretrained", "pretrained_backbone")
@@ -98,7 +97,7 @@ def bundled_checkpoint(name: str) -> Path:
 
 def bundled_onnx(name: str) -> Path:
     """Where the bundled model ``name`` keeps its exported ONNX file."""
-    return ASSETS / f"{name}.onnx"
+    return ASSETS / BUNDLED_MODELS[name]
 
 
 def file_sha256(path: str) -> str:
@@ -171,7 +170,10 @@ def resolve_model(spec: str, num_classes: int = 21, **options: Any) -> ResolvedM
                 f"the bundled model {spec!r} is not installed ({path} is missing); train one with "
                 "`fcn-deploy train` or pass a checkpoint path"
             )
-        return model_from_checkpoint(str(path))
+        resolved = model_from_checkpoint(str(path))
+        # Record the bundled name, not this machine's install path: it resolves anywhere.
+        resolved.checkpoint = spec
+        return resolved
     if os.path.isfile(spec):
         return model_from_checkpoint(spec)
     zoo = available_models()

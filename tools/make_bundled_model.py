@@ -1,0 +1,81 @@
+"""Make the bundled ``camvid`` model from a finished training run.
+
+    python3 tools/make_bundled_model.py --run runs/camvid-lite0 --root ../shared/datasets/CamVid
+
+1. the run's ``best.pt`` (chosen on CamVid val) becomes ``fcn_deploy/assets/camvid.pt``,
+   without optimiser state;
+2. it is exported to ``fcn_deploy/assets/camvid.onnx`` (pre-processing and arg-max folded in);
+3. the ONNX is scored once on CamVid **test** through ONNX Runtime, exactly as
+   ``fcn-deploy eval --model camvid --split test`` does, and that mean IU is written into the
+   ONNX metadata (``mean_iu``, with ``extra.mean_iu_split = "test"``; the val score that chose the
+   checkpoint stays in ``extra.val_mean_iu``) and into the checkpoint (``test_metrics``).
+
+The recipe and wall time of the run travel inside both files.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import onnx  # noqa: E402
+
+from converters import onnx_passes  # noqa: E402
+from converters.onnx_export import (  # noqa: E402
+    bundled_checkpoint,
+    bundled_onnx,
+    export,
+    file_sha256,
+    resolve_model,
+)
+from fcn_deploy.data import build_dataset  # noqa: E402
+from fcn_deploy.evaluation import BackendPredictor, evaluate, json_safe  # noqa: E402
+from fcn_deploy.runtime.backends import open_backend  # noqa: E402
+from fcn_deploy.runtime.metadata import ModelMetadata  # noqa: E402
+from fcn_deploy.training.checkpoint import atomic_save, load_checkpoint  # noqa: E402
+
+NAME = "camvid"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="training run folder (holds best.pt)")
+    parser.add_argument("--root", required=True, help="CamVid root (SegNet layout)")
+    args = parser.parse_args()
+
+    ckpt = load_checkpoint(Path(args.run) / "best.pt")
+    ckpt.pop("training_state", None)
+    atomic_save(ckpt, bundled_checkpoint(NAME))
+
+    onnx_path = str(bundled_onnx(NAME))
+    export(resolve_model(NAME), onnx_path)
+
+    dataset = build_dataset("camvid", args.root, "test")
+    with open_backend(onnx_path, "cpu") as backend:
+        scores = evaluate(dataset, BackendPredictor(backend)).scores()
+    print(f"CamVid test through ONNX Runtime: mean IU {100 * scores['mean_iu']:.2f}, "
+          f"pixel acc {100 * scores['pixel_acc']:.2f}")
+
+    model = onnx.load(onnx_path)
+    meta = ModelMetadata.from_props(onnx_passes.get_metadata(model))
+    meta.extra.update({
+        "mean_iu_split": "test",
+        "val_mean_iu": ckpt["metrics"].get("mean_iu"),
+        "test_scores": json_safe(scores),
+        "training": {"epoch": ckpt.get("epoch"), "wall_time_s": ckpt.get("wall_time_s"), "recipe": ckpt.get("recipe")},
+    })
+    meta.mean_iu = float(scores["mean_iu"])
+    ckpt["test_metrics"] = json_safe(scores)
+    atomic_save(ckpt, bundled_checkpoint(NAME))
+    meta.source["sha256"] = file_sha256(str(bundled_checkpoint(NAME)))  # the checkpoint changed
+    onnx_passes.set_metadata(model, meta.to_props())
+    onnx_passes.save_atomic(model, onnx_path)
+    print(f"wrote {bundled_checkpoint(NAME)} and {onnx_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
