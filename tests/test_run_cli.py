@@ -168,11 +168,16 @@ def test_bad_inputs_are_one_clear_line(tmp_path, tiny_onnx):
                           "fcn-deploy export")
 
 
-@pytest.mark.skipif(BUNDLED_MODEL.exists(), reason="the bundled model is installed")
-def test_no_arguments_without_the_bundled_model_says_so(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "fcn_deploy.cli"], cwd=tmp_path, env=env(),
-                            capture_output=True, text=True, timeout=60)
-    assert_one_error_line(result, "camvid.onnx")
+def test_no_arguments_without_the_bundled_model_says_so(tmp_path, monkeypatch, capsys):
+    # An install without the bundled files (as if the assets folder were empty).
+    from fcn_deploy import cli
+    from fcn_deploy.runtime import assets
+
+    monkeypatch.setattr(assets, "ASSETS", tmp_path / "no-assets")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "camvid.onnx" in err[0] and err[0].startswith("fcn-deploy: error:")
 
 
 @pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="the bundled model is not installed yet")
