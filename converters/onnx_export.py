@@ -39,7 +39,6 @@ import torch.nn as nn
 import fcn_deploy
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.models import available_models, build_model
-from fcn_deploy.models.pretrained import is_checkpoint, load_state_dict_checked, read_weight_file
 from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
 from fcn_deploy.normalization import Normalization
 from fcn_deploy.runtime.assets import ASSETS, BUNDLED_MODELS
@@ -115,20 +114,14 @@ def model_from_checkpoint(path: str) -> ResolvedModel:
     options (``model_options``); ``classes``, ``palette``, ``dataset`` and
     ``metrics["mean_iu"]`` go into the exported metadata.
     """
-    state = read_weight_file(path)
-    if not is_checkpoint(state):
-        raise FcnDeployError(
-            f"{path} is not a fcn-deploy checkpoint (a bare state dict has no model name); "
-            "export a zoo model by name or a checkpoint written by `fcn-deploy train`"
-        )
-    try:
-        name, num_classes = state["model_name"], int(state["num_classes"])
-        model_state = state["model_state"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FcnDeployError(f"checkpoint {path} lacks {exc}") from None
+    from fcn_deploy.training.checkpoint import build_from_checkpoint, load_checkpoint
+
+    state = load_checkpoint(path)
+    # The checkpoint brings its own weights: no ImageNet/backbone loading while rebuilding.
     options = {k: v for k, v in dict(state.get("model_options") or {}).items() if k not in _WEIGHT_OPTIONS}
-    model = _build(name, num_classes, options)
-    load_state_dict_checked(model, model_state, None, what=f"checkpoint {path}")
+    # build_from_checkpoint also restores the normalisation the weights were trained with.
+    model = build_from_checkpoint({**state, "model_options": options})
+    num_classes = int(state["num_classes"])
     metrics = state.get("metrics") or {}
     mean_iu = metrics.get("mean_iu") if isinstance(metrics, dict) else None
     return ResolvedModel(

@@ -121,6 +121,8 @@ def build_from_checkpoint(ckpt: Dict[str, Any]) -> nn.Module:
         model = build_model(ckpt["model_name"], int(ckpt["num_classes"]), **dict(ckpt.get("model_options") or {}))
     except KeyError as exc:
         raise CheckpointError(f"checkpoint holds an unknown model: {exc.args[0]}") from None
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint's model options do not fit {ckpt['model_name']}: {exc}") from None
     load_state_dict_checked(model, ckpt["model_state"], None, what="checkpoint weights")
     if "normalization" in ckpt:
         model.normalization = normalization_from_dict(ckpt["normalization"])
