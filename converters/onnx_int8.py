@@ -8,9 +8,28 @@ everywhere. Hence ONNX Runtime's ``quantize_static`` with:
 * per-channel weight scales (what TensorRT uses for convolutions);
 * float biases (``QuantizeBias`` off): TensorRT folds the bias in float itself and has no
   use for an INT32 DequantizeLinear;
-* only the ops that profit: convolutions, matrix products, the skip additions and max pools.
+* only the ops that profit: convolutions, matrix products, the skip additions and max pools,
+  plus the activations that follow convolutions (ReLU, and ReLU6 exported as ``Clip``).
+  Listing the activations matters: ONNX Runtime then gives a convolution's output the range
+  *after* the activation (``adjust_tensor_ranges``). Without them the Q/DQ pair between a
+  convolution and its ReLU6 is scaled by the raw pre-activation range. On the bundled
+  EfficientNet-Lite0 FCN-8s (batch norm folded) that is +-23 for the median layer and +-242
+  for the stem, so the [0, 6] that survives the Clip gets 33 of the 127 positive levels, or 3:
+  CamVid val mean IU 61.8 instead of FP32's 70.8. With the activations listed: 70.1.
   The bilinear deconvolutions and the folded pre-processing stay in float, so the input
   normalisation and the upsampling are exact.
+
+Then :func:`correct_bias` (Nagel et al., "Data-Free Quantization Through Weight Equalization
+and Bias Correction", 2019) removes the mean shift that rounding the weights puts on every
+convolution output: ``bias -= (W_int8 * scale - W) @ E[x]``, with ``E[x]`` the per-channel
+mean of the convolution's input over the calibration frames. Depthwise convolutions (nine
+weights per channel) suffer most. The biases stay float, as TensorRT wants them. On CamVid
+the weight rounding alone cost 0.7 points of mean IU, 0.1 after the correction; the INT8
+graph scores 70.74 against FP32's 70.81 on val (32 calibration images from train).
+
+MinMax calibration is kept: once the activations above are quantised after the ReLU6, every
+activation range is bounded and Percentile (99.99, 99.999) or more calibration images
+(64, 100) changed CamVid val mean IU by under 0.05 points.
 
 :func:`check_symmetric_int8` then checks every zero point of the result.
 """
@@ -20,20 +39,20 @@ import contextlib
 import logging
 import os
 import tempfile
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Dict, Iterable, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from fcn_deploy.runtime.metadata import ModelMetadata
 
 from .onnx_passes import ExportError
-from .onnx_verify import graph_input
+from .onnx_verify import graph_input, session_for
 
 log = logging.getLogger(__name__)
 
-QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Add", "MaxPool"]
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Add", "MaxPool", "Relu", "Clip"]
 
 
 def check_symmetric_int8(model: onnx.ModelProto) -> int:
@@ -110,17 +129,122 @@ def _quiet_root_logger():
         root.removeFilter(quiet)
 
 
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def conv_input_means(
+    model: onnx.ModelProto, frames: Sequence[np.ndarray], metadata: ModelMetadata
+) -> Dict[str, np.ndarray]:
+    """Per-channel mean of every named convolution's input over ``frames``, by node name.
+
+    One ``ReduceMean`` per input is added to a copy of the graph, so a frame costs one run and
+    only the means come back, not the activations.
+    """
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    del augmented.graph.output[:]
+    graph, new_axes = augmented.graph, _opset(model) >= 18  # opset 18 moved `axes` to an input
+    if new_axes:
+        graph.initializer.append(numpy_helper.from_array(np.array([0, 2, 3], dtype=np.int64), "fcn_deploy_mean_axes"))
+    names = []
+    for node in [n for n in model.graph.node if n.op_type == "Conv" and n.name]:
+        out = f"fcn_deploy_mean_{len(names)}"
+        if new_axes:
+            graph.node.append(helper.make_node("ReduceMean", [node.input[0], "fcn_deploy_mean_axes"], [out], keepdims=0))
+        else:
+            graph.node.append(helper.make_node("ReduceMean", [node.input[0]], [out], axes=[0, 2, 3], keepdims=0))
+        graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+        names.append(node.name)
+    if not names:
+        return {}
+    session = session_for(augmented)
+    input_name = session.get_inputs()[0].name
+    sums = None
+    for frame in frames:
+        means = session.run(None, {input_name: graph_input(frame[None], metadata)})
+        sums = means if sums is None else [a + b for a, b in zip(sums, means)]
+    return {name: total.astype(np.float64) / len(frames) for name, total in zip(names, sums)}
+
+
+def _dequantized_weight(node: onnx.NodeProto, inits: Dict[str, onnx.TensorProto]) -> np.ndarray:
+    """The float weight that a weight ``DequantizeLinear`` feeds a convolution."""
+    q, scale = (numpy_helper.to_array(inits[name]).astype(np.float64) for name in node.input[:2])
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    if scale.ndim == 1 and q.ndim > 1:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+    return q * scale
+
+
+def correct_bias(
+    fp32: onnx.ModelProto, quantized: onnx.ModelProto, frames: Sequence[np.ndarray], metadata: ModelMetadata
+) -> int:
+    """Bias correction (Nagel et al. 2019) of the INT8 weights in ``quantized``, in place.
+
+    Rounding a convolution's weights to INT8 shifts the mean of its output channel ``o`` by
+    ``sum_i (W_q - W)[o, i] * E[x_i]``: small for a wide convolution, where rounding errors of
+    both signs average out, but not for a depthwise one with nine weights a channel. The shift
+    is measured from the FP32 weights and the calibration frames, and subtracted from the
+    (float) bias. Returns how many convolutions were corrected.
+    """
+    fp32_inits = {i.name: i for i in fp32.graph.initializer}
+    fp32_convs = {n.name: n for n in fp32.graph.node if n.op_type == "Conv" and n.name}
+    inits = {i.name: i for i in quantized.graph.initializer}
+    producer = {out: n for n in quantized.graph.node for out in n.output}
+    uses: Dict[str, int] = {}
+    for node in quantized.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    means = conv_input_means(fp32, frames, metadata)
+    corrected = 0
+    for node in quantized.graph.node:
+        source = fp32_convs.get(node.name)
+        if node.op_type != "Conv" or source is None or node.name not in means or source.input[1] not in fp32_inits:
+            continue
+        dq = producer.get(node.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or not all(n in inits for n in dq.input[:2]):
+            continue
+        weight = numpy_helper.to_array(fp32_inits[source.input[1]]).astype(np.float64)
+        error = _dequantized_weight(dq, inits) - weight  # O x I/g x kH x kW
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        mean = means[node.name].reshape(groups, -1)  # g x I/g
+        if error.shape[1] != mean.shape[1] or error.shape[0] % groups:
+            continue
+        per_output = np.repeat(mean, error.shape[0] // groups, axis=0)  # O x I/g
+        shift = np.einsum("oik,oi->o", error.reshape(error.shape[0], error.shape[1], -1), per_output)
+        if len(node.input) > 2 and node.input[2]:
+            if node.input[2] not in inits or uses.get(node.input[2], 0) != 1:
+                continue
+            bias_tensor = inits[node.input[2]]
+            bias = numpy_helper.to_array(bias_tensor)
+            if bias.dtype != np.float32:
+                continue
+            bias_tensor.CopyFrom(numpy_helper.from_array((bias - shift).astype(np.float32), bias_tensor.name))
+        else:
+            name = f"{node.name}_corrected_bias"
+            quantized.graph.initializer.append(numpy_helper.from_array((-shift).astype(np.float32), name))
+            del node.input[2:]
+            node.input.append(name)
+        corrected += 1
+    return corrected
+
+
 def quantize_int8(
     model: onnx.ModelProto,
     frames: Sequence[np.ndarray],
     metadata: ModelMetadata,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
     exclude_nodes: Sequence[str] = (),
+    bias_correction: bool = True,
 ) -> onnx.ModelProto:
     """Symmetric per-channel INT8 Q/DQ copy of FP32 ``model``, calibrated on BGR uint8 ``frames``.
 
     ``progress`` wraps the frame iterator (the CLI passes a tqdm bar; library code stays
-    silent). ``exclude_nodes`` names nodes left in float.
+    silent). ``exclude_nodes`` names nodes left in float. ``bias_correction`` folds the mean
+    error of the rounded weights into the float biases (:func:`correct_bias`; measured on the
+    same frames).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -158,6 +282,8 @@ def quantize_int8(
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ExportError(f"INT8 quantisation failed: {type(exc).__name__}: {first}") from None
         quantized = onnx.load_model(dst)
+    if bias_correction:
+        log.info("int8: bias correction on %d convolutions", correct_bias(model, quantized, frames, metadata))
     count = check_symmetric_int8(quantized)
     log.info("int8: %d Q/DQ nodes, all zero points 0", count)
     return quantized

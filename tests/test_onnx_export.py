@@ -22,7 +22,7 @@ from converters.onnx_export import (
     trace_to_onnx,
 )
 from converters.onnx_fp16 import convert_to_fp16
-from converters.onnx_int8 import check_symmetric_int8, quantize_int8
+from converters.onnx_int8 import check_symmetric_int8, correct_bias, quantize_int8
 from converters.onnx_passes import ExportError
 from converters.onnx_verify import label_agreement, session_for
 from fcn_deploy.errors import FcnDeployError
@@ -238,6 +238,44 @@ def test_int8_is_symmetric_per_channel_qdq(tmp_path):
     zp.CopyFrom(numpy_helper.from_array(np.array(3, dtype=np.int8), zp_name))
     with pytest.raises(ExportError, match="zero point"):
         check_symmetric_int8(quantized)
+
+
+def test_int8_bias_correction_removes_the_mean_shift_of_rounded_weights():
+    """Weights rounded to INT8 shift each output channel's mean by (W_q - W) @ E[x]; after
+    correct_bias the mean equals FP32's (exactly, for a 1x1 convolution), before it does not."""
+    rng = np.random.default_rng(0)
+    weight = rng.uniform(-1, 1, (4, 3, 1, 1)).astype(np.float32)
+    scale = (np.abs(weight).reshape(4, -1).max(axis=1) / 127).astype(np.float32)
+    q = np.clip(np.round(weight / scale[:, None, None, None]), -127, 127).astype(np.int8)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "H", "W"])
+
+    def graph(nodes, inits):
+        bias = numpy_helper.from_array(np.zeros(4, dtype=np.float32), "b")
+        model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [*inits, bias]),
+                                  opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return model
+
+    fp32 = graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")],
+                 [numpy_helper.from_array(weight, "w")])
+    quantized = graph(
+        [helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["w_dq"], axis=0),
+         helper.make_node("Conv", ["x", "w_dq", "b"], ["y"], name="conv")],
+        [numpy_helper.from_array(q, "w_q"), numpy_helper.from_array(scale, "w_s"),
+         numpy_helper.from_array(np.zeros(4, dtype=np.int8), "w_zp")],
+    )
+    meta = metadata_for(_resolved(small_model("fcn8s_resnet18", NUM_CLASSES), "fcn8s_resnet18"), False, False)
+    frames = list(random_frames(3, 16, 20))
+
+    def channel_means(model):
+        out = session_for(model).run(None, {"x": normalize_frames(np.stack(frames), meta.normalization)})[0]
+        return out.mean(axis=(0, 2, 3))
+
+    before = np.abs(channel_means(quantized) - channel_means(fp32)).max()
+    assert correct_bias(fp32, quantized, frames, meta) == 1
+    after = np.abs(channel_means(quantized) - channel_means(fp32)).max()
+    assert before > 1e-4 and after < 1e-5, (before, after)
 
 
 def test_metadata_round_trip_through_the_file(tmp_path):
