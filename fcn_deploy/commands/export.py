@@ -36,6 +36,7 @@ def add_parser(subparsers) -> None:
                         "N x C x H x W float32 logits (for parity work and foreign tools)")
     parser.add_argument("--keep-fp32", metavar="NODE,...", default="",
                         help="with --fp16: graph node names kept in float32")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--opset", type=int, default=17,
                         help="ONNX opset (default 17: TensorRT 8.6 and later parse it)")
     parser.add_argument("--num-classes", type=int, default=21, metavar="N",
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
     from converters.calibration import load_calibration_frames, parse_size
-    from converters.onnx_export import export, resolve_model
+    from converters.onnx_export import BUNDLED_MODELS, export, resolve_model
 
     from ..errors import FcnDeployError
     from ..options import parse_key_values
@@ -85,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
     keep_fp32 = [n.strip() for n in args.keep_fp32.split(",") if n.strip()]
 
     resolved = resolve_model(args.model, args.num_classes, **parse_key_values(args.model_option))
-    name = getattr(resolved.model, "name", "model")
+    # A bundled model is named as the user named it (camvid_fp16.onnx), anything else by its net.
+    name = args.model if args.model in BUNDLED_MODELS else getattr(resolved.model, "name", "model")
     output = args.output or default_output(name, precision, args.logits)
+    if os.path.exists(output) and not args.overwrite:
+        raise FcnDeployError(f"{output} exists; pass --overwrite to replace it, or choose --output")
     frames = None
     if args.calib:
         size = parse_size(args.calib_size) if args.calib_size else None
