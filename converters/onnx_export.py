@@ -404,6 +404,7 @@ def export(
             "images": len(calib_frames),
             "size": list(calib_frames[0].shape[:2]),
             "method": "minmax",
+            "bias_correction": True,
             "symmetric": True,
             "per_channel": True,
             "agreement_with_fp32": round(agreement, 6),
