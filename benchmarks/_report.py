@@ -160,6 +160,19 @@ def write_csv(path: str, records: List[Dict[str, Any]]) -> None:
             writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
 
 
+def write_outputs(args: Any, report: Dict[str, Any], columns: Sequence[Tuple[str, str, str]]) -> None:
+    """The files both benchmarks write on request: ``--json``, ``--csv``, ``--markdown``."""
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    if args.csv:
+        write_csv(args.csv, report["records"])
+        print(f"wrote {args.csv}")
+    if args.markdown:
+        write_markdown(args.markdown, report, columns)
+        print(f"wrote {args.markdown}")
+
+
 def load_report(path: str) -> Dict[str, Any]:
     try:
         with open(path) as f:

@@ -217,15 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         report = run_benchmark(args)
         print_report(report)
-        if args.json:
-            _report.write_json(args.json, report)
-            print(f"wrote {args.json}")
-        if args.csv:
-            _report.write_csv(args.csv, report["records"])
-            print(f"wrote {args.csv}")
-        if args.markdown:
-            _report.write_markdown(args.markdown, report, ACCURACY_COLUMNS)
-            print(f"wrote {args.markdown}")
+        _report.write_outputs(args, report, ACCURACY_COLUMNS)
     except FcnDeployError as exc:
         print(f"accuracy.py: error: {exc}", file=sys.stderr)
         return 1

@@ -360,15 +360,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         report = run_benchmark(args)
         print_report(report)
-        if args.json:
-            _report.write_json(args.json, report)
-            print(f"wrote {args.json}")
-        if args.csv:
-            _report.write_csv(args.csv, report["records"])
-            print(f"wrote {args.csv}")
-        if args.markdown:
-            _report.write_markdown(args.markdown, report, _report.LATENCY_COLUMNS)
-            print(f"wrote {args.markdown}")
+        _report.write_outputs(args, report, _report.LATENCY_COLUMNS)
         if args.plot:
             if report["records"]:
                 title = f"{report['model']}\n{report['machine']['cpu']}, {report['settings']['threads']} threads"
