@@ -30,7 +30,8 @@ def add_parser(subparsers) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="camvid", metavar="M",
                        help="an exported .onnx or .engine file, or 'camvid' (the bundled model; default)")
-    model.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda[:N] or tensorrt (default cpu)")
+    model.add_argument("--device", default=None, metavar="D",
+                       help="cpu, cuda[:N] or tensorrt (default: cuda for a TensorRT engine, else cpu)")
     model.add_argument("--threads", type=int, default=None, metavar="N",
                        help="inference threads on the CPU (default: one per core)")
     model.add_argument("--input-size", default=None, metavar="HxW",
@@ -191,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         backend_options = {"threads": args.threads} if args.threads else {}
         if str(model_path).endswith(".onnx"):
             backend_options["spinning"] = False  # spinning ORT threads starve capture and rendering
+        if args.device is None:  # an engine only runs on a GPU
+            args.device = "cuda" if str(model_path).endswith((".engine", ".plan")) else "cpu"
         backend = open_backend(model_path, args.device, **backend_options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, options)
