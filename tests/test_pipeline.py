@@ -19,22 +19,7 @@ from fcn_deploy.runtime.pipeline import Pipeline
 from fcn_deploy.runtime.sinks import LabelSink, NullSink, Sink, VideoFileSink
 from fcn_deploy.runtime.sources import Frame, Source, SourceError, open_source
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
-
-
-def export_tiny_model(path: Path) -> Path:
-    """A real exported FCN-8s (ResNet-18 / 16, 3 classes) with non-trivial outputs."""
-    import torch
-
-    from converters.onnx_export import export, resolve_model
-
-    torch.manual_seed(0)
-    resolved = resolve_model("fcn8s_resnet18", num_classes=3, width=16)
-    with torch.no_grad():
-        for p in resolved.model.parameters():
-            if p.abs().max() == 0:  # the FCN score layers start at zero: every pixel class 0
-                p.normal_(0.0, 0.1)
-    export(resolved, str(path))
-    return path
+from video_helpers import count_frames, decoded_frames, export_tiny_model, synthetic_frames, write_video
 
 
 @pytest.fixture(scope="module")
@@ -46,46 +31,6 @@ def tiny_onnx(tmp_path_factory):
 def backend(tiny_onnx):
     with open_backend(tiny_onnx, "cpu", threads=2) as b:
         yield b
-
-
-def synthetic_frames(n, height=72, width=96):
-    """Moving shapes on a gradient: every frame different, with edges for the model to see."""
-    y, x = np.mgrid[0:height, 0:width]
-    frames = []
-    for i in range(n):
-        img = np.stack([(x * 2 + i * 5) % 256, (y * 3) % 256, ((x + y) + i * 9) % 256], -1).astype(np.uint8)
-        cv2.circle(img, ((i * 7) % width, height // 2), height // 4, (0, 0, 255), -1)
-        frames.append(img)
-    return frames
-
-
-def write_video(path: Path, frames, fourcc="mp4v", fps=15.0) -> Path:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert writer.isOpened()
-    for f in frames:
-        writer.write(f)
-    writer.release()
-    return path
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
-def decoded_frames(path: Path):
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            return out
-        out.append(f)
 
 
 def visualizer_for(backend, **options):

@@ -11,8 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_pipeline import count_frames, export_tiny_model, synthetic_frames, write_video
-from test_sinks import read_mjpeg_parts
+from video_helpers import count_frames, export_tiny_model, read_mjpeg_parts, synthetic_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_MODEL = REPO / "fcn_deploy" / "assets" / "camvid.onnx"

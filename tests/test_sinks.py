@@ -21,20 +21,13 @@ from fcn_deploy.runtime.sinks import (
     open_sink,
 )
 from fcn_deploy.runtime.sources import Frame
+from video_helpers import count_frames, read_mjpeg_parts, video_fps
 
 
 def picture(i, h=48, w=64):
     img = np.full((h, w, 3), (i * 20) % 256, np.uint8)
     cv2.circle(img, (w // 2, h // 2), 10, (0, 0, 255), -1)
     return img
-
-
-def count_frames(path):
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    return n, cap.get(cv2.CAP_PROP_FPS)
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])
@@ -47,7 +40,7 @@ def test_video_file_is_written_at_the_source_rate(tmp_path, suffix):
     sink.write(picture(9, 30, 40), Frame(picture(9, 30, 40), 9))  # another size: resized, kept
     sink.close()
     sink.close()  # idempotent
-    assert count_frames(path) == (10, pytest.approx(7.0))
+    assert count_frames(path) == 10 and video_fps(path) == pytest.approx(7.0)
 
 
 def test_existing_files_are_never_overwritten_without_permission(tmp_path):
@@ -59,7 +52,7 @@ def test_existing_files_are_never_overwritten_without_permission(tmp_path):
     sink = open_sink(str(existing), fps=10, overwrite=True)
     sink.write(picture(0), Frame(picture(0), 0))
     sink.close()
-    assert count_frames(existing)[0] == 1
+    assert count_frames(existing) == 1
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -94,31 +87,6 @@ def test_label_pngs_are_single_channel_class_indices(tmp_path):
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "labels" / "000001.png"), cv2.IMREAD_UNCHANGED),
                                   labels[::-1])
     assert sink.frames == 2
-
-
-def read_mjpeg_parts(url, count, timeout=10.0):
-    """Read ``count`` JPEG parts from a multipart/x-mixed-replace response, as a browser does."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        content_type = response.headers["Content-Type"]
-        assert content_type.startswith("multipart/x-mixed-replace")
-        boundary = content_type.split("boundary=")[1].strip().encode()
-        parts = []
-        while len(parts) < count:
-            line = response.readline()
-            if not line:
-                break
-            if line.strip() != b"--" + boundary:
-                continue
-            headers = {}
-            while True:
-                h = response.readline().strip()
-                if not h:
-                    break
-                key, _, value = h.decode().partition(":")
-                headers[key.strip().lower()] = value.strip()
-            assert headers["content-type"] == "image/jpeg"
-            parts.append(response.read(int(headers["content-length"])))
-        return parts
 
 
 def test_mjpeg_stream_is_read_by_a_real_http_client():

@@ -15,6 +15,7 @@ from fcn_deploy.runtime.sources import (
     gstreamer_available,
     open_source,
 )
+from video_helpers import write_video
 
 
 def frames(n, h=48, w=64):
@@ -27,19 +28,9 @@ def frames(n, h=48, w=64):
     return out
 
 
-def write_video(path, images, fourcc, fps=12.0):
-    h, w = images[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert writer.isOpened()
-    for img in images:
-        writer.write(img)
-    writer.release()
-    return path
-
-
 @pytest.mark.parametrize("fourcc,suffix", [("mp4v", ".mp4"), ("MJPG", ".avi")])
 def test_video_file_gives_every_frame_in_order(tmp_path, fourcc, suffix):
-    path = write_video(tmp_path / f"clip{suffix}", frames(17), fourcc)
+    path = write_video(tmp_path / f"clip{suffix}", frames(17), fourcc, fps=12.0)
     with open_source(str(path)) as source:
         assert not source.live and source.fps == pytest.approx(12.0)
         assert source.frame_count == 17 and source.size == (64, 48)
