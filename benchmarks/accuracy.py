@@ -26,9 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np  # noqa: E402
 
 from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
-from converters.calibration import parse_size  # noqa: E402
 from fcn_deploy.errors import FcnDeployError  # noqa: E402
-from fcn_deploy.options import parse_key_values  # noqa: E402
+from fcn_deploy.options import parse_key_values, parse_size  # noqa: E402
 
 log = logging.getLogger("benchmarks.accuracy")
 
@@ -133,7 +132,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     if len(dataset) == 0:
         raise FcnDeployError(f"{args.dataset} {args.split} has no images")
     indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
-    size = parse_size(args.size) if args.size else tuple(dataset[indices[0]][0].shape[:2])
+    size = parse_size(args.size, "--size") if args.size else tuple(dataset[indices[0]][0].shape[:2])
     h, w = size
 
     source = _variants.open_source(args.model, dataset.num_classes, parse_key_values(args.option))

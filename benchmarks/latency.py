@@ -37,8 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
-from converters.calibration import parse_sizes  # noqa: E402
-from fcn_deploy.options import parse_key_values  # noqa: E402
+from fcn_deploy.options import parse_key_values, parse_sizes  # noqa: E402
 from fcn_deploy.errors import FcnDeployError  # noqa: E402
 
 log = logging.getLogger("benchmarks.latency")
@@ -219,7 +218,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     """
     backends = _runners.parse_backends(args.backends)
     precisions = _runners.parse_precisions(args.precisions)
-    sizes = parse_sizes(args.sizes)
+    sizes = parse_sizes(args.sizes, "--sizes")
     batches = parse_ints(args.batch, "--batch")
     iters = args.iters if args.iters is not None else (None if args.seconds else 20)
     if iters is not None and iters < 1:

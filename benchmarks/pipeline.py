@@ -37,17 +37,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fcn_deploy.options import parse_size  # noqa: E402
 from fcn_deploy.runtime.assets import ASSETS, DEMO_CLIP, BUNDLED_MODELS  # noqa: E402
 from fcn_deploy.runtime.backends import open_backend  # noqa: E402
 from fcn_deploy.runtime.pipeline import Pipeline  # noqa: E402
 from fcn_deploy.runtime.sinks import Sink, VideoFileSink  # noqa: E402
 from fcn_deploy.runtime.sources import open_source  # noqa: E402
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer  # noqa: E402
-
-
-def parse_size(text: str):
-    h, w = (int(v) for v in text.lower().split("x"))
-    return h, w
 
 
 def resolve_model(spec: str, workdir: Path, num_classes: int) -> Path:
@@ -129,7 +125,7 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
-    size = parse_size(args.size)
+    size = parse_size(args.size, "--size")
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

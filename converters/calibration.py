@@ -93,21 +93,5 @@ def load_calibration_frames(
     return dataset_frames(source, limit, size)
 
 
-def parse_size(text: str) -> Tuple[int, int]:
-    """``"360x480"`` (H x W) -> ``(360, 480)``."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise FcnDeployError(f"bad size {text!r}; expected HxW, e.g. 360x480") from None
-    if h < 1 or w < 1:
-        raise FcnDeployError(f"bad size {text!r}; height and width must be >= 1")
-    return h, w
-
-
-def parse_sizes(text: str) -> List[Tuple[int, int]]:
-    """``"97x131,256x256"`` -> ``[(97, 131), (256, 256)]``."""
-    return [parse_size(part) for part in text.split(",") if part.strip()]
-
-
 def batch_of(frames: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(frames, axis=0)

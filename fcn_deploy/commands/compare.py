@@ -36,13 +36,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from converters.calibration import load_calibration_frames, parse_sizes
+    from converters.calibration import load_calibration_frames
     from converters.compare import DEFAULT_MIN_AGREEMENT, OnnxSide, Tolerances, compare, format_report, reference_side
 
     from ..errors import FcnDeployError
+    from ..options import parse_sizes
     from ..runtime.assets import resolve_model_file
 
-    sizes = parse_sizes(args.sizes)
+    sizes = parse_sizes(args.sizes, "--sizes")
     if not sizes:
         raise FcnDeployError("--sizes is empty; give e.g. 97x131,360x480")
     if args.batch < 1:

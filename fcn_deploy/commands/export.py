@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
     from converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
-    from converters.calibration import load_calibration_frames, parse_size
+    from converters.calibration import load_calibration_frames
     from converters.onnx_export import BUNDLED_MODELS, export, resolve_model
 
     from ..errors import FcnDeployError
-    from ..options import parse_key_values
+    from ..options import parse_key_values, parse_size
 
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     if args.int8 and not args.calib:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"{output} exists; pass --overwrite to replace it, or choose --output")
     frames = None
     if args.calib:
-        size = parse_size(args.calib_size) if args.calib_size else None
+        size = parse_size(args.calib_size, "--calib-size") if args.calib_size else None
         frames = load_calibration_frames(args.calib, args.calib_images, size)
 
     def progress(iterable):

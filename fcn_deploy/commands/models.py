@@ -22,16 +22,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_size(text: str):
-    """``"360x480"`` -> ``(360, 480)``; a clear error for anything else."""
-    from ..errors import FcnDeployError
-
-    parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts) or min(int(p) for p in parts) < 1:
-        raise FcnDeployError(f"--size must be HEIGHTxWIDTH with positive integers, e.g. 360x480, not {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
 def normalization_name(norm) -> str:
     """The short name of a known normalisation, else its order, mean and std."""
     from .. import normalization as N
@@ -100,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import FcnDeployError
     from ..models import available_models
+    from ..options import parse_size
 
-    height, width = parse_size(args.size)
+    height, width = parse_size(args.size, "--size")
     if args.num_classes < 1:
         raise FcnDeployError(f"--num-classes must be at least 1, not {args.num_classes}")
     rows = [describe(name, args.num_classes, height, width) for name in available_models()]

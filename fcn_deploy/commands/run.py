@@ -72,16 +72,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_hw(text: str, option: str):
-    """``"360x480"`` -> ``(360, 480)``; a clear error for anything else."""
-    from ..errors import FcnDeployError
-
-    parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts) or min(int(p) for p in parts) < 1:
-        raise FcnDeployError(f"{option} must be HEIGHTxWIDTH with positive integers, e.g. 360x480, not {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
 def split_list(text):
     return [item for item in (text or "").split(",") if item.strip()]
 
@@ -149,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
     from ..errors import FcnDeployError
+    from ..options import parse_size
     from ..runtime.assets import demo_clip, resolve_model_file
     from ..runtime.backends import open_backend
     from ..runtime.pipeline import Pipeline
@@ -161,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"--max-frames must be at least 1, not {args.max_frames}")
     if args.queue_size < 1:
         raise FcnDeployError(f"--queue-size must be at least 1, not {args.queue_size}")
-    input_size = parse_hw(args.input_size, "--input-size") if args.input_size else None
+    input_size = parse_size(args.input_size, "--input-size") if args.input_size else None
     options = VisualOptions(
         mode=args.mode, alpha=args.alpha, upscale=args.upscale, legend=not args.no_legend, hud=not args.no_hud,
         classes=split_list(args.classes) if args.classes is not None else None,

@@ -19,16 +19,16 @@ NONE = "none"
 
 
 def parse_size(text: str) -> Optional[Tuple[int, int]]:
-    """``HxW`` (e.g. ``360x480``) -> (H, W); ``none``/``full`` -> None."""
+    """argparse type: ``HxW`` (e.g. ``360x480``) -> (H, W); ``none``/``full`` -> None."""
+    from ..errors import FcnDeployError
+    from ..options import parse_size as parse_hw
+
     if text.lower() in ("none", "full", ""):
         return None
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 360x480, not {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
-    return h, w
+        return parse_hw(text)
+    except FcnDeployError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_range(text: str) -> Optional[Tuple[float, float]]:
