@@ -51,8 +51,13 @@ def init_distributed(device_type: str) -> DistInfo:
     return info
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(wait_for_all: bool = True) -> None:
+    """Leave the process group. After a normal finish the ranks leave together: one that tears
+    gloo down while another is still finishing (rank 0 writes the last checkpoint) can abort
+    at exit. After an error nobody waits, since the other ranks may never arrive."""
     if dist.is_available() and dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -407,6 +407,7 @@ def train(
     started_group = ddp.launched_by_torchrun() and not torch.distributed.is_initialized()
     info = ddp.init_distributed(device.type)
     threads = torch.get_num_threads()
+    finished = False
     try:
         if device.type == "cuda":
             # One GPU per process under torchrun; otherwise the one asked for (or the current).
@@ -415,11 +416,13 @@ def train(
             elif device.index is None:
                 device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(device)
-        return _Run(config, device, info, resume_from, on_step, on_epoch).run()
+        result = _Run(config, device, info, resume_from, on_step, on_epoch).run()
+        finished = True
+        return result
     finally:
         torch.set_num_threads(threads)
         if started_group:
-            ddp.shutdown_distributed()
+            ddp.shutdown_distributed(wait_for_all=finished)
 
 
 class _Run:
