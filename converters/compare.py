@@ -77,7 +77,9 @@ class TorchSide:
 
 def reference_side(a: OnnxSide, b_spec: Optional[str]):
     """Side B: ``b_spec`` (an ONNX file or a checkpoint), or the checkpoint A was exported from."""
-    from .onnx_export import BUNDLED_MODELS, bundled_checkpoint, file_sha256, resolve_model
+    from fcn_deploy.fileio import sha256_file
+
+    from .onnx_export import BUNDLED_MODELS, bundled_checkpoint, resolve_model
 
     if b_spec and b_spec.lower().endswith(".onnx"):
         return OnnxSide(b_spec, "cpu")
@@ -95,7 +97,7 @@ def reference_side(a: OnnxSide, b_spec: Optional[str]):
                 f"{a.backend.path} was exported from {b_spec}, which is not here; pass B explicitly"
             )
         recorded = source.get("sha256")
-        if recorded and file_sha256(path) != recorded:
+        if recorded and sha256_file(path) != recorded:
             log.warning("%s changed since the export (sha256 differs): expect differences", b_spec)
     resolved = resolve_model(b_spec)
     if not resolved.trained:

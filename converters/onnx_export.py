@@ -21,7 +21,6 @@ FP16 and INT8 variants start from the checked FP32 graph (:mod:`converters.onnx_
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import logging
 import os
@@ -41,6 +40,7 @@ from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.models import available_models, build_model
 from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
 from fcn_deploy.normalization import Normalization
+from fcn_deploy.fileio import sha256_file
 from fcn_deploy.runtime.assets import ASSETS, BUNDLED_MODELS
 from fcn_deploy.runtime.metadata import (
     LAYOUT_NORMALIZED,
@@ -99,14 +99,6 @@ def bundled_onnx(name: str) -> Path:
     return ASSETS / BUNDLED_MODELS[name]
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_from_checkpoint(path: str) -> ResolvedModel:
     """Rebuild the network a fcn-deploy training checkpoint holds and load its weights.
 
@@ -130,7 +122,7 @@ def model_from_checkpoint(path: str) -> ResolvedModel:
         num_classes=num_classes,
         model_options=options,
         checkpoint=os.path.abspath(path),
-        checkpoint_sha256=file_sha256(path),
+        checkpoint_sha256=sha256_file(path),
         classes=list(state["classes"]) if state.get("classes") else None,
         palette=[tuple(int(v) for v in c) for c in state["palette"]] if state.get("palette") else None,
         dataset=state.get("dataset"),

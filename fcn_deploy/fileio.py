@@ -7,6 +7,7 @@ Torch-free, so the runtime can use it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from typing import BinaryIO, Callable, Union
@@ -40,3 +41,11 @@ def atomic_write(path: PathLike, data: Union[bytes, memoryview, str, Writer]) ->
         except OSError:
             pass
         raise
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

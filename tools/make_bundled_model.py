@@ -28,10 +28,10 @@ from converters.onnx_export import (  # noqa: E402
     bundled_checkpoint,
     bundled_onnx,
     export,
-    file_sha256,
     resolve_model,
 )
 from fcn_deploy.data import build_dataset  # noqa: E402
+from fcn_deploy.fileio import sha256_file  # noqa: E402
 from fcn_deploy.evaluation import BackendPredictor, evaluate, json_safe  # noqa: E402
 from fcn_deploy.runtime.backends import open_backend  # noqa: E402
 from fcn_deploy.runtime.metadata import ModelMetadata  # noqa: E402
@@ -70,7 +70,7 @@ def main() -> int:
     meta.mean_iu = float(scores["mean_iu"])
     ckpt["test_metrics"] = json_safe(scores)
     atomic_save(ckpt, bundled_checkpoint(NAME))
-    meta.source["sha256"] = file_sha256(str(bundled_checkpoint(NAME)))  # the checkpoint changed
+    meta.source["sha256"] = sha256_file(str(bundled_checkpoint(NAME)))  # the checkpoint changed
     onnx_passes.set_metadata(model, meta.to_props())
     onnx_passes.save_atomic(model, onnx_path)
     print(f"wrote {bundled_checkpoint(NAME)} and {onnx_path}")

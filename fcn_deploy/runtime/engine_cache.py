@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import FcnDeployError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, sha256_file
 
 SIDECAR_FORMAT = "fcn-deploy-tensorrt-engine"
 SIDECAR_VERSION = 1
@@ -45,14 +45,6 @@ def sidecar_path(engine_path: "str | os.PathLike[str]") -> str:
 
 def sha256_bytes(data: "bytes | memoryview") -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: "str | os.PathLike[str]", chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
