@@ -128,7 +128,10 @@ class IndexRecorder(Sink):
 
 
 def test_live_source_drops_the_oldest_frames_instead_of_falling_behind(backend):
-    camera = SyntheticCamera()  # 400 fps into a model that takes several ms per 240x320 frame
+    # 100k fps into a model that takes milliseconds per 240x320 frame: the camera outruns it by
+    # three orders of magnitude, so dropping is certain rather than a race (at 400 fps the
+    # tiny test model sometimes kept up).
+    camera = SyntheticCamera(fps=100_000.0)
     recorder = IndexRecorder()
     report = Pipeline(camera, backend, visualizer_for(backend), [recorder], queue_size=2).run()
     assert report.frames_captured == 150
