@@ -248,11 +248,10 @@ def _capturable_deploy_graph():
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if self.fold_preprocessing:
-                x = x.to(torch.float32)
+                x = x.permute(0, 3, 1, 2).to(torch.float32)
                 if self.to_rgb:
-                    x = x.flip(-1)
-                x = (x - self.mean) / self.std
-                x = x.permute(0, 3, 1, 2)
+                    x = x.flip(1)
+                x = (x - self.mean[:, None, None]) / self.std[:, None, None]
             y = self.net(x)
             if self.fold_argmax:
                 y = y.argmax(dim=1).to(torch.uint8)

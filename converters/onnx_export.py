@@ -38,7 +38,7 @@ import torch.nn as nn
 import fcn_deploy
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.models import available_models, build_model
-from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
+from fcn_deploy.models.upsampling import convert_upsampling_to_grouped, convert_upsampling_to_subpixel
 from fcn_deploy.normalization import Normalization
 from fcn_deploy.fileio import sha256_file
 from fcn_deploy.runtime.assets import ASSETS, BUNDLED_MODELS
@@ -54,6 +54,7 @@ from fcn_deploy.runtime.metadata import (
 
 from . import onnx_passes
 from .onnx_passes import DEFAULT_OPSET, ExportError
+from .onnx_rewrites import argmax_before_pixel_shuffle
 from .onnx_verify import label_agreement, smoke_test
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,11 @@ _WEIGHT_OPTIONS = ("pretrained", "pretrained_backbone")
 # The size the graph is traced at: small, non-square, not a multiple of 32, so nothing
 # size-specific can hide behind a coincidence.
 TRACE_SIZE = (70, 94)
+# How the bilinear-initialised upsamplers are written into the graph: ``subpixel`` (a
+# convolution at input resolution plus DepthToSpace; see SubPixelUpsample) or ``deconv``
+# (ConvTranspose, as trained). Same outputs; subpixel is 3.5x faster in ONNX Runtime's CPU
+# provider on the bundled model's three upsamplers.
+UPSAMPLING_FORMS = ("subpixel", "deconv")
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,10 +189,13 @@ def resolve_model(spec: str, num_classes: int = 21, **options: Any) -> ResolvedM
 class DeployGraph(nn.Module):
     """The network with the camera-side pre-processing and the arg-max folded in.
 
-    ``fold_preprocessing``: input ``N x H x W x 3`` uint8 BGR; the graph casts to float,
-    reorders channels if the weights want RGB, subtracts the mean, divides by the standard
-    deviation and transposes to ``N x 3 x H x W`` -- the same operations, in the same order,
-    as :func:`fcn_deploy.runtime.backends.base.normalize_frames`.
+    ``fold_preprocessing``: input ``N x H x W x 3`` uint8 BGR; the graph transposes to
+    ``N x 3 x H x W``, casts to float, reorders channels if the weights want RGB, subtracts the
+    mean and divides by the standard deviation -- the same arithmetic on every value as
+    :func:`fcn_deploy.runtime.backends.base.normalize_frames`, so the results are identical.
+    Transposing first makes the channel swap and the per-channel constants act on whole
+    planes: in ONNX Runtime that is 0.2 ms at 480x360 on two cores instead of 2.2 ms for the
+    same ops broadcast over the innermost 3-wide axis of ``N x H x W x 3``.
     ``fold_argmax``: output ``N x H x W`` uint8 class indices instead of ``N x C x H x W`` logits.
     """
 
@@ -204,11 +213,10 @@ class DeployGraph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fold_preprocessing:
-            x = x.to(torch.float32)
+            x = x.permute(0, 3, 1, 2).to(torch.float32)
             if self.to_rgb:
-                x = x[..., [2, 1, 0]]
-            x = (x - self.mean) / self.std
-            x = x.permute(0, 3, 1, 2)
+                x = x[:, [2, 1, 0]]
+            x = (x - self.mean[:, None, None]) / self.std[:, None, None]
         y = self.net(x)
         if self.fold_argmax:
             # Through float: TensorRT casts to uint8 only from float32/float16, not from the
@@ -242,7 +250,10 @@ def metadata_for(
     fold_argmax: bool = True,
     precision: str = "fp32",
     opset: int = DEFAULT_OPSET,
+    upsampling: str = "subpixel",
 ) -> ModelMetadata:
+    if upsampling not in UPSAMPLING_FORMS:
+        raise ExportError(f"unknown upsampling form {upsampling!r}; choose from {', '.join(UPSAMPLING_FORMS)}")
     model, n = resolved.model, resolved.num_classes
     normalization = getattr(model, "normalization", None)
     if not isinstance(normalization, Normalization):
@@ -266,6 +277,7 @@ def metadata_for(
             "trained": resolved.trained,
         },
         exporter={**tool_versions(), "opset": opset},
+        extra={"upsampling": upsampling},
     )
 
 
@@ -274,13 +286,17 @@ def trace_to_onnx(
 ) -> onnx.ModelProto:
     """Export ``model`` (N x 3 x H x W -> N x C x H x W) as the graph ``metadata`` describes.
 
-    Works on a copy: the caller's model keeps its dense upsampling layers.
+    Works on a copy: the caller's model keeps its dense upsampling layers. The copy's
+    class-to-class deconvolutions become grouped where their weights allow, then sub-pixel
+    convolutions unless ``metadata.extra["upsampling"]`` is ``deconv``.
     """
     if metadata.folds_argmax and metadata.num_classes > 256:
         raise ExportError(f"{metadata.num_classes} classes do not fit uint8 labels; export with --logits")
     net = copy.deepcopy(model).eval()
     grouped = convert_upsampling_to_grouped(net)
     log.debug("converted %d class-to-class deconvolutions to grouped form", grouped)
+    if metadata.extra.get("upsampling", "subpixel") == "subpixel":
+        log.debug("wrote %d deconvolutions in sub-pixel form", convert_upsampling_to_subpixel(net))
     graph = DeployGraph(net, metadata.normalization, metadata.folds_preprocessing, metadata.folds_argmax).eval()
     h, w = trace_size
     if metadata.folds_preprocessing:
@@ -321,6 +337,8 @@ def finalize(model: onnx.ModelProto, metadata: ModelMetadata, simplify: bool = T
         model = onnx_passes.simplify(model)
     dims = onnx_passes.graph_io_dims(model)
     model = onnx_passes.check_and_infer(model)
+    if argmax_before_pixel_shuffle(model):
+        model = onnx_passes.check_and_infer(model)
     onnx_passes.restore_io_dims(model, dims)
     onnx_passes.require_plain_dims(model, expected)
     onnx_passes.set_ir_version(model)
@@ -356,6 +374,7 @@ def export(
     keep_fp32: Sequence[str] = (),
     calib_frames: Optional[Sequence[np.ndarray]] = None,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
+    upsampling: str = "subpixel",
 ) -> ExportResult:
     """Export ``resolved`` to ``output`` at ``precision`` (``fp32``, ``fp16`` or ``int8``).
 
@@ -372,14 +391,14 @@ def export(
     if keep_fp32 and precision != "fp16":
         raise ExportError("--keep-fp32 applies to --fp16 only")
     start = time.perf_counter()
-    meta32 = metadata_for(resolved, fold_preprocessing, fold_argmax, "fp32", opset)
+    meta32 = metadata_for(resolved, fold_preprocessing, fold_argmax, "fp32", opset, upsampling)
     fp32 = finalize(trace_to_onnx(resolved.model, meta32, opset), meta32)
     result_model, meta, agreement = fp32, meta32, None
 
     if precision == "fp16":
         from .onnx_fp16 import convert_to_fp16
 
-        meta = metadata_for(resolved, fold_preprocessing, fold_argmax, "fp16", opset)
+        meta = metadata_for(resolved, fold_preprocessing, fold_argmax, "fp16", opset, upsampling)
         meta.exporter.update(tool_versions("onnxconverter_common"))
         meta.extra["keep_fp32"] = list(keep_fp32)
         result_model = finalize(convert_to_fp16(fp32, keep_fp32), meta, simplify=False)
@@ -388,7 +407,7 @@ def export(
     elif precision == "int8":
         from .onnx_int8 import quantize_int8
 
-        meta = metadata_for(resolved, fold_preprocessing, fold_argmax, "int8", opset)
+        meta = metadata_for(resolved, fold_preprocessing, fold_argmax, "int8", opset, upsampling)
         meta.exporter.update(tool_versions("onnxruntime"))
         quantized = quantize_int8(fp32, calib_frames, meta32, progress)
         agreement = label_agreement(fp32, quantized, calib_frames, meta32)

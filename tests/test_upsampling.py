@@ -4,9 +4,11 @@ import torch
 import torch.nn as nn
 
 from fcn_deploy.models.upsampling import (
+    SubPixelUpsample,
     bilinear_deconv,
     bilinear_kernel,
     convert_upsampling_to_grouped,
+    convert_upsampling_to_subpixel,
     is_diagonal,
     to_grouped,
 )
@@ -61,3 +63,59 @@ def test_convert_in_place_keeps_outputs():
 def test_frozen_upsampling_has_no_gradient():
     assert not bilinear_deconv(3, 4, 2, learnable=False).weight.requires_grad
     assert bilinear_deconv(3, 4, 2, learnable=True).weight.requires_grad
+
+
+# Kernel, stride, padding, groups: the FCN upsamplers (k = 2s, p = s/2: 2x, 8x, 32x), the
+# reference VGG nets' unpadded ones (p = 0) and shapes that need an explicit pad or a crop.
+SUBPIXEL_CASES = [
+    (4, 2, 1, 1), (16, 8, 4, 1), (16, 8, 4, 6), (64, 32, 16, 6),
+    (4, 2, 0, 1), (16, 8, 0, 6), (5, 2, 1, 1), (7, 3, 2, 2), (3, 2, 1, 3), (2, 2, 0, 1),
+]
+
+
+@pytest.mark.parametrize("k,s,p,groups", SUBPIXEL_CASES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_subpixel_form_equals_the_deconvolution(k, s, p, groups, bias):
+    torch.manual_seed(k * 100 + s * 10 + p)
+    deconv = nn.ConvTranspose2d(6, 12 if groups == 6 else 6, k, s, p, groups=groups, bias=bias)
+    subpixel = SubPixelUpsample(deconv)
+    assert isinstance(subpixel.shuffle, nn.PixelShuffle)
+    for h, w in [(1, 1), (5, 8), (9, 13)]:
+        x = torch.randn(2, 6, h, w)
+        expected = deconv(x)
+        got = subpixel(x)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_subpixel_form_of_an_fcn_upsampler_is_a_3x3_convolution_without_crop():
+    # kernel 2s, padding s/2: every phase reads a 2x2 window inside the same 3x3 one.
+    subpixel = SubPixelUpsample(bilinear_deconv(11, 16, 8, 4, grouped=True))
+    assert subpixel.conv.kernel_size == (3, 3) and subpixel.conv.padding == (1, 1)
+    assert subpixel.conv.out_channels == 11 * 64 and subpixel.conv.groups == 11
+    assert subpixel.pad is None and subpixel.crop == 0
+
+
+def test_subpixel_keeps_learnability_and_rejects_what_it_cannot_express():
+    frozen = SubPixelUpsample(bilinear_deconv(3, 4, 2, 1, learnable=False))
+    assert not frozen.conv.weight.requires_grad
+    with pytest.raises(ValueError, match="output padding"):
+        SubPixelUpsample(nn.ConvTranspose2d(3, 3, 4, 2, 1, output_padding=1))
+    with pytest.raises(ValueError, match="square"):
+        SubPixelUpsample(nn.ConvTranspose2d(3, 3, (4, 2), 2, 1))
+
+
+def test_convert_upsampling_to_subpixel_replaces_every_deconvolution():
+    from onnx_helpers import small_model
+
+    model = small_model("fcn8s_resnet18", 5)  # scorers that respond to the image
+    x = torch.randn(1, 3, 70, 94)
+    with torch.no_grad():
+        for m in model.modules():  # non-bilinear weights, so a wrong phase would show
+            if isinstance(m, nn.ConvTranspose2d):
+                m.weight.add_(torch.randn_like(m.weight) * 0.1)
+        expected = model(x)
+        assert expected.abs().mean() > 0.1
+        assert convert_upsampling_to_subpixel(model) == 3
+        assert not any(isinstance(m, nn.ConvTranspose2d) for m in model.modules())
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)

@@ -92,3 +92,97 @@ def convert_upsampling_to_grouped(model: nn.Module) -> int:
                 setattr(parent, name, to_grouped(child))
                 replaced += 1
     return replaced
+
+
+# --------------------------------------------------------------------------------------------
+# Sub-pixel form: what a CPU runtime should execute
+# --------------------------------------------------------------------------------------------
+class SubPixelUpsample(nn.Module):
+    """A transposed convolution computed as a convolution at input resolution plus a pixel
+    shuffle (Shi et al., "Real-Time Single Image and Video Super-Resolution Using an
+    Efficient Sub-Pixel Convolutional Neural Network", 2016): exactly the same output.
+
+    Output pixel ``o = s*q + r`` of a stride-``s`` deconvolution sums the kernel taps
+    ``t = (r + p) mod s + j*s`` over the input pixels ``q + (r + p) // s - j``: for every phase
+    ``r`` a small convolution over the input grid. One convolution with ``s*s`` outputs per
+    class holds all phases; :class:`torch.nn.PixelShuffle` (ONNX ``DepthToSpace``, mode CRD)
+    interleaves them. For the FCN upsamplers (kernel ``2s``, padding ``s/2``) that is a 3x3
+    convolution and no crop.
+
+    Why: a deconvolution runs as a GEMM with a reduction of only C (11 on CamVid) followed by
+    a scatter-add (col2im) over the full-resolution output, the slowest layer in ONNX
+    Runtime's CPU provider; the sub-pixel convolution reduces over ``C * 3 * 3`` taps and
+    writes each output once. On the bundled model at 480x360 on two cores the three
+    upsamplers drop from 7.6 ms to about 1.5 ms.
+    """
+
+    def __init__(self, deconv: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        if deconv.output_padding != (0, 0) or deconv.dilation != (1, 1):
+            raise ValueError("only deconvolutions without output padding or dilation have a sub-pixel form")
+        if len(set(deconv.kernel_size)) != 1 or len(set(deconv.stride)) != 1 or len(set(deconv.padding)) != 1:
+            raise ValueError("only square kernels, strides and paddings have a sub-pixel form here")
+        k, s, p = deconv.kernel_size[0], deconv.stride[0], deconv.padding[0]
+        groups = deconv.groups
+        c_in, c_out_g = deconv.weight.shape[:2]
+        c_in_g, c_out = c_in // groups, c_out_g * groups
+        taps = -(-k // s)  # input pixels that reach one output pixel, per axis
+        shift = [(r + p) // s for r in range(s)]  # where phase r's taps start on the input grid
+        first = [(r + p) % s for r in range(s)]  # phase r's first kernel tap
+        size = max(shift) - min(shift) + taps
+        pad_before = taps - 1 - min(shift)
+        extra = k - 2 * p - s  # the deconvolution's output is s*I + extra long
+        rows_extra = -(-extra // s)
+        pad_after = rows_extra + size - 1 - pad_before
+        if pad_before < 0 or pad_after < 0:
+            raise ValueError(f"kernel {k}, stride {s}, padding {p}: the sub-pixel form would need negative padding")
+        self.scale = s
+        self.crop = rows_extra * s - extra  # pixels past the deconvolution's output, bottom and right
+        self.pad = None if pad_before == pad_after else (pad_before, pad_after, pad_before, pad_after)
+
+        source = deconv.weight.detach()
+        padded = source.new_zeros(c_in, c_out_g, taps * s, taps * s)
+        padded[:, :, :k, :k] = source
+        # (group, in, out, tap_h, tap_w) -> (group, out, in, tap_h, tap_w)
+        padded = padded.view(groups, c_in_g, c_out_g, taps * s, taps * s).permute(0, 2, 1, 3, 4)
+        weight = source.new_zeros(groups, c_out_g, s, s, c_in_g, size, size)
+        for rh in range(s):
+            for rw in range(s):
+                for jh in range(taps):
+                    for jw in range(taps):
+                        weight[:, :, rh, rw, :, shift[rh] - jh + pad_before, shift[rw] - jw + pad_before] = (
+                            padded[:, :, :, first[rh] + jh * s, first[rw] + jw * s]
+                        )
+        self.conv = nn.Conv2d(
+            c_in, c_out * s * s, size, padding=pad_before if self.pad is None else 0,
+            groups=groups, bias=deconv.bias is not None,
+        ).to(source.device)
+        with torch.no_grad():
+            self.conv.weight.copy_(weight.reshape(c_out * s * s, c_in_g, size, size))
+            if deconv.bias is not None:
+                self.conv.bias.copy_(deconv.bias.detach().repeat_interleave(s * s))
+        self.conv.requires_grad_(deconv.weight.requires_grad)
+        self.shuffle = nn.PixelShuffle(s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad is not None:
+            x = nn.functional.pad(x, self.pad)
+        y = self.shuffle(self.conv(x))
+        if self.crop:
+            y = y[:, :, : y.shape[2] - self.crop, : y.shape[3] - self.crop]
+        return y
+
+
+def convert_upsampling_to_subpixel(model: nn.Module) -> int:
+    """Replace, in place, every transposed convolution by its :class:`SubPixelUpsample` form.
+
+    Returns how many were replaced. Used before export: outputs are unchanged (to float
+    rounding), so the weights a user trained are the weights that run.
+    """
+    replaced = 0
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ConvTranspose2d):
+                setattr(parent, name, SubPixelUpsample(child))
+                replaced += 1
+    return replaced
