@@ -260,6 +260,24 @@ def _capturable_deploy_graph():
     return CapturableDeployGraph
 
 
+def exporter_fingerprint() -> str:
+    """A digest of the code that writes an exported graph (``converters/`` and the models).
+
+    Part of the cache key, so that a changed exporter never times a stale file.
+    """
+    import converters
+    import fcn_deploy.models
+
+    digest = hashlib.sha256()
+    for package in (converters, fcn_deploy.models):
+        folder = os.path.dirname(package.__file__)
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:12]
+
+
 # --------------------------------------------------------------------------------------------
 # ONNX variants, cached
 # --------------------------------------------------------------------------------------------
@@ -293,7 +311,7 @@ class ExportCache:
         from converters.onnx_passes import DEFAULT_OPSET
 
         key = {"model": source.identity(), "precision": precision, "graph": graph, "opset": DEFAULT_OPSET,
-               "fcn_deploy": fcn_deploy.__version__, "torch": torch.__version__}
+               "fcn_deploy": fcn_deploy.__version__, "exporter": exporter_fingerprint(), "torch": torch.__version__}
         if precision == "int8":
             key["calibration"] = calibration.key() if calibration else None
         return key

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, default=16, help="INT8 calibration images (default 16)")
     p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the GEMM peak")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc's malloc as it is (by default freed memory is kept in the process, "
+                        "as jemalloc/tcmalloc do, so PyTorch eager is not timed page-faulting its activations)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the table as a README-ready markdown section")
     p.add_argument("--csv", metavar="FILE", help="write one row per configuration as CSV")
@@ -241,6 +244,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     calibration = _variants.Calibration(args.calib, args.calib_images, sizes[0])
     flops = _variants.FlopCounter(source)
     machine = _machine.describe_machine(threads)
+    machine["allocator"] = "system default (--system-malloc)" if args.system_malloc else _machine.keep_freed_memory()
     gpu = any(_runners.DEVICE[b] == "cuda" for b in backends)
     peaks = [] if args.no_peak else measure_peaks(threads, gpu)
 
@@ -320,6 +324,8 @@ def print_report(report: Dict[str, Any]) -> None:
           f"threads {m['threads']}, load average {m['load_average_at_start']}")
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     print(f"versions: {versions}")
+    if m.get("allocator"):
+        print(f"malloc:  {m['allocator']}")
     if m.get("busy"):
         print("note:    the machine was busy (load average above its core count): numbers are provisional; "
               "PyTorch's OpenMP threads suffer most (try --threads 1 to compare backends on a shared CPU)")
