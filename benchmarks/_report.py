@@ -9,7 +9,7 @@ import csv
 import json
 import math
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from fcn_deploy.errors import FcnDeployError
 
 # The columns of the CSV, in order (every record's keys; nested values are JSON text).
 CSV_FIELDS = (
-    "model", "backend", "precision", "size", "height", "width", "batch", "graph",
+    "model", "backend", "precision", "int8_scheme", "size", "height", "width", "batch", "graph",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "std_ms", "fps", "iters", "warmup",
     "speedup", "h2d_ms", "compute_ms", "d2h_ms", "gflops", "achieved_gflops_s", "peak_gflops_s",
     "pct_of_peak", "peak_rss_mb", "peak_rss_added_mb", "threads", "device", "providers", "notes",
@@ -71,6 +71,11 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
     return str(value)
 
 
+def precision_label(precision: str, int8_scheme: Optional[str]) -> str:
+    """``fp32``, ``fp16``, or ``int8 u8s8`` / ``int8 s8s8``: an INT8 number says which graph it ran."""
+    return f"{precision} {int8_scheme}" if precision == "int8" and int8_scheme else precision
+
+
 def format_table(rows: List[Dict[str, Any]], columns: Sequence[Tuple[str, str, str]]) -> str:
     """A plain-text table; ``columns`` are ``(key, header, format spec)``."""
     cells = [[header for _, header, _ in columns]]
@@ -114,7 +119,7 @@ def write_markdown(path: str, report: Dict[str, Any], columns: Sequence[Tuple[st
 
 
 LATENCY_COLUMNS = (
-    ("backend", "backend", ""), ("precision", "prec", ""), ("size", "size HxW", ""), ("batch", "batch", "d"),
+    ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""), ("batch", "batch", "d"),
     ("p50_ms", "p50 ms", ".1f"), ("p90_ms", "p90 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
     ("mean_ms", "mean ms", ".1f"), ("std_ms", "std", ".1f"), ("min_ms", "min ms", ".1f"),
     ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"), ("h2d_ms", "h2d", ".2f"),
@@ -193,7 +198,7 @@ def plot(path: str, records: List[Dict[str, Any]], title: str, value: str = "p50
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    configs = list(dict.fromkeys(f"{r['backend']}\n{r['precision']}" for r in records))
+    configs = list(dict.fromkeys(f"{r['backend']}\n{r.get('prec', r['precision'])}" for r in records))
     groups = list(dict.fromkeys(f"{r['size']} b{r['batch']}" for r in records))
     width = 0.8 / max(1, len(groups))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(configs) + 2), 4.5))
@@ -201,7 +206,7 @@ def plot(path: str, records: List[Dict[str, Any]], title: str, value: str = "p50
     for g, group in enumerate(groups):
         heights, errors = [], []
         for config in configs:
-            match = [r for r in records if f"{r['backend']}\n{r['precision']}" == config
+            match = [r for r in records if f"{r['backend']}\n{r.get('prec', r['precision'])}" == config
                      and f"{r['size']} b{r['batch']}" == group]
             heights.append(match[0][value] if match else 0.0)
             errors.append(max(0.0, match[0]["p90_ms"] - match[0][value]) if match and value == "p50_ms" else 0.0)
@@ -228,7 +233,7 @@ def plot(path: str, records: List[Dict[str, Any]], title: str, value: str = "p50
 # Comparing two runs
 # --------------------------------------------------------------------------------------------
 def _key(r: Dict[str, Any]) -> Tuple:
-    return (r.get("model"), r["backend"], r["precision"], r["size"], r["batch"])
+    return (r.get("model"), r["backend"], r["precision"], r.get("int8_scheme"), r["size"], r["batch"])
 
 
 def compare(a: Dict[str, Any], b: Dict[str, Any], a_name: str = "A", b_name: str = "B") -> Tuple[str, int]:
@@ -249,7 +254,7 @@ def compare(a: Dict[str, Any], b: Dict[str, Any], a_name: str = "A", b_name: str
             "a_p99": ra["p99_ms"], "b_p99": rb["p99_ms"], "p99_ratio": ra["p99_ms"] / rb["p99_ms"],
         })
     columns = (
-        ("backend", "backend", ""), ("precision", "prec", ""), ("size", "size HxW", ""), ("batch", "batch", "d"),
+        ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""), ("batch", "batch", "d"),
         ("a_p50", f"{a_name} p50", ".2f"), ("b_p50", f"{b_name} p50", ".2f"), ("p50_ratio", "p50 A/B", ".3f"),
         ("a_mean", f"{a_name} mean", ".2f"), ("b_mean", f"{b_name} mean", ".2f"), ("mean_ratio", "mean A/B", ".3f"),
         ("a_p99", f"{a_name} p99", ".2f"), ("b_p99", f"{b_name} p99", ".2f"), ("p99_ratio", "p99 A/B", ".3f"),

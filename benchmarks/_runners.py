@@ -136,6 +136,7 @@ class Runner:
 
     backend: str = ""
     precision: str = "fp32"
+    int8_scheme: Optional[str] = None  # s8s8 or u8s8 for an INT8 graph
     device: str = "cpu"
     providers: List[str] = []
     output_kind: str = "labels"
@@ -408,9 +409,19 @@ def open_runner(backend: str, precision: str, source, cache, graph: str, shape: 
         return TorchCudaRunner(module, graph, source.resolved.model.normalization, precision, shape)
     if source.kind == "engine":
         return TensorRTRunner(source.file, precision)
-    path = cache.onnx(source, precision, graph, calibration)
+    scheme = None
+    if precision == "int8":
+        from ._variants import Calibration
+
+        scheme = (calibration or Calibration()).scheme_for(backend)
+        if scheme == "u8s8" and backend in ("ort-tensorrt", "tensorrt"):
+            raise FcnDeployError("TensorRT builds only the symmetric s8s8 INT8 graph, not u8s8")
+    path = cache.onnx(source, precision, graph, calibration, scheme or "s8s8")
     if backend in _ORT_DEVICE:
-        return OrtRunner(path, backend, precision, threads, shape, cache.workdir)
-    if backend == "tensorrt":
-        return TensorRTRunner(build_engine(path, graph, shape, cache.workdir), precision)
-    raise FcnDeployError(f"unknown backend {backend!r}")
+        runner: Runner = OrtRunner(path, backend, precision, threads, shape, cache.workdir)
+    elif backend == "tensorrt":
+        runner = TensorRTRunner(build_engine(path, graph, shape, cache.workdir), precision)
+    else:
+        raise FcnDeployError(f"unknown backend {backend!r}")
+    runner.int8_scheme = scheme
+    return runner

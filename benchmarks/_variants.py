@@ -283,14 +283,27 @@ def exporter_fingerprint() -> str:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Calibration:
-    """Where INT8 calibration frames come from: a folder or ``DATASET[:ROOT]`` (train split)."""
+    """Where INT8 calibration frames come from: a folder or ``DATASET[:ROOT]`` (train split),
+    and which INT8 scheme each backend gets.
+
+    ``scheme`` ``auto`` gives each backend the INT8 graph it is built for: ``u8s8`` to ONNX
+    Runtime's CPU provider (integer kernels on x86), ``s8s8`` to everything on a GPU (TensorRT
+    accepts nothing else). ``s8s8`` or ``u8s8`` forces one, e.g. to score the TensorRT graph
+    on the CPU.
+    """
 
     source: str = "synthetic"
     images: int = 16
     size: Optional[Tuple[int, int]] = None
+    scheme: str = "auto"
 
     def key(self) -> Dict[str, Any]:
         return {"source": self.source, "images": self.images, "size": list(self.size) if self.size else None}
+
+    def scheme_for(self, backend: str) -> str:
+        if self.scheme != "auto":
+            return self.scheme
+        return "u8s8" if backend == "ort-cpu" else "s8s8"
 
 
 class ExportCache:
@@ -304,7 +317,8 @@ class ExportCache:
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
 
-    def key(self, source: ModelSource, precision: str, graph: str, calibration: Optional[Calibration]) -> Dict[str, Any]:
+    def key(self, source: ModelSource, precision: str, graph: str, calibration: Optional[Calibration],
+            int8_scheme: str = "s8s8") -> Dict[str, Any]:
         import torch
 
         import fcn_deploy
@@ -314,15 +328,18 @@ class ExportCache:
                "fcn_deploy": fcn_deploy.__version__, "exporter": exporter_fingerprint(), "torch": torch.__version__}
         if precision == "int8":
             key["calibration"] = calibration.key() if calibration else None
+            key["int8_scheme"] = int8_scheme
         return key
 
-    def path_for(self, source: ModelSource, precision: str, graph: str, calibration: Optional[Calibration]) -> str:
-        key = self.key(source, precision, graph, calibration)
+    def path_for(self, source: ModelSource, precision: str, graph: str, calibration: Optional[Calibration],
+                 int8_scheme: str = "s8s8") -> str:
+        key = self.key(source, precision, graph, calibration, int8_scheme)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-        return os.path.join(self.workdir, f"{source.name}-{graph}-{precision}-{digest}.onnx")
+        label = f"{precision}-{int8_scheme}" if precision == "int8" else precision
+        return os.path.join(self.workdir, f"{source.name}-{graph}-{label}-{digest}.onnx")
 
     def onnx(self, source: ModelSource, precision: str, graph: str = "labels",
-             calibration: Optional[Calibration] = None) -> str:
+             calibration: Optional[Calibration] = None, int8_scheme: str = "s8s8") -> str:
         """The ONNX file of ``source`` at ``precision``: the given file, a cached one, or a new export."""
         if not source.has_torch_model:
             if source.kind != "onnx":
@@ -335,7 +352,7 @@ class ExportCache:
             return source.file
         if precision == "int8" and calibration is None:
             calibration = Calibration()
-        path = self.path_for(source, precision, graph, calibration)
+        path = self.path_for(source, precision, graph, calibration, int8_scheme)
         if os.path.isfile(path):
             log.info("using cached %s", path)
             return path
@@ -349,9 +366,11 @@ class ExportCache:
         log.info("exporting %s %s (%s graph) to %s", source.name, precision, graph, path)
         folded = graph == "labels"
         result = export(source.resolved, path, precision=precision, fold_preprocessing=folded,
-                        fold_argmax=folded, calib_frames=frames)
+                        fold_argmax=folded, calib_frames=frames,
+                        int8_scheme=int8_scheme if precision == "int8" else "s8s8")
         with open(path + ".key.json", "w") as f:
-            json.dump({"key": self.key(source, precision, graph, calibration), "seconds": round(result.seconds, 2),
+            json.dump({"key": self.key(source, precision, graph, calibration, int8_scheme),
+                       "seconds": round(result.seconds, 2),
                        "agreement_with_fp32": result.agreement}, f, indent=1, sort_keys=True)
         return result.path
 

@@ -32,7 +32,7 @@ from fcn_deploy.options import parse_key_values, parse_size  # noqa: E402
 log = logging.getLogger("benchmarks.accuracy")
 
 ACCURACY_COLUMNS = (
-    ("backend", "backend", ""), ("precision", "prec", ""), ("size", "size HxW", ""),
+    ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""),
     ("mean_iu_pct", "mean IU %", ".2f"), ("delta_pts", "vs ref pts", "+.2f"), ("pixel_acc_pct", "pixel acc %", ".2f"),
     ("p50_ms", "p50 ms", ".1f"), ("p90_ms", "p90 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
     ("mean_ms", "mean ms", ".1f"), ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"), ("images", "images", "d"),
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None,
                    help="INT8 calibration images: a folder or DATASET[:ROOT]; default the dataset's train split")
     p.add_argument("--calib-images", type=int, default=32, help="INT8 calibration images (default 32)")
+    p.add_argument("--int8-scheme", choices=("auto", "s8s8", "u8s8"), default="auto",
+                   help="INT8 graph per backend: auto gives ONNX Runtime CPU the u8s8 graph and GPU backends "
+                        "the s8s8 one TensorRT builds (default); s8s8 or u8s8 forces one")
     p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the table as a README-ready markdown section")
@@ -138,7 +141,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     source = _variants.open_source(args.model, dataset.num_classes, parse_key_values(args.option))
     check_classes(None, source.num_classes, dataset, source.name)
     calib = args.calib or (args.dataset if args.root is None else f"{args.dataset}:{args.root}")
-    calibration = _variants.Calibration(calib, args.calib_images, size)
+    calibration = _variants.Calibration(calib, args.calib_images, size, args.int8_scheme)
     cache = _variants.ExportCache(args.workdir or _variants.default_workdir())
 
     records: List[Dict[str, Any]] = []
@@ -168,7 +171,9 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
             finally:
                 if runner is not None:
                     runner.close()
-            record = {"model": source.name, "backend": backend, "precision": precision, "size": f"{h}x{w}",
+            record = {"model": source.name, "backend": backend, "precision": precision,
+                      "int8_scheme": runner.int8_scheme, "prec": _report.precision_label(precision, runner.int8_scheme),
+                      "size": f"{h}x{w}",
                       "height": h, "width": w, "batch": 1, "dataset": args.dataset, "split": args.split}
             record.update(result)
             record.update({"device": runner.device, "providers": runner.providers,

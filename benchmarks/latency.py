@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="INT8 calibration images: a folder or DATASET[:ROOT] (train split); default synthetic. "
                         "Changes accuracy, not speed")
     p.add_argument("--calib-images", type=int, default=16, help="INT8 calibration images (default 16)")
+    p.add_argument("--int8-scheme", choices=("auto", "s8s8", "u8s8"), default="auto",
+                   help="INT8 graph per backend: auto gives ONNX Runtime CPU the u8s8 graph (integer kernels "
+                        "on x86) and GPU backends the s8s8 one TensorRT builds (default); s8s8 or u8s8 forces one")
     p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the GEMM peak")
     p.add_argument("--system-malloc", action="store_true",
@@ -186,13 +189,15 @@ def measure_round(config: Config, source, cache, args, calibration, threads: int
             runner.close()
     config.memory.append(memory.stop())
     config.runner = {"device": runner.device, "providers": runner.providers, "notes": "; ".join(runner.notes),
-                     "split_note": runner.split_note}
+                     "split_note": runner.split_note, "int8_scheme": runner.int8_scheme}
 
 
 def make_record(config: Config, source, args, flops, peaks, threads: int) -> Dict[str, Any]:
     record: Dict[str, Any] = {
-        "model": source.name, "backend": config.backend, "precision": config.precision, "size": config.size,
-        "height": config.height, "width": config.width, "batch": config.batch, "graph": args.graph,
+        "model": source.name, "backend": config.backend, "precision": config.precision,
+        "int8_scheme": config.runner["int8_scheme"],
+        "prec": _report.precision_label(config.precision, config.runner["int8_scheme"]),
+        "size": config.size, "height": config.height, "width": config.width, "batch": config.batch, "graph": args.graph,
         "includes_preprocessing": args.graph == "labels", "includes_argmax": args.graph == "labels",
         "warmup": args.warmup, "rounds": args.rounds,
     }
@@ -241,7 +246,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
 
     source = _variants.open_source(args.model, args.num_classes, parse_key_values(args.option))
     cache = _variants.ExportCache(args.workdir or _variants.default_workdir())
-    calibration = _variants.Calibration(args.calib, args.calib_images, sizes[0])
+    calibration = _variants.Calibration(args.calib, args.calib_images, sizes[0], args.int8_scheme)
     flops = _variants.FlopCounter(source)
     machine = _machine.describe_machine(threads)
     machine["allocator"] = "system default (--system-malloc)" if args.system_malloc else _machine.keep_freed_memory()

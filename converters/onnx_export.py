@@ -375,11 +375,14 @@ def export(
     calib_frames: Optional[Sequence[np.ndarray]] = None,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
     upsampling: str = "subpixel",
+    int8_scheme: str = "s8s8",
 ) -> ExportResult:
     """Export ``resolved`` to ``output`` at ``precision`` (``fp32``, ``fp16`` or ``int8``).
 
     INT8 needs ``calib_frames`` (BGR uint8 images, one size); when given for FP16 too, the
-    arg-max agreement with FP32 on them is measured. ``output`` is replaced atomically, and
+    arg-max agreement with FP32 on them is measured. ``int8_scheme`` is ``s8s8`` (TensorRT)
+    or ``u8s8`` (ONNX Runtime on CPUs; see :mod:`converters.onnx_int8`). ``upsampling`` is
+    ``subpixel`` or ``deconv`` (see :data:`UPSAMPLING_FORMS`). ``output`` is replaced atomically, and
     only once every check has passed.
     """
     if precision not in ("fp32", "fp16", "int8"):
@@ -390,6 +393,8 @@ def export(
         raise ExportError("INT8 export needs calibration images (--calib DIR or DATASET[:ROOT])")
     if keep_fp32 and precision != "fp16":
         raise ExportError("--keep-fp32 applies to --fp16 only")
+    if int8_scheme != "s8s8" and precision != "int8":
+        raise ExportError("--int8-scheme applies to --int8 only")
     start = time.perf_counter()
     meta32 = metadata_for(resolved, fold_preprocessing, fold_argmax, "fp32", opset, upsampling)
     fp32 = finalize(trace_to_onnx(resolved.model, meta32, opset), meta32)
@@ -409,15 +414,17 @@ def export(
 
         meta = metadata_for(resolved, fold_preprocessing, fold_argmax, "int8", opset, upsampling)
         meta.exporter.update(tool_versions("onnxruntime"))
-        quantized = quantize_int8(fp32, calib_frames, meta32, progress)
+        quantized = quantize_int8(fp32, calib_frames, meta32, progress, scheme=int8_scheme)
         agreement = label_agreement(fp32, quantized, calib_frames, meta32)
         meta.extra["calibration"] = {
             "images": len(calib_frames),
             "size": list(calib_frames[0].shape[:2]),
             "method": "minmax",
             "bias_correction": True,
-            "symmetric": True,
+            "scheme": int8_scheme,
+            "symmetric": int8_scheme == "s8s8",
             "per_channel": True,
+            "for": "TensorRT and ONNX Runtime" if int8_scheme == "s8s8" else "ONNX Runtime on CPUs (TensorRT refuses it)",
             "agreement_with_fp32": round(agreement, 6),
         }
         result_model = finalize(quantized, meta, simplify=False)

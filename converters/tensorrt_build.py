@@ -147,6 +147,7 @@ def read_onnx(path: str) -> OnnxFacts:
             "foreign ONNX with trtexec)"
         )
     metadata = ModelMetadata.from_props(props, path)
+    require_tensorrt_int8_scheme(metadata, path)
     initializers = {init.name for init in model.graph.initializer}
     inputs = []
     for value in model.graph.input:
@@ -159,6 +160,17 @@ def read_onnx(path: str) -> OnnxFacts:
         inputs.append((value.name, dims))
     labels = [f"{node.name or '#' + str(i)} ({node.op_type})" for i, node in enumerate(model.graph.node)]
     return OnnxFacts(os.fspath(path), sha256_file(path), metadata, inputs, labels)
+
+
+def require_tensorrt_int8_scheme(metadata: ModelMetadata, where: str) -> None:
+    """Refuse an INT8 graph quantised for ONNX Runtime's CPU provider (u8s8): TensorRT takes
+    only symmetric INT8 (zero point 0), and would fail deep in its parser or build otherwise."""
+    scheme = (metadata.extra.get("calibration") or {}).get("scheme", "s8s8")
+    if metadata.precision == "int8" and scheme != "s8s8":
+        raise EngineBuildError(
+            f"{where} is a {scheme} INT8 graph for ONNX Runtime on CPUs; TensorRT builds only symmetric "
+            "INT8: export one with `fcn-deploy export --int8` (scheme s8s8)"
+        )
 
 
 # -- step 1: the plan (no TensorRT) ---------------------------------------------------------

@@ -34,6 +34,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--logits", action="store_true",
                         help="the plain network: input N x 3 x H x W float32 normalised, output "
                         "N x C x H x W float32 logits (for parity work and foreign tools)")
+    parser.add_argument("--int8-scheme", choices=("s8s8", "u8s8"), default="s8s8",
+                        help="with --int8: s8s8, symmetric, what TensorRT builds (default); u8s8, uint8 "
+                             "activations and int32 biases, which ONNX Runtime runs as integer kernels on "
+                             "x86 CPUs (TensorRT refuses it)")
+    parser.add_argument("--upsampling", choices=("subpixel", "deconv"), default="subpixel",
+                        help="how the learned upsamplers are written: subpixel, a convolution plus "
+                             "DepthToSpace, several times faster on CPUs (default); deconv, ConvTranspose "
+                             "as trained. The outputs are the same")
     parser.add_argument("--keep-fp32", metavar="NODE,...", default="",
                         help="with --fp16: graph node names kept in float32")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
@@ -46,8 +54,10 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def default_output(model_name: str, precision: str, logits: bool) -> str:
+def default_output(model_name: str, precision: str, logits: bool, int8_scheme: str = "s8s8") -> str:
     suffix = "" if precision == "fp32" else f"_{precision}"
+    if precision == "int8" and int8_scheme != "s8s8":
+        suffix += f"_{int8_scheme}"
     return f"{model_name}{suffix}{'_logits' if logits else ''}.onnx"
 
 
@@ -79,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     if args.int8 and not args.calib:
         raise FcnDeployError("--int8 needs --calib DIR|DATASET[:ROOT] (real images the model will see)")
+    if args.int8_scheme != "s8s8" and not args.int8:
+        raise FcnDeployError(f"--int8-scheme {args.int8_scheme} goes with --int8")
     if args.calib and not args.int8 and not args.fp16:
         raise FcnDeployError("--calib is used with --int8 (or --fp16, to measure agreement); add one")
     if args.opset < 13:
@@ -88,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     resolved = resolve_model(args.model, args.num_classes, **parse_key_values(args.model_option))
     # A bundled model is named as the user named it (camvid_fp16.onnx), anything else by its net.
     name = args.model if args.model in BUNDLED_MODELS else getattr(resolved.model, "name", "model")
-    output = args.output or default_output(name, precision, args.logits)
+    output = args.output or default_output(name, precision, args.logits, args.int8_scheme)
     if os.path.exists(output) and not args.overwrite:
         raise FcnDeployError(f"{output} exists; pass --overwrite to replace it, or choose --output")
     frames = None
@@ -109,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         keep_fp32=keep_fp32,
         calib_frames=frames,
         progress=progress,
+        upsampling=args.upsampling,
+        int8_scheme=args.int8_scheme,
     )
     meta = result.metadata
     inp, out = describe_io(meta)
@@ -137,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     if built is not None:
         steps.append((f"fcn-deploy run --model {built.engine_path} --device cuda --camera 0",
                       "live segmentation with TensorRT"))
-    elif tensorrt_available():
+    elif tensorrt_available() and not (precision == "int8" and args.int8_scheme != "s8s8"):
         flag = f" --{precision}" if precision == "int8" else ""
         steps.append((f"fcn-deploy build {rel}{flag}", "TensorRT engine for this GPU"))
     print("Next steps:")
