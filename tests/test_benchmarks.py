@@ -54,6 +54,10 @@ def test_latency_json_has_every_configuration_with_sane_statistics(latency_run):
         assert r["fps"] == pytest.approx(r["batch"] * 1e3 / r["mean_ms"], rel=1e-2)
         assert r["includes_preprocessing"] and r["includes_argmax"]
         assert r["peak_rss_mb"] > 0
+    # Each backend gets the INT8 graph it is built for: u8s8 on ONNX Runtime's CPU provider.
+    assert {r["int8_scheme"] for r in records if r["backend"] == "ort-cpu" and r["precision"] == "int8"} == {"u8s8"}
+    assert all(r["int8_scheme"] is None for r in records if r["precision"] != "int8")
+    assert report["machine"]["allocator"].startswith(("glibc malloc keeping freed blocks", "system default"))
     assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["versions"]["numpy"] == np.__version__
     assert report["peaks"][0]["gflops_s"] > 0
     assert "uint8 labels out" in report["timed"]
@@ -110,10 +114,17 @@ def test_exports_are_cached_and_reused_and_seconds_bounds_the_run(latency_run, c
     assert code == 0
     assert sorted(work.glob("*.onnx")) == files
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
-    assert "ort-cpu  int8" in capsys.readouterr().out
+    assert "ort-cpu  int8 u8s8" in capsys.readouterr().out
     again = json.loads((out / "again.json").read_text())
     assert len(again["records"]) == 2 and all(r["iters"] >= 2 for r in again["records"])
     assert again["settings"]["seconds"] == 0.2 and again["settings"]["iters"] is None
+    # Forcing the TensorRT graph on the CPU exports (and caches) it beside the u8s8 one.
+    code = latency.main(TINY + ["--backends", "ort-cpu", "--precisions", "int8", "--int8-scheme", "s8s8",
+                                "--sizes", "32x48", "--warmup", "0", "--iters", "2", "--calib-images", "2",
+                                "--no-peak", "--workdir", str(work), "--json", str(out / "s8.json")])
+    assert code == 0
+    assert [r["int8_scheme"] for r in json.loads((out / "s8.json").read_text())["records"]] == ["s8s8"]
+    assert len(list(work.glob("*int8-s8s8-*.onnx"))) == 1 and len(list(work.glob("*int8-u8s8-*.onnx"))) == 1
 
 
 def test_pytorch_and_onnx_runtime_run_the_same_graph(latency_run):

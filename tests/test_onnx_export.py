@@ -22,7 +22,7 @@ from converters.onnx_export import (
     trace_to_onnx,
 )
 from converters.onnx_fp16 import convert_to_fp16
-from converters.onnx_int8 import check_symmetric_int8, correct_bias, quantize_int8
+from converters.onnx_int8 import check_symmetric_int8, check_u8s8, correct_bias, quantize_int8
 from converters.onnx_passes import ExportError
 from converters.onnx_verify import label_agreement, session_for
 from fcn_deploy.errors import FcnDeployError
@@ -241,6 +241,52 @@ def test_int8_is_symmetric_per_channel_qdq(tmp_path):
         check_symmetric_int8(quantized)
 
 
+def _optimized_ops(model: onnx.ModelProto, tmp_path) -> list:
+    """The node types ONNX Runtime's CPU provider actually runs, after its QDQ fusions."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+
+
+def test_int8_u8s8_runs_as_integer_kernels_without_float_clips(tmp_path):
+    """The CPU scheme: uint8 activations, int32 biases; ONNX Runtime fuses every quantised
+    convolution into QLinearConv and drops the ReLU6 Clips, which the s8s8 graph keeps in float."""
+    model = small_model("fcn8s_efficientnet_lite0", NUM_CLASSES)
+    resolved = _resolved(model, "fcn8s_efficientnet_lite0")
+    frames = load_calibration_frames(str(write_images(tmp_path / "calib", count=4)), limit=4)
+    u8 = export(resolved, str(tmp_path / "u8.onnx"), precision="int8", calib_frames=frames, int8_scheme="u8s8")
+    s8 = export(resolved, str(tmp_path / "s8.onnx"), precision="int8", calib_frames=frames)
+    quantized = onnx.load(u8.path)
+    assert check_u8s8(quantized) > 0
+    inits = {i.name: i for i in quantized.graph.initializer}
+    producer = {o: n for n in quantized.graph.node for o in n.output}
+    convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
+    biases = [producer[n.input[2]] for n in convs if len(n.input) > 2]
+    assert biases and all(b.op_type == "DequantizeLinear" and inits[b.input[0]].data_type == TensorProto.INT32
+                          for b in biases)
+    calibration = ModelMetadata.from_props({p.key: p.value for p in quantized.metadata_props}).extra["calibration"]
+    assert calibration["scheme"] == "u8s8" and calibration["symmetric"] is False
+    with pytest.raises(ExportError, match="zero point"):
+        check_symmetric_int8(quantized)
+
+    ran = _optimized_ops(quantized, tmp_path)
+    assert ran.count("QLinearConv") >= len(convs) - 1 and "Clip" not in ran
+    assert "Clip" in _optimized_ops(onnx.load(s8.path), tmp_path)
+    assert u8.agreement > 0.9, u8.agreement
+    frame = random_frames(1, 45, 61, seed=3)
+    assert session_for(quantized).run(None, {"input": frame})[0].shape == (1, 45, 61)
+
+    # An int8 activation is what the check must catch in this scheme.
+    zp_name = next(n.input[2] for n in quantized.graph.node if n.op_type == "QuantizeLinear")
+    inits[zp_name].CopyFrom(numpy_helper.from_array(np.array(0, dtype=np.int8), zp_name))
+    with pytest.raises(ExportError, match="uint8"):
+        check_u8s8(quantized)
+
+
 def test_int8_bias_correction_removes_the_mean_shift_of_rounded_weights():
     """Weights rounded to INT8 shift each output channel's mean by (W_q - W) @ E[x]; after
     correct_bias the mean equals FP32's (exactly, for a 1x1 convolution), before it does not."""
@@ -367,4 +413,6 @@ def test_cli_export_errors_are_one_line(tmp_path):
     assert_one_line_error(run_cli(["export", "--model", tmp_path / "nope.pt", "-o", tmp_path / "m.onnx"]),
                           "checkpoint not found")
     assert_one_line_error(run_cli(["export", "--model", "fcn8s_resnet18", "--int8"]), "--calib")
+    assert_one_line_error(run_cli(["export", "--model", "fcn8s_resnet18", "--int8-scheme", "u8s8",
+                                   "-o", tmp_path / "m.onnx"]), "goes with --int8")
     assert not (tmp_path / "m.onnx").exists()

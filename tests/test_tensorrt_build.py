@@ -266,6 +266,25 @@ def test_read_onnx(tmp_path):
     assert len(facts.sha256) == 64
 
 
+def test_read_onnx_refuses_the_cpu_int8_scheme(tmp_path):
+    """A u8s8 graph (uint8 activations, for ONNX Runtime on CPUs) is refused before TensorRT
+    sees it; the symmetric s8s8 one, and an INT8 file from before schemes existed, are read."""
+    path = make_onnx(tmp_path / "m.onnx", precision="int8")
+    model = onnx.load(path)
+    for scheme, accepted in (("s8s8", True), (None, True), ("u8s8", False)):
+        meta = make_metadata(precision="int8", **({"calibration": {"scheme": scheme}} if scheme else {}))
+        del model.metadata_props[:]
+        for key, value in meta.to_props().items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, path)
+        if accepted:
+            assert tb.read_onnx(path).metadata.precision == "int8"
+        else:
+            with pytest.raises(tb.EngineBuildError, match="u8s8 INT8 graph for ONNX Runtime on CPUs"):
+                tb.read_onnx(path)
+
+
 def test_read_onnx_refuses_foreign_and_broken_files(tmp_path):
     with pytest.raises(tb.EngineBuildError, match="no fcn-deploy metadata"):
         tb.read_onnx(make_onnx(tmp_path / "foreign.onnx", metadata=False))
