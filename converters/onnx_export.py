@@ -67,7 +67,7 @@ _WEIGHT_OPTIONS = ("pretrained", "pretrained_backbone")
 TRACE_SIZE = (70, 94)
 # How the bilinear-initialised upsamplers are written into the graph: ``subpixel`` (a
 # convolution at input resolution plus DepthToSpace; see SubPixelUpsample) or ``deconv``
-# (ConvTranspose, as trained). Same outputs; subpixel is 3.5x faster in ONNX Runtime's CPU
+# (ConvTranspose, as trained). Same outputs; subpixel is about 6x faster in ONNX Runtime's CPU
 # provider on the bundled model's three upsamplers.
 UPSAMPLING_FORMS = ("subpixel", "deconv")
 

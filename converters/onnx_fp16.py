@@ -88,7 +88,8 @@ PREPROCESSING_OPS = ("Cast", "Gather", "Slice", "Sub", "Div", "Mul", "Transpose"
 
 
 def preprocessing_nodes(model: onnx.ModelProto) -> List[str]:
-    """Names of the folded pre-processing chain (Cast from uint8 ... Transpose), if any.
+    """Names of the folded pre-processing chain (Transpose, Cast from uint8, channel swap,
+    Sub mean, Div std), if any.
 
     It stays in float32: the mean/std arithmetic is then exactly the runtime's numpy
     pre-processing, and onnxconverter-common would otherwise turn the mean and std into
@@ -104,7 +105,7 @@ def preprocessing_nodes(model: onnx.ModelProto) -> List[str]:
             return chain
         node = consumers[0]
         chain.append(node.name)
-        if node.op_type == "Transpose":
+        if node.op_type == "Div":  # dividing by the standard deviation ends it
             return chain
         tensor = node.output[0]
 

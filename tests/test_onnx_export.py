@@ -136,6 +136,47 @@ def test_folded_preprocessing_and_argmax_equal_pytorch(name):
         assert np.mean(labels == expected) >= 0.999
 
 
+def test_upsampling_forms_give_the_same_labels(tmp_path):
+    """The default sub-pixel graph (no ConvTranspose; the arg-max ahead of the last pixel
+    shuffle) and ``--upsampling deconv`` label frames alike, and the metadata says which is which."""
+    model = small_model("fcn8s_efficientnet_lite0", NUM_CLASSES)
+    resolved = _resolved(model, "fcn8s_efficientnet_lite0")
+    graphs = {}
+    for form in ("subpixel", "deconv"):
+        result = export(resolved, str(tmp_path / f"{form}.onnx"), upsampling=form)
+        assert result.metadata.extra["upsampling"] == form
+        graphs[form] = onnx.load(result.path)
+    ops = {form: [n.op_type for n in g.graph.node] for form, g in graphs.items()}
+    assert "ConvTranspose" not in ops["subpixel"] and ops["subpixel"].count("DepthToSpace") == 3
+    assert ops["subpixel"].index("ArgMax") < max(i for i, op in enumerate(ops["subpixel"]) if op == "DepthToSpace")
+    assert ops["deconv"].count("ConvTranspose") == 3 and "DepthToSpace" not in ops["deconv"]
+    frames = random_frames(2, 61, 83, seed=4)
+    labels = {form: session_for(g).run(None, {"input": frames})[0] for form, g in graphs.items()}
+    assert len(np.unique(labels["deconv"])) > 1
+    assert np.mean(labels["subpixel"] == labels["deconv"]) >= 0.999
+    with pytest.raises(ExportError, match="unknown upsampling"):
+        export(resolved, str(tmp_path / "x.onnx"), upsampling="nearest")
+
+
+def test_fp16_deployment_graph_keeps_its_preprocessing_in_float32(tmp_path):
+    """uint8 frames in, labels out, FP16 inside: the folded Transpose/Cast/channel swap/Sub/Div
+    stay float32 (the runtime's exact arithmetic) and the labels match FP32's."""
+    from converters.onnx_fp16 import preprocessing_nodes
+
+    model = small_model("fcn8s_efficientnet_lite0", NUM_CLASSES)
+    resolved = _resolved(model, "fcn8s_efficientnet_lite0")
+    fp32 = onnx.load(export(resolved, str(tmp_path / "fp32.onnx")).path)
+    fp16 = onnx.load(export(resolved, str(tmp_path / "fp16.onnx"), precision="fp16").path)
+    chain = preprocessing_nodes(fp32)
+    assert [n.op_type for n in fp32.graph.node if n.name in chain] == ["Transpose", "Cast", "Gather", "Sub", "Div"]
+    kept = {i.name: i.data_type for i in fp16.graph.initializer}
+    for node in (n for n in fp16.graph.node if n.name in chain and n.op_type in ("Sub", "Div")):
+        assert kept[node.input[1]] == TensorProto.FLOAT, node.name
+    frames = random_frames(2, 45, 61, seed=5)
+    a, b = (session_for(m).run(None, {"input": frames})[0] for m in (fp32, fp16))
+    assert a.dtype == b.dtype == np.uint8 and np.mean(a == b) >= 0.99
+
+
 def test_plain_dims_rejects_expressions_and_constants():
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "Min(H + 31, 64) - 31", "W"])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5, "H", "W"])
