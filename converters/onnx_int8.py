@@ -128,13 +128,15 @@ def _reader(frames: Sequence[np.ndarray], input_name: str, metadata: ModelMetada
 
 
 class _QuietQuantizer(logging.Filter):
-    """onnxruntime.quantization logs every bias copy on the root logger, and advises a
-    pre-processing step that the export has already done (simplification, shape inference)."""
+    """onnxruntime.quantization logs every bias copy on the root logger, advises a
+    pre-processing step that the export has already done (simplification, shape inference),
+    and reports each weight scale it widens so that an int32 bias fits (channels whose
+    weights are all but zero: they round to zero either way)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        return record.levelno >= logging.ERROR or not (
-            text.startswith("Created a copy of") or text.startswith("Please consider")
+        return record.levelno >= logging.ERROR or not text.startswith(
+            ("Created a copy of", "Please consider", "Increased scale", "Increasing scale")
         )
 
 
