@@ -443,9 +443,14 @@ def test_cli_export_int8_prints_next_steps(tmp_path):
     assert out.is_file()
     assert "Exported fcn8s_resnet18 (int8)" in result.stdout
     assert "agreement with FP32 on 3 calibration images" in result.stdout
-    assert "Next steps:" in result.stdout and "fcn-deploy compare" in result.stdout
+    assert "Next steps:" in result.stdout and f"fcn-deploy compare {out} --images {calib}" in result.stdout
     assert "build the engine on the target with `fcn-deploy build" in result.stdout
     assert "Traceback" not in result.stderr
+    # Compared on noise (no --images), an INT8 model's report says why its agreement may be low.
+    compared = run_cli(["compare", out, "--sizes", "33x47"])
+    assert "note: INT8 judged on seeded noise" in compared.stdout and "Traceback" not in compared.stderr
+    compared = run_cli(["compare", out, "--sizes", "33x47", "--images", calib])
+    assert "note: INT8" not in compared.stdout and "labels  agreement" in compared.stdout
 
 
 def test_cli_export_errors_are_one_line(tmp_path):

@@ -28,8 +28,10 @@ def add_parser(subparsers) -> None:
                         help="relative logit tolerance (default 0)")
     parser.add_argument("--min-agreement", type=float, metavar="F",
                         help="minimum arg-max agreement, a fraction (default 0.999 fp32, 0.995 fp16, 0.95 int8)")
-    parser.add_argument("--images", metavar="DIR",
-                        help="real images to compare on (resized to each size); default: seeded noise")
+    parser.add_argument("--images", metavar="DIR|DATASET[:ROOT]",
+                        help="real images to compare on, a folder or a dataset's training split (resized to "
+                             "each size); default: seeded noise. Judge an INT8 model on real images: it is "
+                             "calibrated for them, and noise drives its activations outside those ranges")
     parser.add_argument("--device", default="cpu", help="device for A: cpu, cuda, tensorrt (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise frames")
     parser.set_defaults(func=run)
@@ -62,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"A: {a.description}")
     print(f"B: {b.description}")
+    if precision == "int8" and images is None:
+        print("note: INT8 judged on seeded noise, outside the range of the images it was calibrated on; "
+              "pass --images DIR|DATASET[:ROOT] for the agreement on real frames")
     try:
         reports = compare(a, b, sizes, args.batch, tolerances, args.seed, images)
     finally:

@@ -146,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
               f"(TensorRT {built.sidecar.tensorrt_version}, {built.sidecar.gpu_name})")
     steps = []
     if resolved.trained:
-        steps.append((f"fcn-deploy compare {rel}", "parity with the PyTorch checkpoint"))
+        # INT8 is judged on the kind of image it was calibrated on, not on noise.
+        on_images = f" --images {args.calib}" if precision == "int8" else ""
+        steps.append((f"fcn-deploy compare {rel}{on_images}", "parity with the PyTorch checkpoint"))
     steps.append((f"fcn-deploy run --model {rel} --camera 0", "live segmentation with ONNX Runtime"))
     if built is not None:
         steps.append((f"fcn-deploy run --model {built.engine_path} --device cuda --camera 0",
