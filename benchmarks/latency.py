@@ -7,10 +7,15 @@
 What is timed (the same work on every backend): by default the deployment graph, raw
 ``N x H x W x 3`` uint8 BGR frames in and ``N x H x W`` uint8 labels out, host to host,
 with the pre-processing and the arg-max inside the graph. ONNX Runtime and TensorRT run the
-exported file; PyTorch runs the exporter's own wrapper around the same network with the
-same grouped upsampling. ``--graph logits`` times the bare network on every backend
+exported file (with the exporter's exact rewrites: sub-pixel upsamplers, arg-max before the
+last pixel shuffle); PyTorch runs the exporter's own wrapper around the trained network,
+channels-last (which the rewrites would not speed up). INT8 runs the graph each backend is
+built for: u8s8 on ONNX Runtime's CPU provider, s8s8 (TensorRT's) elsewhere, or the one
+``--int8-scheme`` names. ``--graph logits`` times the bare network on every backend
 instead (normalised float input prepared outside the timed region, logits out).
 Video decoding, resizing and drawing are never included (see benchmarks/pipeline.py).
+glibc's malloc is told to keep freed memory in the process (``--system-malloc`` to leave
+it), so PyTorch eager is not timed page-faulting its activations back in.
 
 Each configuration: warm-up iterations (not recorded), then ``--iters`` timed iterations
 or as many as fit in ``--seconds``, each synchronised; ``--rounds R`` spreads them over R
