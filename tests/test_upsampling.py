@@ -105,6 +105,12 @@ def test_subpixel_keeps_learnability_and_rejects_what_it_cannot_express():
         SubPixelUpsample(nn.ConvTranspose2d(3, 3, (4, 2), 2, 1))
 
 
+def test_convert_upsampling_to_subpixel_leaves_what_it_cannot_express():
+    model = nn.Sequential(nn.ConvTranspose2d(3, 3, (4, 2), 2, 1), bilinear_deconv(3, 4, 2, 1))
+    assert convert_upsampling_to_subpixel(model) == 1
+    assert isinstance(model[0], nn.ConvTranspose2d) and isinstance(model[1], SubPixelUpsample)
+
+
 def test_convert_upsampling_to_subpixel_replaces_every_deconvolution():
     from onnx_helpers import small_model
 

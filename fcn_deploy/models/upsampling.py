@@ -177,12 +177,16 @@ def convert_upsampling_to_subpixel(model: nn.Module) -> int:
     """Replace, in place, every transposed convolution by its :class:`SubPixelUpsample` form.
 
     Returns how many were replaced. Used before export: outputs are unchanged (to float
-    rounding), so the weights a user trained are the weights that run.
+    rounding), so the weights a user trained are the weights that run. A deconvolution the
+    sub-pixel form cannot express (output padding, dilation, a non-square kernel) stays as it is.
     """
     replaced = 0
     for parent in model.modules():
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.ConvTranspose2d):
-                setattr(parent, name, SubPixelUpsample(child))
+                try:
+                    setattr(parent, name, SubPixelUpsample(child))
+                except ValueError:
+                    continue
                 replaced += 1
     return replaced
