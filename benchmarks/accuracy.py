@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
 from fcn_deploy.errors import FcnDeployError  # noqa: E402
+from fcn_deploy.runtime.metadata import INT8_SCHEMES  # noqa: E402
 from fcn_deploy.options import parse_key_values, parse_size  # noqa: E402
 
 log = logging.getLogger("benchmarks.accuracy")
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None,
                    help="INT8 calibration images: a folder or DATASET[:ROOT]; default the dataset's train split")
     p.add_argument("--calib-images", type=int, default=32, help="INT8 calibration images (default 32)")
-    p.add_argument("--int8-scheme", choices=("auto", "s8s8", "u8s8"), default="auto",
+    p.add_argument("--int8-scheme", choices=("auto",) + INT8_SCHEMES, default="auto",
                    help="INT8 graph per backend: auto gives ONNX Runtime CPU the u8s8 graph and GPU backends "
                         "the s8s8 one TensorRT builds (default); s8s8 or u8s8 forces one")
     p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")

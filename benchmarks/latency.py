@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
+from fcn_deploy.runtime.metadata import INT8_SCHEMES  # noqa: E402
 from fcn_deploy.options import parse_key_values, parse_sizes  # noqa: E402
 from fcn_deploy.errors import FcnDeployError  # noqa: E402
 
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="INT8 calibration images: a folder or DATASET[:ROOT] (train split); default synthetic. "
                         "Changes accuracy, not speed")
     p.add_argument("--calib-images", type=int, default=16, help="INT8 calibration images (default 16)")
-    p.add_argument("--int8-scheme", choices=("auto", "s8s8", "u8s8"), default="auto",
+    p.add_argument("--int8-scheme", choices=("auto",) + INT8_SCHEMES, default="auto",
                    help="INT8 graph per backend: auto gives ONNX Runtime CPU the u8s8 graph (integer kernels "
                         "on x86) and GPU backends the s8s8 one TensorRT builds (default); s8s8 or u8s8 forces one")
     p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")

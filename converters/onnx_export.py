@@ -47,6 +47,7 @@ from fcn_deploy.runtime.metadata import (
     LAYOUT_RAW_BGR,
     OUTPUT_LABELS,
     OUTPUT_LOGITS,
+    UPSAMPLING_FORMS,
     ModelMetadata,
     class_names,
     default_palette,
@@ -65,11 +66,6 @@ _WEIGHT_OPTIONS = ("pretrained", "pretrained_backbone")
 # The size the graph is traced at: small, non-square, not a multiple of 32, so nothing
 # size-specific can hide behind a coincidence.
 TRACE_SIZE = (70, 94)
-# How the bilinear-initialised upsamplers are written into the graph: ``subpixel`` (a
-# convolution at input resolution plus DepthToSpace; see SubPixelUpsample) or ``deconv``
-# (ConvTranspose, as trained). Same outputs; subpixel is about 6x faster in ONNX Runtime's CPU
-# provider on the bundled model's three upsamplers.
-UPSAMPLING_FORMS = ("subpixel", "deconv")
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,8 +378,10 @@ def export(
     INT8 needs ``calib_frames`` (BGR uint8 images, one size); when given for FP16 too, the
     arg-max agreement with FP32 on them is measured. ``int8_scheme`` is ``s8s8`` (TensorRT)
     or ``u8s8`` (ONNX Runtime on CPUs; see :mod:`converters.onnx_int8`). ``upsampling`` is
-    ``subpixel`` or ``deconv`` (see :data:`UPSAMPLING_FORMS`). ``output`` is replaced atomically, and
-    only once every check has passed.
+    ``subpixel`` (a convolution at input resolution plus DepthToSpace; see SubPixelUpsample;
+    about 6x faster in ONNX Runtime's CPU provider on the bundled model's three upsamplers) or
+    ``deconv`` (ConvTranspose, as trained); the outputs are the same. ``output`` is replaced
+    atomically, and only once every check has passed.
     """
     if precision not in ("fp32", "fp16", "int8"):
         raise ExportError(f"unknown precision {precision!r}")

@@ -62,19 +62,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from fcn_deploy.runtime.metadata import ModelMetadata
+from fcn_deploy.runtime.metadata import INT8_SCHEMES, ModelMetadata
 
-from .onnx_passes import ExportError
+from .onnx_passes import ExportError, attribute, consumers, producers
 from .onnx_verify import graph_input, session_for
 
 log = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Add", "MaxPool", "Relu", "Clip"]
-# What each scheme is, in a word for metadata and reports.
-SCHEMES = {
-    "s8s8": "int8 symmetric activations and weights, float biases (TensorRT)",
-    "u8s8": "uint8 asymmetric activations, int8 symmetric weights, int32 biases (ONNX Runtime CPU)",
-}
 
 
 def check_symmetric_int8(model: onnx.ModelProto) -> int:
@@ -194,7 +189,7 @@ def conv_input_means(
 def _dequantized_weight(node: onnx.NodeProto, inits: Dict[str, onnx.TensorProto]) -> np.ndarray:
     """The float weight that a weight ``DequantizeLinear`` feeds a convolution."""
     q, scale = (numpy_helper.to_array(inits[name]).astype(np.float64) for name in node.input[:2])
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    axis = attribute(node, "axis", 1)
     if scale.ndim == 1 and q.ndim > 1:
         shape = [1] * q.ndim
         shape[axis] = -1
@@ -216,11 +211,7 @@ def correct_bias(
     fp32_inits = {i.name: i for i in fp32.graph.initializer}
     fp32_convs = {n.name: n for n in fp32.graph.node if n.op_type == "Conv" and n.name}
     inits = {i.name: i for i in quantized.graph.initializer}
-    producer = {out: n for n in quantized.graph.node for out in n.output}
-    uses: Dict[str, int] = {}
-    for node in quantized.graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    producer, uses = producers(quantized.graph), consumers(quantized.graph)
     means = conv_input_means(fp32, frames, metadata)
     corrected = 0
     for node in quantized.graph.node:
@@ -232,14 +223,14 @@ def correct_bias(
             continue
         weight = numpy_helper.to_array(fp32_inits[source.input[1]]).astype(np.float64)
         error = _dequantized_weight(dq, inits) - weight  # O x I/g x kH x kW
-        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        groups = attribute(node, "group", 1)
         mean = means[node.name].reshape(groups, -1)  # g x I/g
         if error.shape[1] != mean.shape[1] or error.shape[0] % groups:
             continue
         per_output = np.repeat(mean, error.shape[0] // groups, axis=0)  # O x I/g
         shift = np.einsum("oik,oi->o", error.reshape(error.shape[0], error.shape[1], -1), per_output)
         if len(node.input) > 2 and node.input[2]:
-            if node.input[2] not in inits or uses.get(node.input[2], 0) != 1:
+            if node.input[2] not in inits or len(uses.get(node.input[2], [])) != 1:
                 continue
             bias_tensor = inits[node.input[2]]
             bias = numpy_helper.to_array(bias_tensor)
@@ -256,8 +247,8 @@ def correct_bias(
 
 
 def check_u8s8(model: onnx.ModelProto) -> int:
-    """Every activation Q/DQ is uint8, every weight int8 with zero point 0, every convolution
-    bias int32; return how many Q/DQ nodes there are."""
+    """Every activation Q/DQ is uint8 and every int8 weight has zero point 0; return how many
+    Q/DQ nodes there are."""
     inits = {i.name: i for i in model.graph.initializer}
     count = 0
     for node in model.graph.node:
@@ -287,19 +278,15 @@ def quantize_biases(model: onnx.ModelProto) -> int:
     """
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    producer = {out: n for n in graph.node for out in n.output}
-    uses: Dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    done = 0
+    producer, uses = producers(graph), consumers(graph)
+    bias_nodes: Dict[str, onnx.NodeProto] = {}  # convolution output -> the DequantizeLinear of its bias
     for node in graph.node:
         if node.op_type != "Conv" or len(node.input) < 3 or node.input[2] not in inits:
             continue
         x_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
         if not (x_dq and w_dq and x_dq.op_type == w_dq.op_type == "DequantizeLinear"):
             continue
-        if x_dq.input[1] not in inits or w_dq.input[1] not in inits or uses.get(node.input[2], 0) != 1:
+        if x_dq.input[1] not in inits or w_dq.input[1] not in inits or len(uses.get(node.input[2], [])) != 1:
             continue
         bias = numpy_helper.to_array(inits[node.input[2]])
         if bias.dtype != np.float32:
@@ -315,34 +302,25 @@ def quantize_biases(model: onnx.ModelProto) -> int:
             numpy_helper.from_array(scale, f"{base}_scale"),
             numpy_helper.from_array(np.zeros_like(q), f"{base}_zero_point"),
         ])
-        graph.node.append(helper.make_node(
-            "DequantizeLinear", [base, f"{base}_scale", f"{base}_zero_point"], [f"{base}_dq"], axis=0, name=f"{base}_DequantizeLinear",
-        ))
+        bias_nodes[node.output[0]] = helper.make_node(
+            "DequantizeLinear", [base, f"{base}_scale", f"{base}_zero_point"], [f"{base}_dq"], axis=0,
+            name=f"{base}_DequantizeLinear",
+        )
         node.input[2] = f"{base}_dq"
-        done += 1
-    if done:
-        _topological_sort(graph)
+    if bias_nodes:
+        # Each bias DequantizeLinear goes right before its convolution: the order stays topological.
+        ordered = []
+        for node in graph.node:
+            if node.op_type == "Conv" and node.output[0] in bias_nodes:
+                ordered.append(bias_nodes[node.output[0]])
+            ordered.append(node)
+        del graph.node[:]
+        graph.node.extend(ordered)
         used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
         kept = [i for i in graph.initializer if i.name in used]
         del graph.initializer[:]
         graph.initializer.extend(kept)
-    return done
-
-
-def _topological_sort(graph: onnx.GraphProto) -> None:
-    """Reorder ``graph.node`` so that every node follows the producers of its inputs."""
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(name in available for name in n.input)]
-        if not ready:
-            raise ExportError("quantised graph has a cycle or a dangling input")
-        for n in ready:
-            ordered.append(n)
-            available.update(n.output)
-        pending = [n for n in pending if n not in ready]
-    del graph.node[:]
-    graph.node.extend(ordered)
+    return len(bias_nodes)
 
 
 def quantize_int8(
@@ -364,8 +342,8 @@ def quantize_int8(
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    if scheme not in SCHEMES:
-        raise ExportError(f"unknown INT8 scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
+    if scheme not in INT8_SCHEMES:
+        raise ExportError(f"unknown INT8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
     symmetric = scheme == "s8s8"
     if not frames:
         raise ExportError("INT8 quantisation needs calibration images")

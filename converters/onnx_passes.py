@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import onnx
 from onnx import TensorProto, helper
@@ -160,6 +160,28 @@ def save_atomic(model: onnx.ModelProto, path: str) -> str:
     except OSError as exc:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def producers(graph: onnx.GraphProto) -> Dict[str, onnx.NodeProto]:
+    """Tensor name -> the node that writes it."""
+    return {out: node for node in graph.node for out in node.output}
+
+
+def consumers(graph: onnx.GraphProto) -> Dict[str, List[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it (a node reading it twice is listed twice)."""
+    uses: Dict[str, List[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses.setdefault(name, []).append(node)
+    return uses
+
+
+def attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """The value of ``node``'s attribute ``name``, or ``default`` when it is not set."""
+    for attr in node.attribute:
+        if attr.name == name:
+            return helper.get_attribute_value(attr)
+    return default
 
 
 def elem_type(value: onnx.ValueInfoProto) -> int:

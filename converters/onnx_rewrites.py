@@ -21,28 +21,15 @@ shuffles and casts float more widely than integer types.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .onnx_passes import attribute, consumers, producers
+
 log = logging.getLogger(__name__)
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _consumers(graph: onnx.GraphProto) -> Dict[str, List[onnx.NodeProto]]:
-    uses: Dict[str, List[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses.setdefault(name, []).append(node)
-    return uses
 
 
 def _constant(graph: onnx.GraphProto, name: str) -> Optional[np.ndarray]:
@@ -51,7 +38,7 @@ def _constant(graph: onnx.GraphProto, name: str) -> Optional[np.ndarray]:
             return numpy_helper.to_array(init)
     for node in graph.node:
         if node.op_type == "Constant" and node.output[0] == name:
-            return numpy_helper.to_array(_attr(node, "value"))
+            return numpy_helper.to_array(attribute(node, "value"))
     return None
 
 
@@ -84,12 +71,12 @@ def argmax_before_pixel_shuffle(model: onnx.ModelProto) -> int:
     Returns how many arg-maxes moved.
     """
     graph = model.graph
-    producer = {out: n for n in graph.node for out in n.output}
-    uses = _consumers(graph)
+    producer = producers(graph)
+    uses = consumers(graph)
     outputs = {o.name for o in graph.output}
     moved = 0
     for argmax in [n for n in graph.node if n.op_type == "ArgMax"]:
-        if _attr(argmax, "axis", 0) != 1 or _attr(argmax, "keepdims", 1) != 0 or _attr(argmax, "select_last_index", 0):
+        if attribute(argmax, "axis", 0) != 1 or attribute(argmax, "keepdims", 1) != 0 or attribute(argmax, "select_last_index", 0):
             continue
         slices: List[onnx.NodeProto] = []
         node = producer.get(argmax.input[0])
@@ -97,12 +84,12 @@ def argmax_before_pixel_shuffle(model: onnx.ModelProto) -> int:
             slices.append(node)
             node = producer.get(node.input[0])
         shuffle = node
-        if shuffle is None or shuffle.op_type != "DepthToSpace" or _attr(shuffle, "mode", b"DCR") not in (b"CRD", "CRD"):
+        if shuffle is None or shuffle.op_type != "DepthToSpace" or attribute(shuffle, "mode", b"DCR") not in (b"CRD", "CRD"):
             continue
         chain = [shuffle] + slices[::-1]
         if any(len(uses.get(n.output[0], [])) != 1 or n.output[0] in outputs for n in chain):
             continue
-        s = int(_attr(shuffle, "blocksize"))
+        s = int(attribute(shuffle, "blocksize"))
         scores = shuffle.input[0]
         channels = _channels(model, scores)
         if channels is None or channels % (s * s):
@@ -133,9 +120,9 @@ def argmax_before_pixel_shuffle(model: onnx.ModelProto) -> int:
         current = f"{tag}_squeezed"
         # The old arg-max gave int64; its consumers get float labels where they cast to float
         # anyway (the exporter's ArgMax -> Cast(float) -> Cast(uint8)), int64 elsewhere.
-        consumers = uses.get(argmax.output[0], [])
-        rest = [c for c in consumers if not (c.op_type == "Cast" and _attr(c, "to") == TensorProto.FLOAT)]
-        for cast in [c for c in consumers if c not in rest]:
+        readers = uses.get(argmax.output[0], [])
+        rest = [c for c in readers if not (c.op_type == "Cast" and attribute(c, "to") == TensorProto.FLOAT)]
+        for cast in [c for c in readers if c not in rest]:
             for user in uses.get(cast.output[0], []):
                 for k, name in enumerate(user.input):
                     if name == cast.output[0]:
@@ -150,7 +137,7 @@ def argmax_before_pixel_shuffle(model: onnx.ModelProto) -> int:
         position = list(graph.node).index(argmax)
         for offset, new in enumerate(new_nodes):
             graph.node.insert(position + offset, new)
-        for old in chain + [argmax] + [c for c in consumers if c not in rest]:
+        for old in chain + [argmax] + [c for c in readers if c not in rest]:
             graph.node.remove(old)
         moved += 1
     if moved:

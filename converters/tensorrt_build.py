@@ -165,10 +165,9 @@ def read_onnx(path: str) -> OnnxFacts:
 def require_tensorrt_int8_scheme(metadata: ModelMetadata, where: str) -> None:
     """Refuse an INT8 graph quantised for ONNX Runtime's CPU provider (u8s8): TensorRT takes
     only symmetric INT8 (zero point 0), and would fail deep in its parser or build otherwise."""
-    scheme = (metadata.extra.get("calibration") or {}).get("scheme", "s8s8")
-    if metadata.precision == "int8" and scheme != "s8s8":
+    if metadata.int8_scheme not in (None, "s8s8"):
         raise EngineBuildError(
-            f"{where} is a {scheme} INT8 graph for ONNX Runtime on CPUs; TensorRT builds only symmetric "
+            f"{where} is a {metadata.int8_scheme} INT8 graph for ONNX Runtime on CPUs; TensorRT builds only symmetric "
             "INT8: export one with `fcn-deploy export --int8` (scheme s8s8)"
         )
 

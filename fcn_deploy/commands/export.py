@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..runtime.metadata import INT8_SCHEMES, UPSAMPLING_FORMS
+
 DEFAULT_CALIB_IMAGES = 64
 
 
@@ -34,11 +36,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--logits", action="store_true",
                         help="the plain network: input N x 3 x H x W float32 normalised, output "
                         "N x C x H x W float32 logits (for parity work and foreign tools)")
-    parser.add_argument("--int8-scheme", choices=("s8s8", "u8s8"), default="s8s8",
+    parser.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="s8s8",
                         help="with --int8: s8s8, symmetric, what TensorRT builds (default); u8s8, uint8 "
                              "activations and int32 biases, which ONNX Runtime runs as integer kernels on "
                              "x86 CPUs (TensorRT refuses it)")
-    parser.add_argument("--upsampling", choices=("subpixel", "deconv"), default="subpixel",
+    parser.add_argument("--upsampling", choices=UPSAMPLING_FORMS, default="subpixel",
                         help="how the learned upsamplers are written: subpixel, a convolution plus "
                              "DepthToSpace, several times faster on CPUs (default); deconv, ConvTranspose "
                              "as trained. The outputs are the same")
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if built is not None:
         steps.append((f"fcn-deploy run --model {built.engine_path} --device cuda --camera 0",
                       "live segmentation with TensorRT"))
-    elif tensorrt_available() and not (precision == "int8" and args.int8_scheme != "s8s8"):
+    elif tensorrt_available() and meta.int8_scheme in (None, "s8s8"):
         flag = f" --{precision}" if precision == "int8" else ""
         steps.append((f"fcn-deploy build {rel}{flag}", "TensorRT engine for this GPU"))
     print("Next steps:")

@@ -40,6 +40,12 @@ OUTPUT_LABELS = "labels"
 OUTPUT_LOGITS = "logits"
 OUTPUT_KINDS = (OUTPUT_LABELS, OUTPUT_LOGITS)
 PRECISIONS = ("fp32", "fp16", "int8")
+# The Q/DQ scheme of an INT8 graph (``extra["calibration"]["scheme"]``): ``s8s8``, symmetric,
+# which TensorRT builds (and a file from before schemes were recorded is); ``u8s8``, uint8
+# activations for ONNX Runtime on CPUs, which TensorRT refuses.
+INT8_SCHEMES = ("s8s8", "u8s8")
+# How the graph writes its learned upsamplers (``extra["upsampling"]``).
+UPSAMPLING_FORMS = ("subpixel", "deconv")
 
 RGB = Tuple[int, int, int]
 
@@ -96,6 +102,13 @@ class ModelMetadata:
     @property
     def folds_argmax(self) -> bool:
         return self.output == OUTPUT_LABELS
+
+    @property
+    def int8_scheme(self) -> Optional[str]:
+        """The INT8 graph's Q/DQ scheme (see :data:`INT8_SCHEMES`); ``None`` for FP32/FP16."""
+        if self.precision != "int8":
+            return None
+        return (self.extra.get("calibration") or {}).get("scheme", "s8s8")
 
     # -- plain dict (the sidecar JSON of a TensorRT engine) ------------------------------
     def to_dict(self) -> Dict[str, Any]:

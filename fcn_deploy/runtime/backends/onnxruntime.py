@@ -223,11 +223,10 @@ class OnnxRuntimeBackend(Backend):
         if has_fcn_deploy_metadata(props):
             self.metadata: Optional[ModelMetadata] = ModelMetadata.from_props(props, self.path)
             self._check_layout()
-            scheme = (self.metadata.extra.get("calibration") or {}).get("scheme", "s8s8")
-            if self.device == "tensorrt" and self.metadata.precision == "int8" and scheme != "s8s8":
+            if self.device == "tensorrt" and self.metadata.int8_scheme not in (None, "s8s8"):
                 self.close()
                 raise BackendError(
-                    f"{self.path} is a {scheme} INT8 graph for ONNX Runtime on CPUs; TensorRT needs the "
+                    f"{self.path} is a {self.metadata.int8_scheme} INT8 graph for ONNX Runtime on CPUs; TensorRT needs the "
                     "symmetric one (fcn-deploy export --int8)"
                 )
         elif require_metadata:
