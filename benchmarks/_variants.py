@@ -244,18 +244,10 @@ def _capturable_deploy_graph():
     from converters.onnx_export import DeployGraph
 
     class CapturableDeployGraph(DeployGraph):
-        """:class:`DeployGraph` with the BGR -> RGB swap as ``flip(-1)`` (see :func:`torch_module`)."""
+        """:class:`DeployGraph` with the BGR -> RGB swap as ``flip(1)`` (see :func:`torch_module`)."""
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if self.fold_preprocessing:
-                x = x.permute(0, 3, 1, 2).to(torch.float32)
-                if self.to_rgb:
-                    x = x.flip(1)
-                x = (x - self.mean[:, None, None]) / self.std[:, None, None]
-            y = self.net(x)
-            if self.fold_argmax:
-                y = y.argmax(dim=1).to(torch.uint8)
-            return y
+        def swap_channels(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flip(1)
 
     return CapturableDeployGraph
 

@@ -207,11 +207,15 @@ class DeployGraph(nn.Module):
         self.register_buffer("mean", torch.tensor(normalization.mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(normalization.std, dtype=torch.float32))
 
+    def swap_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """BGR -> RGB on ``N x 3 x H x W`` (an index list: one Gather in the exported graph)."""
+        return x[:, [2, 1, 0]]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fold_preprocessing:
             x = x.permute(0, 3, 1, 2).to(torch.float32)
             if self.to_rgb:
-                x = x[:, [2, 1, 0]]
+                x = self.swap_channels(x)
             x = (x - self.mean[:, None, None]) / self.std[:, None, None]
         y = self.net(x)
         if self.fold_argmax:
