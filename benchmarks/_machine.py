@@ -109,6 +109,15 @@ def describe_machine(threads: int) -> Dict[str, Any]:
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
+SYSTEM_MALLOC_HELP = ("leave glibc's malloc as it is (by default freed memory is kept in the process, as "
+                      "jemalloc/tcmalloc do, so PyTorch eager is not timed page-faulting its activations)")
+
+
+def set_allocator(system_malloc: bool) -> str:
+    """What a benchmark's ``--system-malloc`` asks for: glibc as it is, or :func:`keep_freed_memory`."""
+    return "system default (--system-malloc)" if system_malloc else keep_freed_memory()
+
+
 def keep_freed_memory() -> str:
     """Make glibc's malloc keep freed blocks in the process; say what was done.
 

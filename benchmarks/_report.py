@@ -128,6 +128,18 @@ LATENCY_COLUMNS = (
 )
 
 
+def machine_lines(m: Dict[str, Any]) -> List[str]:
+    """The header lines that say what ran the numbers: CPU, GPUs, threads, load, allocator."""
+    lines = [f"machine: {m['cpu']} ({m['cpu_cores']} cores), GPUs: {', '.join(m['gpus']) or 'none'}, "
+             f"threads {m['threads']}, load average {m['load_average_at_start']}"]
+    if m.get("allocator"):
+        lines.append(f"malloc:  {m['allocator']}")
+    if m.get("busy"):
+        lines.append("note:    the machine was busy (load average above its core count): numbers are provisional; "
+                     "PyTorch's OpenMP threads suffer most (try --threads 1 to compare backends on a shared CPU)")
+    return lines
+
+
 def format_skipped(skipped: List[Dict[str, Any]]) -> str:
     if not skipped:
         return "skipped: none"

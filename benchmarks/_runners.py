@@ -43,24 +43,23 @@ _ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionPr
                  "ort-tensorrt": "TensorrtExecutionProvider"}
 
 
-def parse_backends(text: str) -> List[str]:
+def _parse_choices(text: str, choices: Tuple[str, ...], what: str) -> List[str]:
+    """A comma list of ``choices`` (any case), or ``all``."""
     if text.strip().lower() == "all":
-        return list(BACKENDS)
+        return list(choices)
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     for name in names:
-        if name not in BACKENDS:
-            raise FcnDeployError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)} or all")
+        if name not in choices:
+            raise FcnDeployError(f"unknown {what} {name!r}; choose from {', '.join(choices)} or all")
     return names
+
+
+def parse_backends(text: str) -> List[str]:
+    return _parse_choices(text, BACKENDS, "backend")
 
 
 def parse_precisions(text: str) -> List[str]:
-    if text.strip().lower() == "all":
-        return list(PRECISIONS)
-    names = [t.strip().lower() for t in text.split(",") if t.strip()]
-    for name in names:
-        if name not in PRECISIONS:
-            raise FcnDeployError(f"unknown precision {name!r}; choose from {', '.join(PRECISIONS)} or all")
-    return names
+    return _parse_choices(text, PRECISIONS, "precision")
 
 
 # --------------------------------------------------------------------------------------------

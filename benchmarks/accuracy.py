@@ -72,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the table as a README-ready markdown section")
     p.add_argument("--csv", metavar="FILE", help="write one row per backend and precision as CSV")
-    p.add_argument("--system-malloc", action="store_true",
-                   help="leave glibc's malloc as it is (see benchmarks/latency.py --help)")
+    p.add_argument("--system-malloc", action="store_true", help=_machine.SYSTEM_MALLOC_HELP)
     p.add_argument("-v", "--verbose", action="store_true", help="log exports and cache use")
     return p
 
@@ -130,7 +129,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     backends = _runners.parse_backends(args.backends)
     precisions = _runners.parse_precisions(args.precisions)
     threads = args.threads or _machine.available_cores()
-    allocator = "system default (--system-malloc)" if args.system_malloc else _machine.keep_freed_memory()
+    allocator = _machine.set_allocator(args.system_malloc)
     if threads < 1:
         raise FcnDeployError(f"--threads must be >= 1, not {threads}")
     if args.limit is not None and args.limit < 1:
@@ -205,12 +204,7 @@ def print_report(report: Dict[str, Any]) -> None:
     print(f"model:   {report['model']}")
     print(f"data:    {d['name']} {d['split']}, {d['images']} images; INT8 calibrated on {report['calibration']['source']} "
           f"({report['calibration']['images']} train images)")
-    print(f"machine: {m['cpu']} ({m['cpu_cores']} cores), GPUs: {', '.join(m['gpus']) or 'none'}, "
-          f"threads {m['threads']}, load average {m['load_average_at_start']}")
-    print(f"malloc:  {m['allocator']}")
-    if m.get("busy"):
-        print("note:    the machine was busy (load average above its core count): latencies are provisional; "
-              "PyTorch's OpenMP threads suffer most (try --threads 1 to compare backends on a shared CPU)")
+    print("\n".join(_report.machine_lines(m)))
     print(f"timed:   {report['timed']}\n")
     print(_report.format_table(report["records"], ACCURACY_COLUMNS) if report["records"] else "no configuration ran")
     print()

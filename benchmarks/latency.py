@@ -104,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "on x86) and GPU backends the s8s8 one TensorRT builds (default); s8s8 or u8s8 forces one")
     p.add_argument("--workdir", default=None, help=f"cache of exported variants (default {_variants.default_workdir()})")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the GEMM peak")
-    p.add_argument("--system-malloc", action="store_true",
-                   help="leave glibc's malloc as it is (by default freed memory is kept in the process, "
-                        "as jemalloc/tcmalloc do, so PyTorch eager is not timed page-faulting its activations)")
+    p.add_argument("--system-malloc", action="store_true", help=_machine.SYSTEM_MALLOC_HELP)
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the table as a README-ready markdown section")
     p.add_argument("--csv", metavar="FILE", help="write one row per configuration as CSV")
@@ -255,7 +253,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     calibration = _variants.Calibration(args.calib, args.calib_images, sizes[0], args.int8_scheme)
     flops = _variants.FlopCounter(source)
     machine = _machine.describe_machine(threads)
-    machine["allocator"] = "system default (--system-malloc)" if args.system_malloc else _machine.keep_freed_memory()
+    machine["allocator"] = _machine.set_allocator(args.system_malloc)
     gpu = any(_runners.DEVICE[b] == "cuda" for b in backends)
     peaks = [] if args.no_peak else measure_peaks(threads, gpu)
 
@@ -331,15 +329,9 @@ def _work(gflops: Optional[float], batch: int, p50_ms: float, peak: Optional[Dic
 def print_report(report: Dict[str, Any]) -> None:
     m = report["machine"]
     print(f"model:   {report['model']}")
-    print(f"machine: {m['cpu']} ({m['cpu_cores']} cores), GPUs: {', '.join(m['gpus']) or 'none'}, "
-          f"threads {m['threads']}, load average {m['load_average_at_start']}")
+    print("\n".join(_report.machine_lines(m)))
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     print(f"versions: {versions}")
-    if m.get("allocator"):
-        print(f"malloc:  {m['allocator']}")
-    if m.get("busy"):
-        print("note:    the machine was busy (load average above its core count): numbers are provisional; "
-              "PyTorch's OpenMP threads suffer most (try --threads 1 to compare backends on a shared CPU)")
     for peak in report["peaks"]:
         runs = " and ".join(f"{v:.0f}" for v in peak.get("measured", []))
         print(f"peak:    {peak['gflops_s']:.0f} GFLOP/s {peak['device']} {peak['dtype']} ({peak['method']}; "
