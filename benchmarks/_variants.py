@@ -16,6 +16,7 @@ and torch versions), so a second run does not export again.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -252,6 +253,7 @@ def _capturable_deploy_graph():
     return CapturableDeployGraph
 
 
+@functools.lru_cache(maxsize=None)
 def exporter_fingerprint() -> str:
     """A digest of the code that writes an exported graph (``converters/`` and the models).
 

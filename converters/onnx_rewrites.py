@@ -121,28 +121,27 @@ def argmax_before_pixel_shuffle(model: onnx.ModelProto) -> int:
         # The old arg-max gave int64; its consumers get float labels where they cast to float
         # anyway (the exporter's ArgMax -> Cast(float) -> Cast(uint8)), int64 elsewhere.
         readers = uses.get(argmax.output[0], [])
-        rest = [c for c in readers if not (c.op_type == "Cast" and attribute(c, "to") == TensorProto.FLOAT)]
-        for cast in [c for c in readers if c not in rest]:
+        float_casts = [c for c in readers if c.op_type == "Cast" and attribute(c, "to") == TensorProto.FLOAT]
+        for cast in float_casts:
             for user in uses.get(cast.output[0], []):
                 for k, name in enumerate(user.input):
                     if name == cast.output[0]:
                         user.input[k] = current
-            for out in graph.output:
-                if out.name == cast.output[0]:
-                    new_nodes.append(helper.make_node("Identity", [current], [cast.output[0]], name=f"{tag}/Identity"))
-        if rest or argmax.output[0] in outputs:
+            if cast.output[0] in outputs:
+                new_nodes.append(helper.make_node("Identity", [current], [cast.output[0]], name=f"{tag}/Identity"))
+        if len(float_casts) < len(readers) or argmax.output[0] in outputs:
             new_nodes.append(helper.make_node("Cast", [current], [argmax.output[0]], to=TensorProto.INT64, name=f"{tag}/Cast_1"))
         # In the old arg-max's place: everything the new nodes read (the scores, the crops'
         # bounds) is computed before it.
         position = list(graph.node).index(argmax)
         for offset, new in enumerate(new_nodes):
             graph.node.insert(position + offset, new)
-        for old in chain + [argmax] + [c for c in readers if c not in rest]:
+        for old in chain + [argmax] + float_casts:
             graph.node.remove(old)
         moved += 1
-    if moved:
-        stale = {n for n in [v.name for v in graph.value_info]} - {o for n in graph.node for o in n.output}
-        kept = [v for v in graph.value_info if v.name not in stale]
+    if moved:  # drop the shapes of tensors that no longer exist
+        produced = {out for node in graph.node for out in node.output}
+        kept = [v for v in graph.value_info if v.name in produced]
         del graph.value_info[:]
         graph.value_info.extend(kept)
     return moved
