@@ -7,6 +7,7 @@ can do": achieved GFLOP/s over the GFLOP/s of a large fp32 GEMM on the same thre
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -113,13 +114,21 @@ SYSTEM_MALLOC_HELP = ("leave glibc's malloc as it is (by default freed memory is
                       "jemalloc/tcmalloc do, so PyTorch eager is not timed page-faulting its activations)")
 
 
+@functools.lru_cache(maxsize=None)
+def _glibc():
+    """The C library, when it is glibc (it has ``mallopt``); ``None`` elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
 def set_allocator(system_malloc: bool) -> str:
-    """What a benchmark's ``--system-malloc`` asks for: glibc as it is, or :func:`keep_freed_memory`."""
-    return "system default (--system-malloc)" if system_malloc else keep_freed_memory()
-
-
-def keep_freed_memory() -> str:
-    """Make glibc's malloc keep freed blocks in the process; say what was done.
+    """Unless ``system_malloc``, make glibc's malloc keep freed blocks in the process; say what was done.
 
     PyTorch eager allocates every activation afresh. With glibc's defaults a large block is
     mmap'ed, handed back to the kernel when freed, and page-faulted in again on the next
@@ -130,16 +139,12 @@ def keep_freed_memory() -> str:
     for the whole benchmark compares the backends at their best rather than the allocator
     at its worst. Elsewhere than glibc, nothing is changed.
     """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    if system_malloc:
+        return "system default (--system-malloc)"
+    libc = _glibc()
+    if libc is None:
         return "system default (not glibc: mallopt unavailable)"
-    if mallopt(_M_MMAP_MAX, 0) != 1 or mallopt(_M_TRIM_THRESHOLD, 1 << 30) != 1:
+    if libc.mallopt(_M_MMAP_MAX, 0) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) != 1:
         return "system default (glibc refused mallopt)"
     return "glibc malloc keeping freed blocks (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB)"
 
@@ -147,16 +152,12 @@ def keep_freed_memory() -> str:
 def trim_heap() -> None:
     """Hand the heap's free pages back to the kernel (glibc ``malloc_trim``), between timings.
 
-    With freed memory kept (:func:`keep_freed_memory`) the resident size only grows; trimming
+    With freed memory kept (:func:`set_allocator`) the resident size only grows; trimming
     before each configuration keeps its peak-memory figure its own.
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 # --------------------------------------------------------------------------------------------
