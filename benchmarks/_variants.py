@@ -27,12 +27,11 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.runtime.model_files import MODEL_SUFFIXES, RUNTIME_KINDS, read_metadata
 
 log = logging.getLogger(__name__)
 
 GRAPHS = ("labels", "logits")
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 RANDOM_INIT_SEED = 0
 
 
@@ -85,51 +84,15 @@ class ModelSource:
         return f"{self.name} ({self.kind} file {self.file}, {self.file_precision})"
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def _file_metadata(path: str):
-    """The fcn-deploy metadata of an ONNX file or of an engine's sidecar."""
-    from fcn_deploy.runtime.metadata import ModelMetadata
-
-    if path.lower().endswith(ONNX_SUFFIXES):
-        try:
-            import onnx
-        except ImportError:  # a runtime-only install: ONNX Runtime reads the props too
-            onnx = None
-        try:
-            if onnx is not None:
-                props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-            else:
-                import onnxruntime as ort
-
-                session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-                props = dict(session.get_modelmeta().custom_metadata_map)
-        except ImportError:
-            raise FcnDeployError(f"reading {path} needs onnx or onnxruntime") from None
-        except Exception as exc:
-            raise FcnDeployError(f"cannot read ONNX file {path}: {_first_line(exc)}") from None
-        return ModelMetadata.from_props(props, path)
-    sidecar = path + ".json"
-    if not os.path.isfile(sidecar):
-        raise FcnDeployError(f"{path} has no sidecar {sidecar}; build it with `fcn-deploy build`")
-    with open(sidecar) as f:
-        data = json.load(f)
-    return ModelMetadata.from_dict(data.get("metadata") or data, sidecar)
-
 
 def open_source(spec: str, num_classes: int = 11, options: Optional[Dict[str, Any]] = None) -> ModelSource:
     """Resolve ``--model``: an exported file, the bundled ``camvid``, a checkpoint, or a zoo name."""
     options = dict(options or {})
-    lower = spec.lower()
-    if lower.endswith(ONNX_SUFFIXES + ENGINE_SUFFIXES):
-        if not os.path.isfile(spec):
-            raise FcnDeployError(f"model file not found: {spec}")
-        meta = _file_metadata(spec)
+    kind = MODEL_SUFFIXES.get(os.path.splitext(spec)[1].lower())
+    if kind in RUNTIME_KINDS:
+        meta = read_metadata(spec)
         return ModelSource(
-            spec=spec, kind="onnx" if lower.endswith(ONNX_SUFFIXES) else "engine", name=meta.model_name,
+            spec=spec, kind=kind, name=meta.model_name,
             num_classes=meta.num_classes, file=os.path.abspath(spec), file_precision=meta.precision,
             file_graph="labels" if meta.folds_argmax and meta.folds_preprocessing else "logits",
             model_options=dict(meta.source.get("model_options") or {}), dataset=meta.dataset, mean_iu=meta.mean_iu,

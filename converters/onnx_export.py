@@ -27,7 +27,6 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -36,12 +35,13 @@ import torch
 import torch.nn as nn
 
 import fcn_deploy
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.errors import FcnDeployError, first_line
 from fcn_deploy.models import available_models, build_model
 from fcn_deploy.models.upsampling import convert_upsampling_to_grouped, convert_upsampling_to_subpixel
 from fcn_deploy.normalization import Normalization
 from fcn_deploy.fileio import sha256_file
-from fcn_deploy.runtime.assets import ASSETS, BUNDLED_MODELS
+from fcn_deploy.runtime.assets import BUNDLED_MODELS
+from fcn_deploy.runtime.model_files import bundled_checkpoint
 from fcn_deploy.runtime.metadata import (
     LAYOUT_NORMALIZED,
     LAYOUT_RAW_BGR,
@@ -89,16 +89,6 @@ class ResolvedModel:
     @property
     def trained(self) -> bool:
         return self.checkpoint is not None
-
-
-def bundled_checkpoint(name: str) -> Path:
-    """Where the bundled model ``name`` (``camvid``) keeps its PyTorch checkpoint."""
-    return ASSETS / f"{name}.pt"
-
-
-def bundled_onnx(name: str) -> Path:
-    """Where the bundled model ``name`` keeps its exported ONNX file."""
-    return ASSETS / BUNDLED_MODELS[name]
 
 
 def model_from_checkpoint(path: str) -> ResolvedModel:
@@ -324,7 +314,7 @@ def trace_to_onnx(
                 dynamo=False,
             )
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ExportError(f"torch.onnx.export failed for {metadata.model_name}: {type(exc).__name__}: {first}") from None
     data = buffer.getvalue()
     del buffer

@@ -32,21 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import fcn_deploy
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.runtime.backends.tensorrt import (
-    TensorRTError,
-    enum_member,
-    import_tensorrt,
-    tensorrt_available,
-    tensorrt_logger,
-    tensorrt_version,
-    version_tuple,
-)
+from fcn_deploy.errors import FcnDeployError, first_line
 from fcn_deploy.runtime.engine_cache import (
     BuildRequest,
     EngineMismatch,
     Sidecar,
-    SystemInfo,
     atomic_write,
     cached_engine_path,
     engine_problem,
@@ -57,15 +47,27 @@ from fcn_deploy.runtime.engine_cache import (
     write_sidecar,
 )
 from fcn_deploy.runtime.metadata import ModelMetadata, has_fcn_deploy_metadata
+from fcn_deploy.runtime.tensorrt_compat import (
+    OPT_LEVEL_SINCE,
+    PARSER_NODE_NAME_SINCE,
+    STRONGLY_TYPED_SINCE,
+    VERSION_COMPATIBLE_SINCE,
+    TensorRTError,
+    Version,
+    current_system,
+    enum_member,
+    import_tensorrt,
+    parse_gpu_device,
+    tensorrt_available,
+    tensorrt_logger,
+    tensorrt_version,
+    version_tuple,
+)
 
 from .tensorrt_shapes import Dim, profile_text, resolve_profile
 
 log = logging.getLogger(__name__)
 
-Version = Tuple[int, int]
-STRONGLY_TYPED_SINCE: Version = (10, 0)  # fcn-deploy builds strongly typed from here on
-PARSER_NODE_NAME_SINCE: Version = (10, 0)  # ParserError.node_name(); 8.x has only node()
-OPT_LEVEL_SINCE: Version = (8, 6)  # IBuilderConfig.builder_optimization_level
 MAX_OPT_LEVEL = 5
 
 NOT_BUILT_HINT = "TensorRT is not installed here: build the engine on the target with `fcn-deploy build {onnx}`"
@@ -138,7 +140,7 @@ def read_onnx(path: str) -> OnnxFacts:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # DecodeError, OSError ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise EngineBuildError(f"cannot read ONNX file {path}: {first}") from None
     props = {p.key: p.value for p in model.metadata_props}
     if not has_fcn_deploy_metadata(props):
@@ -251,7 +253,7 @@ def plan_build(
     """Decide the build for TensorRT ``version`` without touching TensorRT."""
     options.validate()
     precision = choose_precision(version, onnx_precision, options.precision, where)
-    if options.version_compatible and version < (8, 6):
+    if options.version_compatible and version < VERSION_COMPATIBLE_SINCE:
         raise EngineBuildError("--version-compatible needs TensorRT 8.6 or later")
     if options.opt_level is not None and version < OPT_LEVEL_SINCE:
         raise EngineBuildError("--opt-level needs TensorRT 8.6 or later")
@@ -382,10 +384,6 @@ class BuildResult:
 def default_engine_path(onnx_path: str) -> str:
     """``model.fp16.onnx`` -> ``model.fp16.engine`` (its sidecar: ``model.fp16.engine.json``)."""
     return os.path.splitext(os.fspath(onnx_path))[0] + ".engine"
-
-
-def current_system(trt: Any, cuda: Any) -> SystemInfo:
-    return SystemInfo(tensorrt_version(trt), cuda.device_name(), cuda.compute_capability())
 
 
 def ensure_engine(

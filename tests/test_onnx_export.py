@@ -400,7 +400,7 @@ def test_resolve_model_names(tmp_path, caplog):
         resolve_model("nonsense")
     with pytest.raises(FcnDeployError, match="checkpoint not found"):
         resolve_model(str(tmp_path / "missing.pt"))
-    from converters.onnx_export import bundled_checkpoint
+    from fcn_deploy.runtime.model_files import bundled_checkpoint
 
     if not bundled_checkpoint("camvid").is_file():
         with pytest.raises(FcnDeployError, match="bundled model 'camvid' is not installed"):
