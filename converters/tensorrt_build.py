@@ -273,6 +273,27 @@ def plan_build(
     )
 
 
+def static_profile_for_dla(profile: Dict[str, Dict[str, List[int]]], shapes_given: bool) -> Dict[str, Dict[str, List[int]]]:
+    """The DLA runs static shapes only: a layer with a dynamic dimension falls back to the
+    GPU, so a DLA engine built from a dynamic profile puts nothing on the DLA. Without
+    ``--shapes`` the profile becomes its opt shape (min = opt = max); a dynamic ``--shapes``
+    is refused in one line."""
+    fixed: Dict[str, Dict[str, List[int]]] = {}
+    for name, shapes in profile.items():
+        low, opt, high = (list(shapes[k]) for k in ("min", "opt", "max"))
+        if low == opt == high:
+            fixed[name] = {"min": opt, "opt": opt, "max": opt}
+            continue
+        if shapes_given:
+            dims = "x".join(str(d) for d in opt)
+            raise EngineBuildError(
+                f"--dla needs static shapes (the DLA has no dynamic dimensions), but {name} ranges from "
+                f"{'x'.join(str(d) for d in low)} to {'x'.join(str(d) for d in high)}: give --shapes {name}:{dims}"
+            )
+        fixed[name] = {"min": opt, "opt": opt, "max": opt}
+    return fixed
+
+
 # -- step 2: TensorRT ----------------------------------------------------------------------
 def parser_error_text(parser: Any, version: Version, path: str, node_labels: Sequence[str]) -> str:
     """One line for the parser's first error, naming the ONNX node (all of them are logged)."""
@@ -393,6 +414,7 @@ def ensure_engine(
     *,
     force: bool = False,
     cache_dir: Optional[str] = None,
+    device: str = "cuda",
     trt: Any = None,
     cuda: Any = None,
 ) -> BuildResult:
@@ -401,6 +423,7 @@ def ensure_engine(
     ``output`` defaults to the ONNX's name with ``.engine``, or, with ``cache_dir``, to a file
     there named by what the engine depends on. An existing engine is reused when its sidecar
     matches; one without an fcn-deploy sidecar is never overwritten unless ``force``.
+    ``device`` (``cuda``, ``cuda:1``) is the GPU to build for: a plan is tied to its GPU.
     """
     options = options or BuildOptions()
     options.validate()
@@ -409,12 +432,14 @@ def ensure_engine(
         raise EngineBuildError(f"ONNX file not found: {onnx_path}")
     facts = read_onnx(onnx_path)
     profile = resolve_profile(facts.inputs, facts.metadata, options.shapes)
+    if options.dla_core is not None:
+        profile = static_profile_for_dla(profile, bool(options.shapes))
     trt = trt if trt is not None else import_tensorrt()
     plan = plan_build(version_tuple(trt), facts.metadata.precision, options, profile, onnx_path)
     if cuda is None:
         from fcn_deploy.runtime.cuda_memory import open_cuda
 
-        cuda = open_cuda(0)
+        cuda = open_cuda(parse_gpu_device(device))
     system = current_system(trt, cuda)
     if output is None:
         output = (
