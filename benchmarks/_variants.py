@@ -4,7 +4,7 @@ The benchmarks compare *the same work*: for each size every backend runs the sam
 By default that is the deployment graph, which takes raw ``N x H x W x 3`` uint8 BGR frames
 and returns ``N x H x W`` uint8 labels, with the pre-processing (cast, channel order,
 mean/std, transpose) and the arg-max inside it. ONNX Runtime and TensorRT run the exported
-graph; PyTorch runs the exporter's own :class:`~converters.onnx_export.DeployGraph` around
+graph; PyTorch runs the exporter's own :class:`~converters.deploy_graph.DeployGraph` around
 the same network with the same grouped upsampling, so nothing is left out on one side.
 ``graph="logits"`` times the plain network instead (normalised float input, logits out) on
 every backend, with the host-side normalisation outside the timed region.
@@ -56,7 +56,7 @@ class ModelSource:
     kind: str
     name: str
     num_classes: int
-    resolved: Any = None  # converters.onnx_export.ResolvedModel for zoo and checkpoint
+    resolved: Any = None  # converters.resolve.ResolvedModel for zoo and checkpoint
     file: Optional[str] = None
     file_precision: Optional[str] = None
     file_graph: Optional[str] = None
@@ -99,7 +99,7 @@ def open_source(spec: str, num_classes: int = 11, options: Optional[Dict[str, An
         )
     try:
         import torch
-        from converters.onnx_export import resolve_model
+        from converters.resolve import resolve_model
     except ImportError as exc:
         raise FcnDeployError(f"--model {spec} needs PyTorch and the exporter ({exc}); "
                              "or give an exported .onnx/.engine file") from None
@@ -164,7 +164,7 @@ class FlopCounter:
 def torch_module(source: ModelSource, precision: str, graph: str, capturable: bool = False):
     """The network as the exporter traces it, for PyTorch to run (on the CPU, float32).
 
-    ``labels``: :class:`~converters.onnx_export.DeployGraph` with the pre-processing and the
+    ``labels``: :class:`~converters.deploy_graph.DeployGraph` with the pre-processing and the
     arg-max folded in, uint8 frames in, uint8 labels out. ``logits``: the bare network.
     ``fp16`` casts the network's weights and its input to half, and its logits back to
     float, as the FP16 ONNX keeps float32 at its boundary. ``capturable`` swaps the channel
@@ -173,7 +173,7 @@ def torch_module(source: ModelSource, precision: str, graph: str, capturable: bo
     """
     import torch
     import torch.nn as nn
-    from converters.onnx_export import DeployGraph
+    from converters.deploy_graph import DeployGraph
     from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
 
     if graph not in GRAPHS:
@@ -205,7 +205,7 @@ def torch_module(source: ModelSource, precision: str, graph: str, capturable: bo
 
 def _capturable_deploy_graph():
     import torch
-    from converters.onnx_export import DeployGraph
+    from converters.deploy_graph import DeployGraph
 
     class CapturableDeployGraph(DeployGraph):
         """:class:`DeployGraph` with the BGR -> RGB swap as ``flip(1)`` (see :func:`torch_module`)."""

@@ -55,7 +55,8 @@ def resolve_model(spec: str, workdir: Path, num_classes: int) -> Path:
     if spec in BUNDLED_MODELS:  # not installed yet: its untrained twin
         spec = "fcn8s_efficientnet_lite0"
         print(f"bundled model not installed; using an untrained {spec} ({num_classes} classes): same speed")
-    from converters.onnx_export import export, resolve_model as resolve_zoo
+    from converters.onnx_export import export
+    from converters.resolve import resolve_model as resolve_zoo
 
     path = workdir / f"{spec}.onnx"
     export(resolve_zoo(spec, num_classes=num_classes), str(path))

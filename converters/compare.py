@@ -81,7 +81,9 @@ def reference_side(a: OnnxSide, b_spec: Optional[str]):
 
     from fcn_deploy.runtime.model_files import bundled_checkpoint
 
-    from .onnx_export import BUNDLED_MODELS, resolve_model
+    from fcn_deploy.runtime.assets import BUNDLED_MODELS
+
+    from .resolve import resolve_model
 
     if b_spec and b_spec.lower().endswith(".onnx"):
         return OnnxSide(b_spec, "cpu")

@@ -2,13 +2,14 @@
 
 The steps, each for a failure users of such toolkits keep reporting:
 
-1. :func:`resolve_model` turns what the user typed (a zoo name, a checkpoint path, or
-   ``camvid`` for the bundled model) into a network plus what is known about it (classes,
-   palette, dataset, mean IU, the checkpoint's sha256).
+1. :func:`converters.resolve.resolve_model` turns what the user typed (a zoo name, a
+   checkpoint path, or ``camvid`` for the bundled model) into a network plus what is known
+   about it (classes, palette, dataset, mean IU, the checkpoint's sha256).
 2. The class-to-class bilinear deconvolutions become their grouped form (one filter per
    class: the same outputs at 1/C of the work).
-3. :class:`DeployGraph` wraps the network so that the graph takes the camera's raw uint8 BGR
-   frames and returns uint8 labels (both optional: ``--logits`` gives the plain network).
+3. :class:`converters.deploy_graph.DeployGraph` wraps the network so that the graph takes
+   the camera's raw uint8 BGR frames and returns uint8 labels (both optional: ``--logits``
+   gives the plain network).
 4. The TorchScript exporter (``dynamo=False``; the dynamo exporter writes the FCN-8s output
    height as an expression) at opset 17, which TensorRT 8.6 and later parse, with plain
    dynamic dims ``N``, ``H``, ``W``, checked afterwards.
@@ -23,10 +24,9 @@ from __future__ import annotations
 import copy
 import io
 import logging
-import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -35,13 +35,9 @@ import torch
 import torch.nn as nn
 
 import fcn_deploy
-from fcn_deploy.errors import FcnDeployError, first_line
-from fcn_deploy.models import available_models, build_model
+from fcn_deploy.errors import first_line
 from fcn_deploy.models.upsampling import convert_upsampling_to_grouped, convert_upsampling_to_subpixel
 from fcn_deploy.normalization import Normalization
-from fcn_deploy.fileio import sha256_file
-from fcn_deploy.runtime.assets import BUNDLED_MODELS
-from fcn_deploy.runtime.model_files import bundled_checkpoint
 from fcn_deploy.runtime.metadata import (
     LAYOUT_NORMALIZED,
     LAYOUT_RAW_BGR,
@@ -54,167 +50,18 @@ from fcn_deploy.runtime.metadata import (
 )
 
 from . import onnx_passes
+from .deploy_graph import DeployGraph
 from .onnx_passes import DEFAULT_OPSET, ExportError
+from .resolve import ResolvedModel
 from .onnx_rewrites import argmax_before_pixel_shuffle
 from .onnx_verify import label_agreement, smoke_test
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
-# Build options that fetch weights; a checkpoint brings its own, so they are dropped.
-_WEIGHT_OPTIONS = ("pretrained", "pretrained_backbone")
 # The size the graph is traced at: small, non-square, not a multiple of 32, so nothing
 # size-specific can hide behind a coincidence.
 TRACE_SIZE = (70, 94)
-
-
-# --------------------------------------------------------------------------------------------
-# What to export
-# --------------------------------------------------------------------------------------------
-@dataclass
-class ResolvedModel:
-    """A network ready to export, with what is known about its weights."""
-
-    model: nn.Module
-    spec: str
-    num_classes: int
-    model_options: Dict[str, Any] = field(default_factory=dict)
-    checkpoint: Optional[str] = None
-    checkpoint_sha256: Optional[str] = None
-    classes: Optional[List[str]] = None
-    palette: Optional[List[Tuple[int, int, int]]] = None
-    dataset: Optional[str] = None
-    mean_iu: Optional[float] = None
-
-    @property
-    def trained(self) -> bool:
-        return self.checkpoint is not None
-
-
-def model_from_checkpoint(path: str) -> ResolvedModel:
-    """Rebuild the network a fcn-deploy training checkpoint holds and load its weights.
-
-    The checkpoint names the zoo model (``model_name``), ``num_classes`` and the build
-    options (``model_options``); ``classes``, ``palette``, ``dataset`` and
-    ``metrics["mean_iu"]`` go into the exported metadata.
-    """
-    from fcn_deploy.training.checkpoint import build_from_checkpoint, load_checkpoint
-
-    state = load_checkpoint(path)
-    # The checkpoint brings its own weights: no ImageNet/backbone loading while rebuilding.
-    options = {k: v for k, v in dict(state.get("model_options") or {}).items() if k not in _WEIGHT_OPTIONS}
-    # build_from_checkpoint also restores the normalisation the weights were trained with.
-    model = build_from_checkpoint({**state, "model_options": options})
-    num_classes = int(state["num_classes"])
-    metrics = state.get("metrics") or {}
-    mean_iu = metrics.get("mean_iu") if isinstance(metrics, dict) else None
-    return ResolvedModel(
-        model=model.eval(),
-        spec=path,
-        num_classes=num_classes,
-        model_options=options,
-        checkpoint=os.path.abspath(path),
-        checkpoint_sha256=sha256_file(path),
-        classes=list(state["classes"]) if state.get("classes") else None,
-        palette=[tuple(int(v) for v in c) for c in state["palette"]] if state.get("palette") else None,
-        dataset=state.get("dataset"),
-        mean_iu=float(mean_iu) if mean_iu is not None else None,
-    )
-
-
-def _build(name: str, num_classes: int, options: Dict[str, Any]) -> nn.Module:
-    try:
-        return build_model(name, num_classes, **options)
-    except KeyError:
-        raise FcnDeployError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
-    except TypeError as exc:
-        raise FcnDeployError(f"bad options {options} for model {name}: {exc}") from None
-
-
-def resolve_model(spec: str, num_classes: int = 21, **options: Any) -> ResolvedModel:
-    """The one place that turns a model name the user typed into a network.
-
-    * ``camvid`` (a bundled model): its checkpoint under ``fcn_deploy/assets``;
-    * a path to a fcn-deploy checkpoint;
-    * a zoo name (``fcn8s_resnet18`` ...): a freshly initialised network with
-      ``num_classes`` classes and build ``options`` -- untrained, with a warning, for trying
-      the deployment path before training.
-    """
-    if spec in BUNDLED_MODELS:
-        path = bundled_checkpoint(spec)
-        if not path.is_file():
-            raise FcnDeployError(
-                f"the bundled model {spec!r} is not installed ({path} is missing); train one with "
-                "`fcn-deploy train` or pass a checkpoint path"
-            )
-        resolved = model_from_checkpoint(str(path))
-        # Record the bundled name, not this machine's install path: it resolves anywhere.
-        resolved.checkpoint = spec
-        return resolved
-    if os.path.isfile(spec):
-        return model_from_checkpoint(spec)
-    zoo = available_models()
-    if spec in zoo:
-        model = _build(spec, num_classes, options)
-        log.warning(
-            "%s has random weights (no checkpoint given): fine for trying the deployment path, "
-            "useless for segmenting anything", spec,
-        )
-        return ResolvedModel(model=model.eval(), spec=spec, num_classes=num_classes, model_options=dict(options))
-    if os.sep in spec or spec.endswith((".pt", ".pth")):
-        raise FcnDeployError(f"checkpoint not found: {spec}")
-    raise FcnDeployError(
-        f"unknown model {spec!r}: not a checkpoint file, a bundled model ({', '.join(BUNDLED_MODELS)}) "
-        f"or a zoo name ({', '.join(zoo)})"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The graph
-# --------------------------------------------------------------------------------------------
-class DeployGraph(nn.Module):
-    """The network with the camera-side pre-processing and the arg-max folded in.
-
-    ``fold_preprocessing``: input ``N x H x W x 3`` uint8 BGR; the graph casts to float,
-    transposes to ``N x 3 x H x W``, reorders channels if the weights want RGB, subtracts the
-    mean and divides by the standard deviation -- the same arithmetic on every value as
-    :func:`fcn_deploy.runtime.backends.base.normalize_frames`, so the results are identical.
-    The Cast comes first because TensorRT's ONNX parser (8.6 on) refuses a uint8 tensor
-    anywhere but at the graph's boundary: the uint8 input must feed a Cast directly.
-    Transposing before the channel swap makes it and the per-channel constants act on whole
-    planes, which ONNX Runtime runs much faster than the same ops broadcast over the
-    innermost 3-wide axis of ``N x H x W x 3``.
-    ``fold_argmax``: output ``N x H x W`` uint8 class indices instead of ``N x C x H x W`` logits.
-    """
-
-    def __init__(self, net: nn.Module, normalization: Normalization, fold_preprocessing: bool, fold_argmax: bool):
-        super().__init__()
-        self.net = net
-        self.fold_preprocessing = fold_preprocessing
-        self.fold_argmax = fold_argmax
-        order = normalization.channel_order.upper()
-        if order not in ("BGR", "RGB"):
-            raise ExportError(f"unknown channel order {normalization.channel_order!r}")
-        self.to_rgb = order == "RGB"
-        self.register_buffer("mean", torch.tensor(normalization.mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(normalization.std, dtype=torch.float32))
-
-    def swap_channels(self, x: torch.Tensor) -> torch.Tensor:
-        """BGR -> RGB on ``N x 3 x H x W`` (an index list: one Gather in the exported graph)."""
-        return x[:, [2, 1, 0]]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fold_preprocessing:
-            x = x.to(torch.float32).permute(0, 3, 1, 2)
-            if self.to_rgb:
-                x = self.swap_channels(x)
-            x = (x - self.mean[:, None, None]) / self.std[:, None, None]
-        y = self.net(x)
-        if self.fold_argmax:
-            # Through float: TensorRT casts to uint8 only from float32/float16, not from the
-            # integer index type of ArgMax.
-            y = y.argmax(dim=1).to(torch.float32).to(torch.uint8)
-        return y
 
 
 def io_dims(metadata: ModelMetadata) -> Dict[str, List[Any]]:

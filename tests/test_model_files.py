@@ -47,7 +47,7 @@ def test_resolve_model_file(tmp_path):
             mf.resolve_model_file(str(tmp_path / f"m{suffix}"))
         everything = (mf.ONNX, mf.ENGINE, mf.CHECKPOINT)
         assert mf.resolve_model_file(str(tmp_path / f"m{suffix}"), everything).suffix == suffix
-    with pytest.raises(FcnDeployError, match="model not found"):
+    with pytest.raises(FcnDeployError, match="model file not found"):
         mf.resolve_model_file(str(tmp_path / "missing.onnx"))
     with pytest.raises(FcnDeployError, match="is a folder"):
         mf.resolve_model_file(str(tmp_path))

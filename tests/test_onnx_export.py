@@ -12,15 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converters import onnx_passes
 from converters.calibration import load_calibration_frames
-from converters.onnx_export import (
-    ResolvedModel,
-    export,
-    finalize,
-    metadata_for,
-    model_from_checkpoint,
-    resolve_model,
-    trace_to_onnx,
-)
+from converters.onnx_export import export, finalize, metadata_for, trace_to_onnx
+from converters.resolve import ResolvedModel, model_from_checkpoint, resolve_model
 from converters.onnx_fp16 import convert_to_fp16
 from converters.onnx_int8 import check_symmetric_int8, check_u8s8, correct_bias, quantize_int8
 from converters.onnx_passes import ExportError

@@ -135,7 +135,8 @@ def test_each_installed_cuda_library_runs_the_engine(tmp_path, trt, cuda, librar
 def test_bundled_zoo_model_matches_onnxruntime(tmp_path, trt, cuda):
     """A real FCN (ResNet18 FCN-8s, random weights) exported by fcn-deploy, built and run."""
     pytest.importorskip("torch")
-    from converters.onnx_export import export, resolve_model
+    from converters.onnx_export import export
+    from converters.resolve import resolve_model
 
     resolved = resolve_model("fcn8s_resnet18", num_classes=5)
     onnx_path = export(resolved, str(tmp_path / "resnet.onnx"), precision="fp32").path

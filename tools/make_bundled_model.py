@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 import onnx  # noqa: E402
 
 from converters import onnx_passes  # noqa: E402
-from converters.onnx_export import export, resolve_model  # noqa: E402
+from converters.onnx_export import export  # noqa: E402
+from converters.resolve import resolve_model  # noqa: E402
 from fcn_deploy.data import build_dataset  # noqa: E402
 from fcn_deploy.fileio import sha256_file  # noqa: E402
 from fcn_deploy.evaluation import BackendPredictor, evaluate, json_safe  # noqa: E402

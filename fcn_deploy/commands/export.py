@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     from converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
     from converters.calibration import load_calibration_frames
-    from converters.onnx_export import BUNDLED_MODELS, export, resolve_model
+    from converters.onnx_export import export
+    from converters.resolve import resolve_model
+    from fcn_deploy.runtime.assets import BUNDLED_MODELS
 
     from ..errors import FcnDeployError
     from ..options import parse_key_values, parse_size

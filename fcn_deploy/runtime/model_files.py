@@ -107,7 +107,7 @@ def resolve_model_file(spec: str, kinds: Tuple[str, ...] = RUNTIME_KINDS) -> Pat
         if path.is_dir():
             raise FcnDeployError(f"--model {spec} is a folder; give a model file ({_listing(kinds)})")
         raise FcnDeployError(
-            f"model not found: {spec} (give a {_listing(kinds)} file, or {', '.join(BUNDLED_MODELS)} for the bundled model)"
+            f"model file not found: {spec} (give a {_listing(kinds)} file, or {', '.join(BUNDLED_MODELS)} for the bundled model)"
         )
     model_kind(path)  # an unknown suffix is refused here, not deep in a backend
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ...errors import FcnDeployError
 from ..model_files import ENGINE, ONNX, model_kind
 from .base import Backend, BackendError, TensorSpec, check_frames, normalize_frames
 
@@ -31,7 +32,10 @@ def open_backend(path: "str | os.PathLike[str]", device: str = "cpu", **options:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BackendError(f"model file not found: {path}")
-    kind = model_kind(path)
+    try:
+        kind = model_kind(path)
+    except FcnDeployError as exc:
+        raise BackendError(str(exc)) from None
     if kind == ENGINE:
         from .tensorrt import TensorRTBackend
 
