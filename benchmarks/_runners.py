@@ -25,11 +25,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.runtime.metadata import PRECISIONS
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("pytorch", "pytorch-cuda", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 DEVICE = {
     "pytorch": "cpu",
     "pytorch-cuda": "cuda",

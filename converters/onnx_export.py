@@ -43,6 +43,8 @@ from fcn_deploy.runtime.metadata import (
     LAYOUT_RAW_BGR,
     OUTPUT_LABELS,
     OUTPUT_LOGITS,
+    INT8_SCHEMES,
+    PRECISIONS,
     UPSAMPLING_FORMS,
     ModelMetadata,
     class_names,
@@ -50,6 +52,8 @@ from fcn_deploy.runtime.metadata import (
 )
 
 from . import onnx_passes
+from fcn_deploy.runtime.tensorrt_compat import TENSORRT_INT8_SCHEME
+
 from .deploy_graph import DeployGraph
 from .onnx_passes import DEFAULT_OPSET, ExportError
 from .resolve import ResolvedModel
@@ -192,6 +196,26 @@ def finalize(model: onnx.ModelProto, metadata: ModelMetadata, simplify: bool = T
 # --------------------------------------------------------------------------------------------
 # One call: what `fcn-deploy export` does
 # --------------------------------------------------------------------------------------------
+def check_export_options(precision: str, *, calibration: bool, keep_fp32: Sequence[str] = (),
+                         int8_scheme: str = TENSORRT_INT8_SCHEME, opset: int = DEFAULT_OPSET) -> None:
+    """The rules between export options, checked once: by :func:`export`, and by the CLI
+    before it loads a model, so a bad combination fails in a second, not after the trace."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if int8_scheme not in INT8_SCHEMES:
+        raise ExportError(f"unknown INT8 scheme {int8_scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
+    if precision == "int8" and not calibration:
+        raise ExportError("INT8 export needs calibration images: --calib DIR|DATASET[:ROOT] (real images the model will see)")
+    if int8_scheme != TENSORRT_INT8_SCHEME and precision != "int8":
+        raise ExportError(f"--int8-scheme {int8_scheme} goes with --int8")
+    if calibration and precision == "fp32":
+        raise ExportError("--calib is used with --int8 (or --fp16, to measure agreement); add one")
+    if keep_fp32 and precision != "fp16":
+        raise ExportError("--keep-fp32 applies to --fp16 only")
+    if opset < 13:
+        raise ExportError(f"--opset {opset} is too old; per-channel Q/DQ and TensorRT need 13 or later")
+
+
 @dataclass
 class ExportResult:
     path: str
@@ -214,7 +238,7 @@ def export(
     calib_frames: Optional[Sequence[np.ndarray]] = None,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
     upsampling: str = "subpixel",
-    int8_scheme: str = "s8s8",
+    int8_scheme: str = TENSORRT_INT8_SCHEME,
 ) -> ExportResult:
     """Export ``resolved`` to ``output`` at ``precision`` (``fp32``, ``fp16`` or ``int8``).
 
@@ -226,16 +250,10 @@ def export(
     ``deconv`` (ConvTranspose, as trained); the outputs are the same. ``output`` is replaced
     atomically, and only once every check has passed.
     """
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ExportError(f"unknown precision {precision!r}")
+    check_export_options(precision, calibration=bool(calib_frames), keep_fp32=keep_fp32, int8_scheme=int8_scheme,
+                         opset=opset)
     if not str(output).lower().endswith(".onnx"):
         raise ExportError(f"output {output} must end in .onnx (the runtime picks the backend by suffix)")
-    if precision == "int8" and not calib_frames:
-        raise ExportError("INT8 export needs calibration images (--calib DIR or DATASET[:ROOT])")
-    if keep_fp32 and precision != "fp16":
-        raise ExportError("--keep-fp32 applies to --fp16 only")
-    if int8_scheme != "s8s8" and precision != "int8":
-        raise ExportError("--int8-scheme applies to --int8 only")
     start = time.perf_counter()
     meta32 = metadata_for(resolved, fold_preprocessing, fold_argmax, "fp32", opset, upsampling)
     fp32 = finalize(trace_to_onnx(resolved.model, meta32, opset), meta32)
@@ -263,9 +281,9 @@ def export(
             "method": "minmax",
             "bias_correction": True,
             "scheme": int8_scheme,
-            "symmetric": int8_scheme == "s8s8",
+            "symmetric": int8_scheme == TENSORRT_INT8_SCHEME,
             "per_channel": True,
-            "for": "TensorRT and ONNX Runtime" if int8_scheme == "s8s8" else "ONNX Runtime on CPUs (TensorRT refuses it)",
+            "for": "TensorRT and ONNX Runtime" if int8_scheme == TENSORRT_INT8_SCHEME else "ONNX Runtime on CPUs",
             "agreement_with_fp32": round(agreement, 6),
         }
         result_model = finalize(quantized, meta, simplify=False)

@@ -59,6 +59,7 @@ from fcn_deploy.runtime.tensorrt_compat import (
     import_tensorrt,
     parse_gpu_device,
     tensorrt_available,
+    tensorrt_int8_problem,
     tensorrt_logger,
     tensorrt_version,
     version_tuple,
@@ -167,11 +168,9 @@ def read_onnx(path: str) -> OnnxFacts:
 def require_tensorrt_int8_scheme(metadata: ModelMetadata, where: str) -> None:
     """Refuse an INT8 graph quantised for ONNX Runtime's CPU provider (u8s8): TensorRT takes
     only symmetric INT8 (zero point 0), and would fail deep in its parser or build otherwise."""
-    if metadata.int8_scheme not in (None, "s8s8"):
-        raise EngineBuildError(
-            f"{where} is a {metadata.int8_scheme} INT8 graph for ONNX Runtime on CPUs; TensorRT builds only symmetric "
-            "INT8: export one with `fcn-deploy export --int8` (scheme s8s8)"
-        )
+    problem = tensorrt_int8_problem(metadata.int8_scheme, where)
+    if problem:
+        raise EngineBuildError(problem)
 
 
 # -- step 1: the plan (no TensorRT) ---------------------------------------------------------

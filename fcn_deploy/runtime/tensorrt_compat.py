@@ -229,3 +229,18 @@ def gpu_mismatch(built_gpu: str, built_cc: str, system: SystemInfo) -> str:
 def current_system(trt: Any, cuda: Any) -> SystemInfo:
     """The TensorRT version and GPU an engine built or run here is tied to."""
     return SystemInfo(tensorrt_version(trt), cuda.device_name(), cuda.compute_capability())
+
+
+# The one INT8 scheme TensorRT builds: symmetric, zero points 0 (its parser refuses others).
+TENSORRT_INT8_SCHEME = "s8s8"
+
+
+def tensorrt_int8_problem(int8_scheme: Optional[str], where: str) -> Optional[str]:
+    """Why TensorRT cannot build a graph of ``int8_scheme`` (``ModelMetadata.int8_scheme``;
+    ``None`` for float graphs), or ``None`` when it can."""
+    if int8_scheme in (None, TENSORRT_INT8_SCHEME):
+        return None
+    return (
+        f"{where} is a {int8_scheme} INT8 graph for ONNX Runtime on CPUs; TensorRT builds only symmetric "
+        f"INT8 ({TENSORRT_INT8_SCHEME}): export one with `fcn-deploy export --int8`"
+    )
