@@ -35,16 +35,12 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
-from fcn_deploy.runtime.metadata import INT8_SCHEMES  # noqa: E402
-from fcn_deploy.options import parse_key_values, parse_sizes  # noqa: E402
-from fcn_deploy.errors import FcnDeployError, first_line  # noqa: E402
+from benchmarks import _machine, _report, _runners, _variants
+from fcn_deploy.runtime.metadata import INT8_SCHEMES
+from fcn_deploy.options import parse_key_values, parse_sizes
+from fcn_deploy.errors import FcnDeployError, first_line
 
 log = logging.getLogger("benchmarks.latency")
 

@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
-from benchmarks import accuracy, latency  # noqa: E402
+from benchmarks import _machine, _report, _runners, _variants
+from benchmarks import accuracy, latency
 
 TINY = ["--model", "fcn8s_resnet18", "--option", "width=16"]
 REQUIRED = ("backend", "precision", "size", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "fps")
