@@ -246,7 +246,7 @@ def export(
     arg-max agreement with FP32 on them is measured. ``int8_scheme`` is ``s8s8`` (TensorRT)
     or ``u8s8`` (ONNX Runtime on CPUs; see :mod:`converters.onnx_int8`). ``upsampling`` is
     ``subpixel`` (a convolution at input resolution plus DepthToSpace; see SubPixelUpsample;
-    about 6x faster in ONNX Runtime's CPU provider on the bundled model's three upsamplers) or
+    several times faster than ConvTranspose in ONNX Runtime's CPU provider) or
     ``deconv`` (ConvTranspose, as trained); the outputs are the same. ``output`` is replaced
     atomically, and only once every check has passed.
     """
