@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -46,7 +46,6 @@ import torch.nn as nn
 from ..errors import FcnDeployError
 from ..normalization import CAFFE_VGG, TORCHVISION_IMAGENET, Normalization
 from .pretrained import PretrainedError, load_pretrained
-from .registry import register_model
 from .upsampling import bilinear_deconv
 
 log = logging.getLogger(__name__)
@@ -337,25 +336,30 @@ def _build(name: str, cls, num_classes: int, learnable_upsampling: bool = True, 
     return model
 
 
-@register_model("fcn32s_vgg16")
 def fcn32s_vgg16(num_classes: int, **options) -> FCN32s:
     """FCN-32s (options: learnable_upsampling, width, pretrained = path or "imagenet")."""
     return _build("fcn32s_vgg16", FCN32s, num_classes, **options)
 
 
-@register_model("fcn16s_vgg16")
 def fcn16s_vgg16(num_classes: int, **options) -> FCN16s:
     """FCN-16s (options as :func:`fcn32s_vgg16`)."""
     return _build("fcn16s_vgg16", FCN16s, num_classes, **options)
 
 
-@register_model("fcn8s_vgg16")
 def fcn8s_vgg16(num_classes: int, **options) -> FCN8s:
     """FCN-8s, staged (options as :func:`fcn32s_vgg16`)."""
     return _build("fcn8s_vgg16", FCN8s, num_classes, **options)
 
 
-@register_model("fcn8s_atonce_vgg16")
 def fcn8s_atonce_vgg16(num_classes: int, **options) -> FCN8s:
     """FCN-8s trained all at once: pool4 x 0.01, pool3 x 0.0001 (options as :func:`fcn32s_vgg16`)."""
     return _build("fcn8s_atonce_vgg16", FCN8s, num_classes, at_once=True, **options)
+
+
+# This family's part of the zoo (merged by :mod:`fcn_deploy.models.zoo`).
+VGG_MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "fcn32s_vgg16": fcn32s_vgg16,
+    "fcn16s_vgg16": fcn16s_vgg16,
+    "fcn8s_vgg16": fcn8s_vgg16,
+    "fcn8s_atonce_vgg16": fcn8s_atonce_vgg16,
+}
