@@ -114,3 +114,21 @@ def test_the_check_finds_a_circle(tmp_path):
              "pkg.vgg": imports_of("pkg.vgg", tmp_path / "vgg.py", known)}
     assert graph == {"pkg.registry": {"pkg.vgg"}, "pkg.vgg": {"pkg.registry"}}
     assert find_cycle(graph) == ["pkg.registry", "pkg.vgg", "pkg.registry"]
+
+
+def test_zoo_merges_the_family_tables():
+    from fcn_deploy.models import available_models, build_model
+    from fcn_deploy.models.efficientnet_lite import EFFICIENTNET_LITE_MODELS
+    from fcn_deploy.models.resnet import RESNET_MODELS
+    from fcn_deploy.models.vgg import VGG_MODELS
+    from fcn_deploy.models.zoo import MODELS, merge_tables
+
+    tables = (VGG_MODELS, RESNET_MODELS, EFFICIENTNET_LITE_MODELS)
+    assert available_models() == sorted(n for t in tables for n in t)
+    assert all(MODELS[n] is t[n] for t in tables for n in t)
+    with pytest.raises(TypeError):
+        MODELS["extra"] = VGG_MODELS["fcn8s_vgg16"]  # fixed by the code, not at run time
+    with pytest.raises(ValueError, match="fcn8s_vgg16"):
+        merge_tables(VGG_MODELS, {"fcn8s_vgg16": RESNET_MODELS["fcn8s_resnet18"]})
+    with pytest.raises(KeyError, match="no_such_net"):
+        build_model("no_such_net", 3)
