@@ -45,7 +45,8 @@ import torch.nn as nn
 
 from ..errors import FcnDeployError
 from ..normalization import CAFFE_VGG, TORCHVISION_IMAGENET, Normalization
-from .pretrained import PretrainedError, load_pretrained
+from .pretrained import load_pretrained
+from .staged import STRIDE
 from .upsampling import bilinear_deconv
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,6 @@ TORCHVISION_FC_INDEX = {"fc6": 0, "fc7": 3}
 
 # The final upsampler of each variant, which a finer net does not have.
 FINAL_UPSCORE = {"32s": "upscore", "16s": "upscore16", "8s": "upscore8"}
-STRIDE = {"32s": 32, "16s": 16, "8s": 8}
 
 
 def conv_names() -> List[str]:
@@ -84,6 +84,8 @@ class VGG16FCN(nn.Module):
     Modules are top-level attributes with the paper's names, so the state-dict keys are
     exactly pytorch-fcn's. ``width`` divides every channel count (1 = the real net; 16 gives
     4..32 conv channels and a 256-wide fc6/fc7 for fast tests); the names do not change.
+    Each subclass declares its ``variant``, which staged training reads
+    (:func:`~fcn_deploy.models.staged.init_from_coarser`).
     """
 
     variant = ""
@@ -299,30 +301,6 @@ class FCN8s(VGG16FCN):
         score_pool3c = crop_like(self.score_pool3(pool3), 9, upscore_pool4)
         upscore8 = self.upscore8(upscore_pool4 + score_pool3c)
         return crop_like(upscore8, 31, x).contiguous()
-
-
-def init_from_coarser(fine: VGG16FCN, coarse: VGG16FCN) -> List[str]:
-    """The paper's staged training: start FCN-16s from a trained FCN-32s, FCN-8s from FCN-16s.
-
-    Copies every tensor the two nets share by name (the trunk, ``score_fr`` and, from
-    FCN-16s into FCN-8s, ``score_pool4`` and ``upscore2``) and the input normalisation;
-    the finer net's new layers keep their initialisation (zero scorers, bilinear
-    upsamplers), so it starts out computing exactly what the coarser net computed, before
-    its final upsampling. Returns the copied keys.
-    """
-    if STRIDE.get(coarse.variant, 0) < STRIDE.get(fine.variant, 0):
-        raise PretrainedError(f"FCN-{coarse.variant} is not coarser than FCN-{fine.variant}")
-    src, dst = coarse.state_dict(), fine.state_dict()
-    shared = [k for k in dst if k in src]
-    bad = [f"{k} {tuple(src[k].shape)} vs {tuple(dst[k].shape)}" for k in shared if src[k].shape != dst[k].shape]
-    if bad:
-        raise PretrainedError(
-            f"FCN-{coarse.variant} does not fit FCN-{fine.variant}: shape mismatch: {', '.join(bad[:3])}")
-    with torch.no_grad():
-        for k in shared:
-            dst[k].copy_(src[k])
-    fine.normalization = coarse.normalization
-    return shared
 
 
 def _build(name: str, cls, num_classes: int, learnable_upsampling: bool = True, width: int = 1,

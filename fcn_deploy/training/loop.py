@@ -284,40 +284,29 @@ def class_weights_for(dataset: Any, mode: str) -> Optional[torch.Tensor]:
 def init_from_checkpoint(model: nn.Module, path: str) -> int:
     """Staged training (paper section 4.2): start FCN-16s from FCN-32s, FCN-8s from FCN-16s.
 
-    Every parameter the coarser net shares with this one (same name and shape: the backbone
-    and ``score_fr``) is copied; the new skip scorers keep their zero initialisation, so
-    the finer net starts out computing exactly the coarser net's prediction. The VGG nets
-    use their family's own ``init_from_coarser`` where it exists. Returns the number of
+    The checkpoint's net is rebuilt and every tensor it shares with ``model`` (same name and
+    shape: the backbone, ``score_fr``, and from FCN-16s on ``score_pool4`` and ``upscore2``)
+    is copied by :func:`~fcn_deploy.models.staged.init_from_coarser`, for any family whose
+    models declare their FCN variant. The new skip scorers keep their zero initialisation, so
+    the finer net starts out computing the coarser net's prediction. Returns the number of
     tensors copied.
     """
+    from ..models.pretrained import PretrainedError
+    from ..models.staged import init_from_coarser
+
     ckpt = load_checkpoint(path)
     coarse = build_from_checkpoint(ckpt)
     if int(ckpt["num_classes"]) != model.num_classes:
         raise FcnDeployError(
             f"--init-from {path}: it predicts {ckpt['num_classes']} classes, this run {model.num_classes}"
         )
-    if "vgg" in ckpt["model_name"] and "vgg" in model.name:
-        try:
-            from ..models.vgg import init_from_coarser
-        except ImportError:
-            init_from_coarser = None
-        if init_from_coarser is not None:
-            init_from_coarser(model, coarse)
-            log.info("initialised %s from %s (%s)", model.name, ckpt["model_name"], path)
-            return len(coarse.state_dict())
-    own = model.state_dict()
-    shared = {k: v for k, v in coarse.state_dict().items() if k in own}
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in shared.items() if v.shape != own[k].shape]
-    if bad:
-        raise FcnDeployError(
-            f"--init-from {path}: {ckpt['model_name']} {ckpt.get('model_options') or ''} does not fit "
-            f"{model.name}: shape mismatch: {', '.join(bad[:3])}"
-        )
-    if not shared:
-        raise FcnDeployError(f"--init-from {path}: {ckpt['model_name']} shares no parameters with {model.name}")
-    model.load_state_dict(shared, strict=False)
-    log.info("initialised %s from %s: %d of %d tensors copied", model.name, path, len(shared), len(own))
-    return len(shared)
+    try:
+        copied = init_from_coarser(model, coarse)
+    except PretrainedError as exc:
+        raise FcnDeployError(f"--init-from {path}: {exc}") from None
+    log.info("initialised %s from %s (%s): %d of %d tensors copied",
+             model.name, ckpt["model_name"], path, len(copied), len(model.state_dict()))
+    return len(copied)
 
 
 def load_backbone(model: nn.Module, source: str) -> None:
