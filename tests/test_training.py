@@ -13,7 +13,7 @@ from fcn_deploy.cli import main
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.data.base import SegmentationDataset
 from fcn_deploy.training import load_checkpoint, make_config, train
-from fcn_deploy.training.loop import class_weights_for, init_from_checkpoint
+from fcn_deploy.training.initialization import class_weights_for, init_from_checkpoint
 from fcn_deploy.training.losses import sampling_mask, segmentation_loss
 from fcn_deploy.training.presets import PRESETS
 from fcn_deploy.training.schedule import LRSchedule, poly_factor
