@@ -13,7 +13,7 @@ from fcn_deploy.cli import main
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.data.base import SegmentationDataset
 from fcn_deploy.training import load_checkpoint, make_config, train
-from fcn_deploy.training.loop import class_weights_for, init_from_checkpoint
+from fcn_deploy.training.initialization import class_weights_for, init_from_checkpoint
 from fcn_deploy.training.losses import sampling_mask, segmentation_loss
 from fcn_deploy.training.presets import PRESETS
 from fcn_deploy.training.schedule import LRSchedule, poly_factor
@@ -230,7 +230,7 @@ def test_staged_initialisation_keeps_the_coarser_prediction(tmp_path):
 
 
 def test_staged_initialisation_vgg(tmp_path):
-    """FCN-32s -> FCN-16s on the paper's VGG nets goes through the family's init_from_coarser."""
+    """FCN-32s -> FCN-16s on the paper's VGG nets: the trunk and score_fr are copied."""
     from fcn_deploy.data import build_dataset
     from fcn_deploy.models import build_model
     from fcn_deploy.training.checkpoint import atomic_save, make_checkpoint
@@ -249,6 +249,43 @@ def test_staged_initialisation_vgg(tmp_path):
     for k in shared:
         assert torch.equal(dst[k], src[k]), k
     assert torch.count_nonzero(dst["score_pool4.weight"]) == 0
+
+
+def test_staged_initialisation_reads_the_declared_variant(tmp_path):
+    """Whether and how a net is initialised from another is decided by the FCN variant its
+    family declares, never by its name; finer into coarser is refused for every family."""
+    from fcn_deploy.data import build_dataset
+    from fcn_deploy.models import PretrainedError, build_model
+    from fcn_deploy.models.staged import init_from_coarser
+    from fcn_deploy.training.checkpoint import atomic_save, make_checkpoint
+
+    coarse = build_model("fcn8s_resnet18", 5, width=16, variant="16s")
+    with torch.no_grad():
+        for p in coarse.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    fine = build_model("fcn8s_resnet18", 5, width=16)
+    coarse.name = fine.name = "fcn8s_vgg16_lookalike"  # a name says nothing
+    copied = init_from_coarser(fine, coarse)
+    assert {"score_fr.weight", "score_pool4.weight", "upscore2.weight"} <= set(copied)
+    assert "upscore16.weight" not in copied
+    assert torch.equal(fine.upscore2.weight, coarse.upscore2.weight)
+    assert torch.count_nonzero(fine.score_pool3.weight) == 0
+
+    class NoVariant(torch.nn.Module):  # a family that does not declare one takes no part
+        def __init__(self):
+            super().__init__()
+            self.score_fr = torch.nn.Conv2d(1, 5, 1)
+
+    with pytest.raises(PretrainedError, match="declares no FCN variant"):
+        init_from_coarser(fine, NoVariant())
+
+    ds = build_dataset("synthetic", None, "train", size=(64, 64), count=2)
+    path = tmp_path / "fcn8s.pt"
+    fine.name = "fcn8s_resnet18"
+    atomic_save(make_checkpoint(fine, {"width": 16}, ds, "synthetic", {}, 1, {}, 0.0), path)
+    coarser = build_model("fcn8s_resnet18", 5, width=16, variant="32s")
+    with pytest.raises(FcnDeployError, match=r"--init-from .*FCN-8s is not coarser than FCN-32s"):
+        init_from_checkpoint(coarser, str(path))
 
 
 def test_train_cli_bad_inputs(tmp_path, capsys):

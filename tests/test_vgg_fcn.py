@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from fcn_deploy.models import PretrainedError, build_model, load_pretrained
 from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
-from fcn_deploy.models.vgg import IMAGENET_URL, init_from_coarser
+from fcn_deploy.models.staged import init_from_coarser
+from fcn_deploy.models.vgg import IMAGENET_URL
 from fcn_deploy.normalization import CAFFE_VGG, TORCHVISION_IMAGENET
 
 WIDTH = 16  # channel divisor: 4..32 conv channels and a 256-wide fc6/fc7

@@ -17,14 +17,13 @@ stride 32 after the 1x1 head convolution (1280 ch).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..normalization import EFFICIENTNET_LITE
 from .pretrained import load_pretrained
-from .registry import register_model
 from .skip_fcn import SkipFCN
 
 BN_EPS = 1e-3
@@ -164,7 +163,6 @@ class FCNEfficientNetLite0(SkipFCN):
         return mapped, required
 
 
-@register_model("fcn8s_efficientnet_lite0")
 def fcn8s_efficientnet_lite0(
     num_classes: int,
     variant: str = "8s",
@@ -181,3 +179,9 @@ def fcn8s_efficientnet_lite0(
     if pretrained:
         load_pretrained(model, pretrained)
     return model
+
+
+# This family's part of the zoo (merged by :mod:`fcn_deploy.models.zoo`).
+EFFICIENTNET_LITE_MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "fcn8s_efficientnet_lite0": fcn8s_efficientnet_lite0,
+}

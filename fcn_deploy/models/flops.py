@@ -6,7 +6,8 @@ left out, by the usual convention (they are a few percent of a convolutional net
 GFLOPs are reported as ``2 x MACs / 1e9``.
 
 A model built under ``torch.device("meta")`` counts as well as a real one: its forward pass
-computes shapes only, so even the 134M-parameter VGG16 FCNs are measured in milliseconds.
+computes shapes only, so even the VGG16 FCNs are counted without allocating or computing a
+single weight.
 """
 from __future__ import annotations
 

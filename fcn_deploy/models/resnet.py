@@ -14,14 +14,13 @@ logits are cropped back, so the output is ``H x W`` for every ``H, W >= 1``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Set, Tuple, Type, Union
+from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
 
 from ..normalization import TORCHVISION_IMAGENET
 from .pretrained import load_pretrained, strip_and_prefix
-from .registry import register_model
 from .skip_fcn import SkipFCN
 
 IMAGENET_URLS = {
@@ -190,19 +189,24 @@ def _build(depth: int, num_classes: int, variant: str = "8s", learnable_upsampli
     return model
 
 
-@register_model("fcn8s_resnet18")
 def fcn8s_resnet18(num_classes: int, **options) -> ResNetFCN:
     """FCN-8s on ResNet-18 (options: variant, learnable_upsampling, dropout, width, pretrained)."""
     return _build(18, num_classes, **options)
 
 
-@register_model("fcn8s_resnet34")
 def fcn8s_resnet34(num_classes: int, **options) -> ResNetFCN:
     """FCN-8s on ResNet-34 (options as :func:`fcn8s_resnet18`)."""
     return _build(34, num_classes, **options)
 
 
-@register_model("fcn8s_resnet50")
 def fcn8s_resnet50(num_classes: int, **options) -> ResNetFCN:
     """FCN-8s on ResNet-50 (options as :func:`fcn8s_resnet18`)."""
     return _build(50, num_classes, **options)
+
+
+# This family's part of the zoo (merged by :mod:`fcn_deploy.models.zoo`).
+RESNET_MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "fcn8s_resnet18": fcn8s_resnet18,
+    "fcn8s_resnet34": fcn8s_resnet34,
+    "fcn8s_resnet50": fcn8s_resnet50,
+}

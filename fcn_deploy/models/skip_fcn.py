@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .staged import STRIDE
 from .upsampling import bilinear_deconv
 
 ALIGN = 32
@@ -27,7 +28,10 @@ ALIGN = 32
 class SkipFCN(nn.Module):
     """FCN-32s/16s/8s head over ``backbone``, whose ``forward`` returns a dict with
     ``"pool3"`` (stride 8), ``"pool4"`` (stride 16) and ``"fc7"`` (stride 32) features and whose
-    ``out_channels`` maps those names to channel counts."""
+    ``out_channels`` maps those names to channel counts.
+
+    Layer names are the paper's and ``variant`` is declared, so staged training
+    (:func:`~fcn_deploy.models.staged.init_from_coarser`) works for every backbone."""
 
     def __init__(
         self,
@@ -38,7 +42,7 @@ class SkipFCN(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if variant not in ("32s", "16s", "8s"):
+        if variant not in STRIDE:
             raise ValueError(f"variant must be 32s, 16s or 8s, not {variant!r}")
         self.backbone = backbone
         self.num_classes = num_classes

@@ -38,15 +38,15 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..errors import FcnDeployError
 from ..normalization import CAFFE_VGG, TORCHVISION_IMAGENET, Normalization
-from .pretrained import PretrainedError, load_pretrained
-from .registry import register_model
+from .pretrained import load_pretrained
+from .staged import STRIDE
 from .upsampling import bilinear_deconv
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ TORCHVISION_FC_INDEX = {"fc6": 0, "fc7": 3}
 
 # The final upsampler of each variant, which a finer net does not have.
 FINAL_UPSCORE = {"32s": "upscore", "16s": "upscore16", "8s": "upscore8"}
-STRIDE = {"32s": 32, "16s": 16, "8s": 8}
 
 
 def conv_names() -> List[str]:
@@ -85,6 +84,8 @@ class VGG16FCN(nn.Module):
     Modules are top-level attributes with the paper's names, so the state-dict keys are
     exactly pytorch-fcn's. ``width`` divides every channel count (1 = the real net; 16 gives
     4..32 conv channels and a 256-wide fc6/fc7 for fast tests); the names do not change.
+    Each subclass declares its ``variant``, which staged training reads
+    (:func:`~fcn_deploy.models.staged.init_from_coarser`).
     """
 
     variant = ""
@@ -302,30 +303,6 @@ class FCN8s(VGG16FCN):
         return crop_like(upscore8, 31, x).contiguous()
 
 
-def init_from_coarser(fine: VGG16FCN, coarse: VGG16FCN) -> List[str]:
-    """The paper's staged training: start FCN-16s from a trained FCN-32s, FCN-8s from FCN-16s.
-
-    Copies every tensor the two nets share by name (the trunk, ``score_fr`` and, from
-    FCN-16s into FCN-8s, ``score_pool4`` and ``upscore2``) and the input normalisation;
-    the finer net's new layers keep their initialisation (zero scorers, bilinear
-    upsamplers), so it starts out computing exactly what the coarser net computed, before
-    its final upsampling. Returns the copied keys.
-    """
-    if STRIDE.get(coarse.variant, 0) < STRIDE.get(fine.variant, 0):
-        raise PretrainedError(f"FCN-{coarse.variant} is not coarser than FCN-{fine.variant}")
-    src, dst = coarse.state_dict(), fine.state_dict()
-    shared = [k for k in dst if k in src]
-    bad = [f"{k} {tuple(src[k].shape)} vs {tuple(dst[k].shape)}" for k in shared if src[k].shape != dst[k].shape]
-    if bad:
-        raise PretrainedError(
-            f"FCN-{coarse.variant} does not fit FCN-{fine.variant}: shape mismatch: {', '.join(bad[:3])}")
-    with torch.no_grad():
-        for k in shared:
-            dst[k].copy_(src[k])
-    fine.normalization = coarse.normalization
-    return shared
-
-
 def _build(name: str, cls, num_classes: int, learnable_upsampling: bool = True, width: int = 1,
            pretrained: Optional[str] = None, **extra) -> VGG16FCN:
     if pretrained is not None and not isinstance(pretrained, str):
@@ -337,25 +314,30 @@ def _build(name: str, cls, num_classes: int, learnable_upsampling: bool = True, 
     return model
 
 
-@register_model("fcn32s_vgg16")
 def fcn32s_vgg16(num_classes: int, **options) -> FCN32s:
     """FCN-32s (options: learnable_upsampling, width, pretrained = path or "imagenet")."""
     return _build("fcn32s_vgg16", FCN32s, num_classes, **options)
 
 
-@register_model("fcn16s_vgg16")
 def fcn16s_vgg16(num_classes: int, **options) -> FCN16s:
     """FCN-16s (options as :func:`fcn32s_vgg16`)."""
     return _build("fcn16s_vgg16", FCN16s, num_classes, **options)
 
 
-@register_model("fcn8s_vgg16")
 def fcn8s_vgg16(num_classes: int, **options) -> FCN8s:
     """FCN-8s, staged (options as :func:`fcn32s_vgg16`)."""
     return _build("fcn8s_vgg16", FCN8s, num_classes, **options)
 
 
-@register_model("fcn8s_atonce_vgg16")
 def fcn8s_atonce_vgg16(num_classes: int, **options) -> FCN8s:
     """FCN-8s trained all at once: pool4 x 0.01, pool3 x 0.0001 (options as :func:`fcn32s_vgg16`)."""
     return _build("fcn8s_atonce_vgg16", FCN8s, num_classes, at_once=True, **options)
+
+
+# This family's part of the zoo (merged by :mod:`fcn_deploy.models.zoo`).
+VGG_MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "fcn32s_vgg16": fcn32s_vgg16,
+    "fcn16s_vgg16": fcn16s_vgg16,
+    "fcn8s_vgg16": fcn8s_vgg16,
+    "fcn8s_atonce_vgg16": fcn8s_atonce_vgg16,
+}

@@ -1,155 +1,61 @@
 """The training loop: fine-tune a zoo model on a dataset, validate, checkpoint, resume.
 
-One function, :func:`train`, runs a whole (or resumed) run from a :class:`TrainConfig`.
-What it does each iteration is the paper's: SGD with momentum on the per-pixel
-multinomial logistic loss, optionally class-weighted and with loss sampling; the learning
-rate follows a fixed or poly schedule. After every ``val_every`` epochs it scores the
-validation split with the four metrics, keeps the best checkpoint by mean IU, and writes
-``last.pt`` (with everything needed to resume) and the CSV/JSON/PNG log.
+One function, :func:`train`, runs a whole (or resumed) run from a
+:class:`~fcn_deploy.training.config.TrainConfig`. What it does each iteration is the paper's:
+SGD with momentum on the per-pixel multinomial logistic loss, optionally class-weighted and
+with loss sampling; the learning rate follows a fixed or poly schedule. After every
+``val_every`` epochs it scores the validation split with the four metrics, keeps the best
+checkpoint by mean IU, and writes ``last.pt`` (with everything needed to resume) and the
+CSV/JSON/PNG log. Setting a run up is :mod:`~fcn_deploy.training.initialization`'s job, its
+batches :mod:`~fcn_deploy.training.batches`'.
 
-Exact resume. The sample order of an epoch depends only on ``(seed, epoch)``, an item's
-augmentation only on ``(seed, epoch, index)``, and the DataLoader draws its worker seeds
-from a private generator; the global RNGs (dropout, loss sampling) are saved in every
-``last.pt``. A run killed after iteration ``k`` and resumed from the checkpoint written at
-``k`` therefore takes the same steps as one that never stopped.
+Exact resume. Batches depend only on the seed, the epoch and the position in it
+(:mod:`~fcn_deploy.training.batches`), and the global RNGs (dropout, loss sampling) are saved
+in every ``last.pt`` (:mod:`~fcn_deploy.training.rng`), together with the optimiser,
+schedule, grad scaler and position. A run killed after iteration ``k`` and resumed from the
+checkpoint written at ``k`` therefore takes the same steps as one that never stopped.
 
 Library code logs; the CLI adds the progress bar through the ``on_step`` callback.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
-import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import FcnDeployError
+from ..models.pretrained import load_state_dict_checked
 from . import distributed as ddp
-from .checkpoint import (
-    BEST,
-    LAST,
-    CheckpointError,
-    atomic_save,
-    build_from_checkpoint,
-    load_checkpoint,
-    make_checkpoint,
-    resolve_resume,
+from .batches import build_transform, open_dataset, train_loader
+from .checkpoint import BEST, LAST, CheckpointError, atomic_save, load_checkpoint, make_checkpoint
+from .config import TrainConfig, validate_config
+from .initialization import (
+    build_network,
+    build_optimizer,
+    class_weights_for,
+    freeze_batchnorm,
+    initialise_weights,
+    resolve_device,
+    resolve_workers,
 )
+from .initialization import init_from_checkpoint  # noqa: F401 (imported from here before the split)
 from .losses import segmentation_loss
-from .presets import PRESETS, preset_values
-from .schedule import LRSchedule
+from .rng import rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
-
-CLASS_WEIGHTS = ("none", "median-freq", "sqrt-median-freq", "dataset")
-# Options that describe the process rather than the result: a resumed run may change them.
-RUNTIME_FIELDS = ("device", "threads", "num_workers", "out")
-
-
-@dataclass
-class TrainConfig:
-    """Every choice of a training run; stored as the checkpoint's ``recipe``."""
-
-    model: str
-    dataset: str
-    root: Optional[str] = None
-    out: str = "runs/train"
-    model_options: Dict[str, Any] = field(default_factory=dict)
-    dataset_options: Dict[str, Any] = field(default_factory=dict)
-    train_split: str = "train"
-    val_split: Optional[str] = "val"
-    preset: str = "fast"
-    epochs: int = 30
-    max_iters: Optional[int] = None
-    batch_size: int = 8
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "poly"
-    poly_power: float = 0.9
-    warmup_iters: int = 0
-    loss: str = "mean"
-    class_weights: str = "none"
-    loss_sampling: float = 1.0
-    sampling_cell: int = 32
-    crop: Optional[Tuple[int, int]] = (320, 320)
-    scale_range: Optional[Tuple[float, float]] = (0.5, 2.0)
-    flip: bool = True
-    jitter: bool = True
-    val_every: int = 1
-    val_size: Optional[Tuple[int, int]] = None
-    checkpoint_every: int = 0
-    pretrained_backbone: str = "imagenet"
-    init_from: Optional[str] = None
-    freeze_bn: bool = False
-    device: str = "auto"
-    amp: Optional[bool] = None
-    channels_last: Optional[bool] = None
-    threads: Optional[int] = None
-    num_workers: Optional[int] = None  # None: 0 on CPU, several on CUDA (see resolve_workers)
-    seed: int = 0
-    deterministic: bool = False
-
-    def recipe(self) -> Dict[str, Any]:
-        """The config as plain JSON-able values (tuples become lists)."""
-        out = {}
-        for k, v in dataclasses.asdict(self).items():
-            out[k] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    @classmethod
-    def from_recipe(cls, recipe: Dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in recipe.items() if k in names}
-        for k in ("crop", "scale_range", "val_size"):
-            if values.get(k) is not None:
-                values[k] = tuple(values[k])
-        return cls(**values)
-
-
-def make_config(model: str, dataset: str, preset: str = "fast", **options: Any) -> TrainConfig:
-    """A :class:`TrainConfig` from ``preset``'s values with every non-``None`` option on top."""
-    if preset not in PRESETS:
-        raise FcnDeployError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    preset_keys = set(PRESETS[preset])
-    values = preset_values(preset, {k: options.get(k) for k in preset_keys})
-    rest = {k: v for k, v in options.items() if k not in preset_keys and v is not None}
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(rest) - names)
-    if unknown:
-        raise TypeError(f"unknown training option(s): {', '.join(unknown)}")
-    return TrainConfig(model=model, dataset=dataset, preset=preset, **values, **rest)
-
-
-def config_for_resume(path: str, **runtime: Any) -> Tuple[TrainConfig, Path]:
-    """The stored recipe of the run at ``path`` (folder or ``last.pt``) and the checkpoint file.
-
-    Only options that do not change the result (device, threads, workers) may be overridden.
-    """
-    ckpt_path = resolve_resume(path)
-    ckpt = load_checkpoint(ckpt_path)
-    if "training_state" not in ckpt:
-        raise CheckpointError(f"{ckpt_path} holds no training state (resume from a run's {LAST})")
-    config = TrainConfig.from_recipe(ckpt["recipe"])
-    for k, v in runtime.items():
-        if k not in RUNTIME_FIELDS:
-            raise TypeError(f"{k} cannot change on resume")
-        if v is not None:
-            setattr(config, k, v)
-    config.out = str(ckpt_path.parent)
-    return config, ckpt_path
 
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns: where the run is, its best scores and its log rows."""
+
     run_dir: Path
     best_metrics: Dict[str, Any]
     best_epoch: Optional[int]
@@ -158,234 +64,6 @@ class TrainResult:
     wall_time_s: float
     history: List[Dict[str, Any]]
 
-
-# -- set-up helpers --------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise FcnDeployError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FcnDeployError("--device cuda asked for, but this torch has no usable CUDA device")
-    if device.type not in ("cpu", "cuda"):
-        raise FcnDeployError(f"training runs on cpu or cuda, not {name!r}")
-    return device
-
-
-def resolve_workers(requested: Optional[int], device: torch.device) -> int:
-    """DataLoader workers: as asked, else 0 for CPU training and up to 8 per process on CUDA.
-
-    On CPU the network takes every core; loading and augmenting a CamVid batch of 4 costs
-    about 5% of a training step on 2 cores, and measured with 0, 1 and 2 workers there, 2
-    workers were slowest (they take cores from the convolutions) and 1 was within noise of 0.
-    On a GPU the loader is the bottleneck, so it gets the host's cores.
-    """
-    if requested is not None:
-        if requested < 0:
-            raise FcnDeployError("--workers must be >= 0")
-        return requested
-    if device.type != "cuda":
-        return 0
-    per_process = (os.cpu_count() or 2) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, min(8, per_process - 1))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state(device: torch.device) -> Dict[str, Any]:
-    """The global RNG states, as tensors and plain values (loadable with weights_only)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "torch": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _rgb_fill(normalization) -> List[float]:
-    """The model's mean colour in RGB: padding with it normalises to zero."""
-    mean = list(normalization.mean)
-    return mean if normalization.channel_order == "RGB" else mean[::-1]
-
-
-def build_transform(config: TrainConfig, ignore_index: int, normalization) -> Any:
-    from ..data.transforms import (
-        Compose,
-        Normalize,
-        PhotometricJitter,
-        RandomCrop,
-        RandomHorizontalFlip,
-        RandomScale,
-    )
-
-    steps: List[Any] = []
-    if config.jitter:
-        steps.append(PhotometricJitter())
-    if config.scale_range is not None:
-        steps.append(RandomScale(*config.scale_range))
-    if config.crop is not None:
-        steps.append(RandomCrop(config.crop[0], config.crop[1], ignore_index, _rgb_fill(normalization)))
-    if config.flip:
-        steps.append(RandomHorizontalFlip())
-    steps.append(Normalize(normalization))
-    return Compose(steps)
-
-
-def open_dataset(config: TrainConfig, split: str, transform: Any = None) -> Any:
-    from ..data import build_dataset
-
-    return build_dataset(config.dataset, config.root, split, transform, seed=config.seed, **config.dataset_options)
-
-
-def class_weights_for(dataset: Any, mode: str) -> Optional[torch.Tensor]:
-    """Per-class loss weights: none, the dataset's own, or (square-root) median frequency.
-
-    Median frequency is counted in one pass over the untransformed training labels.
-    """
-    from ..data.class_weights import class_pixel_frequencies, median_frequency_weights
-
-    if mode == "none":
-        return None
-    if mode == "dataset":
-        if getattr(dataset, "class_weights", None) is None:
-            raise FcnDeployError(f"dataset {type(dataset).__name__} ships no class weights; use median-freq")
-        weights = np.asarray(dataset.class_weights, dtype=np.float64)
-    elif mode in ("median-freq", "sqrt-median-freq"):
-        weights = np.asarray(median_frequency_weights(class_pixel_frequencies(dataset)), dtype=np.float64)
-        if mode == "sqrt-median-freq":
-            weights = np.sqrt(weights)
-    else:
-        raise FcnDeployError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}, not {mode!r}")
-    log.info("class weights: %s", " ".join(f"{c}={w:.3f}" for c, w in zip(dataset.classes, weights)))
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def init_from_checkpoint(model: nn.Module, path: str) -> int:
-    """Staged training (paper section 4.2): start FCN-16s from FCN-32s, FCN-8s from FCN-16s.
-
-    Every parameter the coarser net shares with this one (same name and shape: the backbone
-    and ``score_fr``) is copied; the new skip scorers keep their zero initialisation, so
-    the finer net starts out computing exactly the coarser net's prediction. The VGG nets
-    use their family's own ``init_from_coarser`` where it exists. Returns the number of
-    tensors copied.
-    """
-    ckpt = load_checkpoint(path)
-    coarse = build_from_checkpoint(ckpt)
-    if int(ckpt["num_classes"]) != model.num_classes:
-        raise FcnDeployError(
-            f"--init-from {path}: it predicts {ckpt['num_classes']} classes, this run {model.num_classes}"
-        )
-    if "vgg" in ckpt["model_name"] and "vgg" in model.name:
-        try:
-            from ..models.vgg import init_from_coarser
-        except ImportError:
-            init_from_coarser = None
-        if init_from_coarser is not None:
-            init_from_coarser(model, coarse)
-            log.info("initialised %s from %s (%s)", model.name, ckpt["model_name"], path)
-            return len(coarse.state_dict())
-    own = model.state_dict()
-    shared = {k: v for k, v in coarse.state_dict().items() if k in own}
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in shared.items() if v.shape != own[k].shape]
-    if bad:
-        raise FcnDeployError(
-            f"--init-from {path}: {ckpt['model_name']} {ckpt.get('model_options') or ''} does not fit "
-            f"{model.name}: shape mismatch: {', '.join(bad[:3])}"
-        )
-    if not shared:
-        raise FcnDeployError(f"--init-from {path}: {ckpt['model_name']} shares no parameters with {model.name}")
-    model.load_state_dict(shared, strict=False)
-    log.info("initialised %s from %s: %d of %d tensors copied", model.name, path, len(shared), len(own))
-    return len(shared)
-
-
-def load_backbone(model: nn.Module, source: str) -> None:
-    from ..models import load_pretrained
-
-    if source in ("none", "", None):
-        log.info("training %s from scratch (no pretrained backbone)", model.name)
-        return
-    try:
-        load_pretrained(model, source)
-    except FcnDeployError as exc:
-        raise FcnDeployError(f"{exc} (or train from scratch with --pretrained-backbone none)") from None
-    log.info("loaded pretrained weights into %s from %s", model.name, source)
-
-
-def freeze_batchnorm(model: nn.Module) -> None:
-    """Keep batch-norm statistics and affine parameters fixed (small batches, fine-tuning)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad_(False)
-
-
-class _Normalised(torch.utils.data.Dataset):
-    """Items as tensors for the DataLoader: ``(3 x H x W float32, H x W int64)``."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.dataset[index]
-        return torch.from_numpy(image), torch.from_numpy(label)
-
-
-def _collate(batch: List[Tuple[torch.Tensor, torch.Tensor]]) -> Tuple[torch.Tensor, torch.Tensor]:
-    shapes = {tuple(x.shape) for x, _ in batch}
-    if len(shapes) > 1:
-        raise FcnDeployError(
-            "training images differ in size within a batch; give --crop HxW (or --batch-size 1)"
-        )
-    return torch.stack([x for x, _ in batch]), torch.stack([y for _, y in batch])
-
-
-def _validate_config(config: TrainConfig) -> None:
-    if config.epochs < 1:
-        raise FcnDeployError("--epochs must be >= 1")
-    if config.batch_size < 1:
-        raise FcnDeployError("--batch-size must be >= 1")
-    if config.max_iters is not None and config.max_iters < 1:
-        raise FcnDeployError("--max-iters must be >= 1")
-    if not 0.0 < config.loss_sampling <= 1.0:
-        raise FcnDeployError("--loss-sampling must be in (0, 1]")
-    if config.val_every < 1:
-        raise FcnDeployError("--val-every must be >= 1")
-    if config.class_weights not in CLASS_WEIGHTS:
-        raise FcnDeployError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}")
-    if config.lr <= 0:
-        raise FcnDeployError("--lr must be > 0")
-    if "pretrained" in config.model_options:
-        # A checkpoint's model_options must rebuild the net without fetching weights again.
-        raise FcnDeployError("give initial weights with --pretrained-backbone, not as a model option")
-
-
-# -- the run -----------------------------------------------------------------------------------
 
 StepCallback = Callable[[Dict[str, Any]], None]
 
@@ -402,7 +80,7 @@ def train(
     ``epoch``, ``loss`` and ``lr``; ``on_epoch(row)`` after every epoch with its log row.
     Under torchrun every process calls this; rank 0 alone writes files.
     """
-    _validate_config(config)
+    validate_config(config)
     device = resolve_device(config.device)
     started_group = ddp.launched_by_torchrun() and not torch.distributed.is_initialized()
     info = ddp.init_distributed(device.type)
@@ -459,21 +137,11 @@ class _Run:
 
     # -- set-up --------------------------------------------------------------------------
     def _build_model_and_data(self) -> None:
-        from ..models import build_model
-
         c = self.config
         probe = open_dataset(c, c.train_split)
-        try:
-            model = build_model(c.model, probe.num_classes, **c.model_options)
-        except KeyError as exc:
-            raise FcnDeployError(str(exc.args[0])) from None
-        except TypeError as exc:
-            raise FcnDeployError(f"model {c.model}: {exc}") from None
+        model = build_network(c, probe.num_classes)
         if self.resume_ckpt is None:
-            if c.init_from:
-                init_from_checkpoint(model, c.init_from)
-            else:
-                load_backbone(model, c.pretrained_backbone)
+            initialise_weights(model, c)
         self.normalization = model.normalization
         self.train_set = open_dataset(c, c.train_split, build_transform(c, probe.ignore_index, self.normalization))
         self.val_set = open_dataset(c, c.val_split) if c.val_split else None
@@ -482,8 +150,6 @@ class _Run:
             self.class_weights = self.resume_ckpt["training_state"]["class_weights"]
         self.loss_weights = self.class_weights.to(self.device) if self.class_weights is not None else None
         if self.resume_ckpt is not None:
-            from ..models.pretrained import load_state_dict_checked
-
             load_state_dict_checked(model, self.resume_ckpt["model_state"], None, what="resumed checkpoint")
 
         if c.freeze_bn:
@@ -508,10 +174,7 @@ class _Run:
 
     def _build_optimisation(self) -> None:
         c = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        self.schedule = LRSchedule(self.optimizer, c.schedule, self.total_iters, c.poly_power, c.warmup_iters)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.optimizer, self.schedule, self.scaler = build_optimizer(self.model, c, self.total_iters, self.amp)
 
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -598,16 +261,7 @@ class _Run:
         c = self.config
         self.train_set.set_epoch(self.epoch)
         self.sampler.set_epoch(self.epoch, skip=self.batch_in_epoch * c.batch_size)
-        return torch.utils.data.DataLoader(
-            _Normalised(self.train_set),
-            batch_size=c.batch_size,
-            sampler=self.sampler,
-            num_workers=self.num_workers,
-            collate_fn=_collate,
-            drop_last=self.drop_last,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),  # worker seeds must not consume the global RNG
-        )
+        return train_loader(self.train_set, self.sampler, c.batch_size, self.num_workers, self.drop_last, self.device)
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         c = self.config

@@ -1,7 +1,7 @@
 """The per-pixel multinomial logistic loss of the paper, with its two variations.
 
 * Class weights, e.g. median-frequency balancing (:mod:`fcn_deploy.data.class_weights`;
-  the training loop computes them, see :func:`fcn_deploy.training.loop.class_weights_for`).
+  the training loop computes them, see :func:`fcn_deploy.training.initialization.class_weights_for`).
 * Loss sampling (paper section 4.4): patchwise training is equivalent to restricting the
   loss to a random subset of output cells. Each cell of the final layer (``cell`` x ``cell``
   pixels of the upsampled output, 32 for a stride-32 net) is kept with probability ``p``.
