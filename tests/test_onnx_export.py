@@ -119,6 +119,9 @@ def test_folded_preprocessing_and_argmax_equal_pytorch(name):
     meta = metadata_for(_resolved(model, name))
     graph = finalize(trace_to_onnx(model, meta), meta)
     assert onnx_passes.graph_io_dims(graph) == {"input": ("N", "H", "W", 3), "labels": ("N", "H", "W")}
+    # TensorRT's parser takes uint8 only at the boundary: the input feeds one Cast to float.
+    readers = [n for n in graph.graph.node if "input" in n.input]
+    assert [(n.op_type, n.attribute[0].i) for n in readers] == [("Cast", TensorProto.FLOAT)]
     nodes = {o: n for n in graph.graph.node for o in n.output}
     last = nodes["labels"]
     # uint8 leaves through a float Cast: TensorRT casts to uint8 only from float types.
@@ -159,7 +162,7 @@ def test_upsampling_forms_give_the_same_labels(tmp_path):
 
 
 def test_fp16_deployment_graph_keeps_its_preprocessing_in_float32(tmp_path):
-    """uint8 frames in, labels out, FP16 inside: the folded Transpose/Cast/channel swap/Sub/Div
+    """uint8 frames in, labels out, FP16 inside: the folded Cast/Transpose/channel swap/Sub/Div
     stay float32 (the runtime's exact arithmetic) and the labels match FP32's."""
     from converters.onnx_fp16 import preprocessing_nodes
 
@@ -168,7 +171,7 @@ def test_fp16_deployment_graph_keeps_its_preprocessing_in_float32(tmp_path):
     fp32 = onnx.load(export(resolved, str(tmp_path / "fp32.onnx")).path)
     fp16 = onnx.load(export(resolved, str(tmp_path / "fp16.onnx"), precision="fp16").path)
     chain = preprocessing_nodes(fp32)
-    assert [n.op_type for n in fp32.graph.node if n.name in chain] == ["Transpose", "Cast", "Gather", "Sub", "Div"]
+    assert [n.op_type for n in fp32.graph.node if n.name in chain] == ["Cast", "Transpose", "Gather", "Sub", "Div"]
     kept = {i.name: i.data_type for i in fp16.graph.initializer}
     for node in (n for n in fp16.graph.node if n.name in chain and n.op_type in ("Sub", "Div")):
         assert kept[node.input[1]] == TensorProto.FLOAT, node.name
