@@ -28,7 +28,8 @@ release, what the parser of that release accepts:
 * **Q/DQ**: symmetric INT8 only: every QuantizeLinear/DequantizeLinear needs a zero point of 0
   whose type the DequantizeLinear row lists (INT8; 10.0 adds FP8 and INT4; never UINT8, which
   is also ONNX's type when the zero point is left out, and which 8.x refuses outright), and
-  positive scales (``QuantDequantLinearHelper`` in ``builtin_op_importers.cpp``).
+  positive scales (``QuantDequantLinearHelper`` in ``builtin_op_importers.cpp``; the DLA-only
+  parser flag that admits asymmetric UINT8 is not one ``fcn-deploy build`` sets).
 * **opset**: the range each matrix's header names (up to 17 for 8.5 and 8.6; 9 to 20 for 10.0).
 * **restrictions** the matrices state about attributes: Resize modes, pooling rank and
   dilations, MaxPool's ``Indices`` output, ScatterND's ``reduction``.
@@ -61,13 +62,6 @@ MATRIX: Dict[str, str] = {"8.5": "8.5", "8.6": "8.6", "10": "10.0", "11": "10.0"
 UINT8_INTERMEDIATE_REFUSED = ("8.6", "10", "11")  # ModelImporter.cpp, from release 8.6-GA on
 ZERO_POINT_REQUIRED = ("8.5", "8.6")  # 8.x's Q/DQ importer reads input 2 unconditionally
 UINT8_CAST_PARTNERS = ("FP32", "FP16")
-
-
-def matrix_note(releases: Iterable[str]) -> str:
-    """"10 and 11 per the 10.0 matrix ..." for the releases among ``releases`` it concerns, or ""."""
-    later = [r for r in releases if MATRIX.get(r) != r]
-    return f"{' and '.join(later)} per the {MATRIX[later[0]]} matrix, the nearest published" if later else ""
-
 ERROR = "error"
 NOTE = "note"
 
@@ -79,6 +73,12 @@ _TYPE_NAMES = {
 }
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+def matrix_note(releases: Iterable[str]) -> str:
+    """"10 and 11 per the 10.0 matrix ..." for the releases among ``releases`` it concerns, or ""."""
+    later = [r for r in releases if MATRIX.get(r) != r]
+    return f"{' and '.join(later)} per the {MATRIX[later[0]]} matrix, the nearest published" if later else ""
 
 
 class TensorRTConformanceError(FcnDeployError):
@@ -143,8 +143,7 @@ class CheckReport:
             details.append(matrix_note(self.releases))
         accepted = f"{where}accepted by the ONNX parser of TensorRT {', '.join(self.releases)} ({'; '.join(details)})"
         if self.dla:
-            fallbacks = len(self.notes)
-            accepted += "; DLA: " + (f"{fallbacks} note(s) on layers that would run on the GPU" if fallbacks else "every layer can run on the DLA")
+            accepted += "; DLA: " + ("see the notes above" if self.notes else "every layer can run on it")
         return accepted
 
     def lines(self) -> List[str]:

@@ -8,9 +8,11 @@ What a DLA build cannot do at all is an error:
 
 * **dynamic shapes**: the DLA has no dynamic dimensions, so every dynamic input needs a profile
   whose min, opt and max are equal (``--shapes NAME:1x360x480x3``).
-* **TensorRT 11**: its documentation lists no DLA support for 11.0 to 11.3 (10.7 was the last
-  release with it); Jetson Orin's DLA is used through JetPack's TensorRT 8.5, 8.6 and 10.3.
-  Hence :data:`DLA_RELEASES`, the default releases of a DLA check.
+
+TensorRT 11 dropped the DLA in 11.0 to 11.4.0 and brought it back in 11.4.1, for Jetson AGX Orin
+with JetPack 7.2.2 or later; the Orin boards of JetPack 5 and 6 use the DLA through TensorRT
+8.5, 8.6 and 10.3. Hence :data:`DLA_RELEASES`, the default releases of a DLA check, and a note
+(not an error) when 11 is asked for.
 
 Layers that fall back:
 
@@ -30,7 +32,9 @@ Layers that fall back:
 Sources: TensorRT's "DLA Supported Layers and Restrictions"
 (https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/dla-layer-restrictions.html),
 "Working with DLA" for TensorRT 11.3
-(https://docs.nvidia.com/deeplearning/tensorrt/11.3.0/inference-library/work-with-dla.html), and
+(https://docs.nvidia.com/deeplearning/tensorrt/11.3.0/inference-library/work-with-dla.html),
+"Strongly Typed Networks for DLA" for TensorRT 11.4.1
+(https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/inference-library/dla-strongly-typed-networks.html), and
 NVIDIA's "Supported ONNX Operators & Functions on Orin DLA"
 (https://github.com/NVIDIA/Deep-Learning-Accelerator-SW/blob/main/operators/README.md, for
 TensorRT 8.5.2 to 8.6.12).
@@ -63,8 +67,8 @@ BUILD_TIME = frozenset({"Constant", "ConstantOfShape", "Shape", "Size"})
 DLA_TYPES = ("FP16", "INT8")
 
 TENSORRT_11 = (
-    "no DLA: TensorRT's documentation lists no DLA support in 11.0 to 11.3 (10.7 was the last release with it); "
-    "build DLA engines with JetPack's TensorRT (8.5, 8.6 or 10.3)"
+    "DLA: TensorRT 11 has a DLA only from 11.4.1, on Jetson AGX Orin with JetPack 7.2.2 or later (11.0 to 11.4.0 "
+    "have none); JetPack 5 and 6 use it through TensorRT 8.5, 8.6 and 10.3"
 )
 
 
@@ -225,14 +229,13 @@ def check_dla(
     profile: Optional[Mapping[str, Mapping[str, Sequence[int]]]],
     gpu_fallback: bool = True,
 ) -> List[Problem]:
-    """The DLA's problems for ``releases``: errors for what no DLA build can do, and one line
-    per reason for the layers that would run on the GPU (notes with ``gpu_fallback``)."""
+    """The DLA's problems for ``releases``: errors for what no DLA build can do, one line per
+    reason for the layers that would run on the GPU (notes with ``gpu_fallback``), and a note
+    on which TensorRT 11 has a DLA."""
     problems: List[Problem] = []
     if "11" in releases:
-        problems.append(Problem(("11",), "dla", TENSORRT_11))
-    dla = tuple(r for r in releases if r in DLA_RELEASES)
-    if not dla:
-        return problems
+        problems.append(Problem(("11",), "dla", TENSORRT_11, severity=NOTE))
+    dla = tuple(releases)
     for message in check_static_profile(graph, profile):
         problems.append(Problem(dla, "dla", message))
     fallback = NOTE if gpu_fallback else ERROR

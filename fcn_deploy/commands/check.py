@@ -13,7 +13,7 @@ examples:
 
 One line per problem and exit status 1, or one line naming the releases that accept the graph.
 TensorRT 10 and 11 are checked against the 10.0 operator matrix, the nearest published.
-With --dla: the DLA's rules (a fixed shape, no TensorRT 11) and a note for each kind of layer
+With --dla: the DLA's rules (one fixed shape; FP16 or INT8) and a note for each kind of layer
 that would run on the GPU instead (fcn-deploy build --dla builds with GPU fallback).
 """
 
