@@ -159,8 +159,8 @@ class CheckReport:
         if not errors:
             return self.summary()
         where = self.label or "the ONNX"
-        more = f" (and {len(errors) - 1} more: `fcn-deploy check {where}` lists them)" if len(errors) > 1 else ""
-        return f"{where} would be refused by TensorRT's ONNX parser: {errors[0].line()}{more}"
+        more = f" (and {len(errors) - 1} more: `fcn-deploy check {self.label or 'FILE'}` lists them)" if len(errors) > 1 else ""
+        return f"TensorRT would refuse {where}: {errors[0].line()}{more}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -447,6 +447,6 @@ def test_require_conformance_raises_one_line(tmp_path):
         require_tensorrt_conformance(path, ("10",))
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith("qdq.onnx would be refused by TensorRT's ONNX parser: TensorRT 10: node quant (QuantizeLinear)")
+    assert message.startswith("TensorRT would refuse qdq.onnx: TensorRT 10: node quant (QuantizeLinear)")
     assert message.endswith("(and 1 more: `fcn-deploy check qdq.onnx` lists them)")
     assert require_tensorrt_conformance(onnx.load(str(_qdq_graph(tmp_path, np.array(0, np.int8), "ok.onnx")))).ok
