@@ -132,9 +132,9 @@ def set_allocator(system_malloc: bool) -> str:
 
     PyTorch eager allocates every activation afresh. With glibc's defaults a large block is
     mmap'ed, handed back to the kernel when freed, and page-faulted in again on the next
-    call: on a 2-core VM that doubled PyTorch's time on the bundled model (about 23 ms
-    became 38 to 50 ms, depending on what the process had allocated before) while ONNX
-    Runtime, which keeps its own arena, did not move. jemalloc and tcmalloc, which
+    call: on a 2-core VM that nearly doubled PyTorch's time on the bundled model, by an
+    amount that depended on what the process had allocated before, while ONNX Runtime,
+    which keeps its own arena, did not move (README, latency section). jemalloc and tcmalloc, which
     PyTorch's CPU performance guide recommends, keep freed memory the same way. Setting it
     for the whole benchmark compares the backends at their best rather than the allocator
     at its worst. Elsewhere than glibc, nothing is changed.

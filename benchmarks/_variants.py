@@ -4,7 +4,7 @@ The benchmarks compare *the same work*: for each size every backend runs the sam
 By default that is the deployment graph, which takes raw ``N x H x W x 3`` uint8 BGR frames
 and returns ``N x H x W`` uint8 labels, with the pre-processing (cast, channel order,
 mean/std, transpose) and the arg-max inside it. ONNX Runtime and TensorRT run the exported
-graph; PyTorch runs the exporter's own :class:`~converters.onnx_export.DeployGraph` around
+graph; PyTorch runs the exporter's own :class:`~converters.deploy_graph.DeployGraph` around
 the same network with the same grouped upsampling, so nothing is left out on one side.
 ``graph="logits"`` times the plain network instead (normalised float input, logits out) on
 every backend, with the host-side normalisation outside the timed region.
@@ -27,12 +27,11 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.runtime.model_files import MODEL_SUFFIXES, RUNTIME_KINDS, read_metadata
 
 log = logging.getLogger(__name__)
 
 GRAPHS = ("labels", "logits")
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 RANDOM_INIT_SEED = 0
 
 
@@ -57,7 +56,7 @@ class ModelSource:
     kind: str
     name: str
     num_classes: int
-    resolved: Any = None  # converters.onnx_export.ResolvedModel for zoo and checkpoint
+    resolved: Any = None  # converters.resolve.ResolvedModel for zoo and checkpoint
     file: Optional[str] = None
     file_precision: Optional[str] = None
     file_graph: Optional[str] = None
@@ -85,58 +84,22 @@ class ModelSource:
         return f"{self.name} ({self.kind} file {self.file}, {self.file_precision})"
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def _file_metadata(path: str):
-    """The fcn-deploy metadata of an ONNX file or of an engine's sidecar."""
-    from fcn_deploy.runtime.metadata import ModelMetadata
-
-    if path.lower().endswith(ONNX_SUFFIXES):
-        try:
-            import onnx
-        except ImportError:  # a runtime-only install: ONNX Runtime reads the props too
-            onnx = None
-        try:
-            if onnx is not None:
-                props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-            else:
-                import onnxruntime as ort
-
-                session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-                props = dict(session.get_modelmeta().custom_metadata_map)
-        except ImportError:
-            raise FcnDeployError(f"reading {path} needs onnx or onnxruntime") from None
-        except Exception as exc:
-            raise FcnDeployError(f"cannot read ONNX file {path}: {_first_line(exc)}") from None
-        return ModelMetadata.from_props(props, path)
-    sidecar = path + ".json"
-    if not os.path.isfile(sidecar):
-        raise FcnDeployError(f"{path} has no sidecar {sidecar}; build it with `fcn-deploy build`")
-    with open(sidecar) as f:
-        data = json.load(f)
-    return ModelMetadata.from_dict(data.get("metadata") or data, sidecar)
-
 
 def open_source(spec: str, num_classes: int = 11, options: Optional[Dict[str, Any]] = None) -> ModelSource:
     """Resolve ``--model``: an exported file, the bundled ``camvid``, a checkpoint, or a zoo name."""
     options = dict(options or {})
-    lower = spec.lower()
-    if lower.endswith(ONNX_SUFFIXES + ENGINE_SUFFIXES):
-        if not os.path.isfile(spec):
-            raise FcnDeployError(f"model file not found: {spec}")
-        meta = _file_metadata(spec)
+    kind = MODEL_SUFFIXES.get(os.path.splitext(spec)[1].lower())
+    if kind in RUNTIME_KINDS:
+        meta = read_metadata(spec)
         return ModelSource(
-            spec=spec, kind="onnx" if lower.endswith(ONNX_SUFFIXES) else "engine", name=meta.model_name,
+            spec=spec, kind=kind, name=meta.model_name,
             num_classes=meta.num_classes, file=os.path.abspath(spec), file_precision=meta.precision,
             file_graph="labels" if meta.folds_argmax and meta.folds_preprocessing else "logits",
             model_options=dict(meta.source.get("model_options") or {}), dataset=meta.dataset, mean_iu=meta.mean_iu,
         )
     try:
         import torch
-        from converters.onnx_export import resolve_model
+        from converters.resolve import resolve_model
     except ImportError as exc:
         raise FcnDeployError(f"--model {spec} needs PyTorch and the exporter ({exc}); "
                              "or give an exported .onnx/.engine file") from None
@@ -201,7 +164,7 @@ class FlopCounter:
 def torch_module(source: ModelSource, precision: str, graph: str, capturable: bool = False):
     """The network as the exporter traces it, for PyTorch to run (on the CPU, float32).
 
-    ``labels``: :class:`~converters.onnx_export.DeployGraph` with the pre-processing and the
+    ``labels``: :class:`~converters.deploy_graph.DeployGraph` with the pre-processing and the
     arg-max folded in, uint8 frames in, uint8 labels out. ``logits``: the bare network.
     ``fp16`` casts the network's weights and its input to half, and its logits back to
     float, as the FP16 ONNX keeps float32 at its boundary. ``capturable`` swaps the channel
@@ -210,7 +173,7 @@ def torch_module(source: ModelSource, precision: str, graph: str, capturable: bo
     """
     import torch
     import torch.nn as nn
-    from converters.onnx_export import DeployGraph
+    from converters.deploy_graph import DeployGraph
     from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
 
     if graph not in GRAPHS:
@@ -242,7 +205,7 @@ def torch_module(source: ModelSource, precision: str, graph: str, capturable: bo
 
 def _capturable_deploy_graph():
     import torch
-    from converters.onnx_export import DeployGraph
+    from converters.deploy_graph import DeployGraph
 
     class CapturableDeployGraph(DeployGraph):
         """:class:`DeployGraph` with the BGR -> RGB swap as ``flip(1)`` (see :func:`torch_module`)."""

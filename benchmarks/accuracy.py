@@ -17,18 +17,14 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
-from fcn_deploy.errors import FcnDeployError  # noqa: E402
-from fcn_deploy.runtime.metadata import INT8_SCHEMES  # noqa: E402
-from fcn_deploy.options import parse_key_values, parse_size  # noqa: E402
+from benchmarks import _machine, _report, _runners, _variants
+from fcn_deploy.errors import FcnDeployError, first_line
+from fcn_deploy.runtime.metadata import INT8_SCHEMES
+from fcn_deploy.options import parse_key_values, parse_size
 
 log = logging.getLogger("benchmarks.accuracy")
 
@@ -168,7 +164,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                 result = score(runner, dataset, indices, size, args.warmup)
             except Exception as exc:  # one broken configuration must not end the run: it is listed, with why
                 log.debug("%s %s failed", backend, precision, exc_info=True)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = first_line(exc)
                 skipped.append({"backend": backend, "precision": precision, "reason": f"{type(exc).__name__}: {first}"})
                 continue
             finally:

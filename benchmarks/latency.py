@@ -35,16 +35,12 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
-from fcn_deploy.runtime.metadata import INT8_SCHEMES  # noqa: E402
-from fcn_deploy.options import parse_key_values, parse_sizes  # noqa: E402
-from fcn_deploy.errors import FcnDeployError  # noqa: E402
+from benchmarks import _machine, _report, _runners, _variants
+from fcn_deploy.runtime.metadata import INT8_SCHEMES
+from fcn_deploy.options import parse_key_values, parse_sizes
+from fcn_deploy.errors import FcnDeployError, first_line
 
 log = logging.getLogger("benchmarks.latency")
 
@@ -166,11 +162,6 @@ class Config:
         return f"{self.backend} {self.precision} {self.size} batch {self.batch}"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def measure_round(config: Config, source, cache, args, calibration, threads: int, iters: Optional[int],
                   seconds: Optional[float], memory: _machine.PeakMemory) -> None:
     """Open ``config``'s runner, warm it up, time it, measure its split, close it; add to ``config``."""
@@ -186,7 +177,7 @@ def measure_round(config: Config, source, cache, args, calibration, threads: int
             config.splits.append(split)
     except Exception as exc:  # one broken configuration must not end a long sweep: it is listed, with why
         log.debug("%s failed", config.label(), exc_info=True)
-        config.failure = f"{type(exc).__name__}: {_first_line(exc)}"
+        config.failure = f"{type(exc).__name__}: {first_line(exc)}"
         return
     finally:
         if runner is not None:

@@ -35,15 +35,14 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from fcn_deploy.options import parse_size  # noqa: E402
-from fcn_deploy.runtime.assets import ASSETS, DEMO_CLIP, BUNDLED_MODELS  # noqa: E402
-from fcn_deploy.runtime.backends import open_backend  # noqa: E402
-from fcn_deploy.runtime.pipeline import Pipeline  # noqa: E402
-from fcn_deploy.runtime.sinks import Sink, VideoFileSink  # noqa: E402
-from fcn_deploy.runtime.sources import open_source  # noqa: E402
-from fcn_deploy.runtime.visualize import VisualOptions, Visualizer  # noqa: E402
+from fcn_deploy.options import parse_size
+from fcn_deploy.runtime.assets import ASSETS, DEMO_CLIP, BUNDLED_MODELS
+from fcn_deploy.runtime.backends import open_backend
+from fcn_deploy.runtime.pipeline import Pipeline
+from fcn_deploy.runtime.sinks import Sink, VideoFileSink
+from fcn_deploy.runtime.sources import open_source
+from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
 
 
 def resolve_model(spec: str, workdir: Path, num_classes: int) -> Path:
@@ -55,7 +54,8 @@ def resolve_model(spec: str, workdir: Path, num_classes: int) -> Path:
     if spec in BUNDLED_MODELS:  # not installed yet: its untrained twin
         spec = "fcn8s_efficientnet_lite0"
         print(f"bundled model not installed; using an untrained {spec} ({num_classes} classes): same speed")
-    from converters.onnx_export import export, resolve_model as resolve_zoo
+    from converters.onnx_export import export
+    from converters.resolve import resolve_model as resolve_zoo
 
     path = workdir / f"{spec}.onnx"
     export(resolve_zoo(spec, num_classes=num_classes), str(path))

@@ -79,7 +79,11 @@ def reference_side(a: OnnxSide, b_spec: Optional[str]):
     """Side B: ``b_spec`` (an ONNX file or a checkpoint), or the checkpoint A was exported from."""
     from fcn_deploy.fileio import sha256_file
 
-    from .onnx_export import BUNDLED_MODELS, bundled_checkpoint, resolve_model
+    from fcn_deploy.runtime.model_files import bundled_checkpoint
+
+    from fcn_deploy.runtime.assets import BUNDLED_MODELS
+
+    from .resolve import resolve_model
 
     if b_spec and b_spec.lower().endswith(".onnx"):
         return OnnxSide(b_spec, "cpu")

@@ -2,13 +2,14 @@
 
 The steps, each for a failure users of such toolkits keep reporting:
 
-1. :func:`resolve_model` turns what the user typed (a zoo name, a checkpoint path, or
-   ``camvid`` for the bundled model) into a network plus what is known about it (classes,
-   palette, dataset, mean IU, the checkpoint's sha256).
+1. :func:`converters.resolve.resolve_model` turns what the user typed (a zoo name, a
+   checkpoint path, or ``camvid`` for the bundled model) into a network plus what is known
+   about it (classes, palette, dataset, mean IU, the checkpoint's sha256).
 2. The class-to-class bilinear deconvolutions become their grouped form (one filter per
    class: the same outputs at 1/C of the work).
-3. :class:`DeployGraph` wraps the network so that the graph takes the camera's raw uint8 BGR
-   frames and returns uint8 labels (both optional: ``--logits`` gives the plain network).
+3. :class:`converters.deploy_graph.DeployGraph` wraps the network so that the graph takes
+   the camera's raw uint8 BGR frames and returns uint8 labels (both optional: ``--logits``
+   gives the plain network).
 4. The TorchScript exporter (``dynamo=False``; the dynamo exporter writes the FCN-8s output
    height as an expression) at opset 17, which TensorRT 8.6 and later parse, with plain
    dynamic dims ``N``, ``H``, ``W``, checked afterwards.
@@ -23,11 +24,9 @@ from __future__ import annotations
 import copy
 import io
 import logging
-import os
 import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -36,17 +35,16 @@ import torch
 import torch.nn as nn
 
 import fcn_deploy
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.models import available_models, build_model
+from fcn_deploy.errors import first_line
 from fcn_deploy.models.upsampling import convert_upsampling_to_grouped, convert_upsampling_to_subpixel
 from fcn_deploy.normalization import Normalization
-from fcn_deploy.fileio import sha256_file
-from fcn_deploy.runtime.assets import ASSETS, BUNDLED_MODELS
 from fcn_deploy.runtime.metadata import (
     LAYOUT_NORMALIZED,
     LAYOUT_RAW_BGR,
     OUTPUT_LABELS,
     OUTPUT_LOGITS,
+    INT8_SCHEMES,
+    PRECISIONS,
     UPSAMPLING_FORMS,
     ModelMetadata,
     class_names,
@@ -54,177 +52,20 @@ from fcn_deploy.runtime.metadata import (
 )
 
 from . import onnx_passes
+from fcn_deploy.runtime.tensorrt_compat import TENSORRT_INT8_SCHEME
+
+from .deploy_graph import DeployGraph
 from .onnx_passes import DEFAULT_OPSET, ExportError
+from .resolve import ResolvedModel
 from .onnx_rewrites import argmax_before_pixel_shuffle
 from .onnx_verify import label_agreement, smoke_test
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
-# Build options that fetch weights; a checkpoint brings its own, so they are dropped.
-_WEIGHT_OPTIONS = ("pretrained", "pretrained_backbone")
 # The size the graph is traced at: small, non-square, not a multiple of 32, so nothing
 # size-specific can hide behind a coincidence.
 TRACE_SIZE = (70, 94)
-
-
-# --------------------------------------------------------------------------------------------
-# What to export
-# --------------------------------------------------------------------------------------------
-@dataclass
-class ResolvedModel:
-    """A network ready to export, with what is known about its weights."""
-
-    model: nn.Module
-    spec: str
-    num_classes: int
-    model_options: Dict[str, Any] = field(default_factory=dict)
-    checkpoint: Optional[str] = None
-    checkpoint_sha256: Optional[str] = None
-    classes: Optional[List[str]] = None
-    palette: Optional[List[Tuple[int, int, int]]] = None
-    dataset: Optional[str] = None
-    mean_iu: Optional[float] = None
-
-    @property
-    def trained(self) -> bool:
-        return self.checkpoint is not None
-
-
-def bundled_checkpoint(name: str) -> Path:
-    """Where the bundled model ``name`` (``camvid``) keeps its PyTorch checkpoint."""
-    return ASSETS / f"{name}.pt"
-
-
-def bundled_onnx(name: str) -> Path:
-    """Where the bundled model ``name`` keeps its exported ONNX file."""
-    return ASSETS / BUNDLED_MODELS[name]
-
-
-def model_from_checkpoint(path: str) -> ResolvedModel:
-    """Rebuild the network a fcn-deploy training checkpoint holds and load its weights.
-
-    The checkpoint names the zoo model (``model_name``), ``num_classes`` and the build
-    options (``model_options``); ``classes``, ``palette``, ``dataset`` and
-    ``metrics["mean_iu"]`` go into the exported metadata.
-    """
-    from fcn_deploy.training.checkpoint import build_from_checkpoint, load_checkpoint
-
-    state = load_checkpoint(path)
-    # The checkpoint brings its own weights: no ImageNet/backbone loading while rebuilding.
-    options = {k: v for k, v in dict(state.get("model_options") or {}).items() if k not in _WEIGHT_OPTIONS}
-    # build_from_checkpoint also restores the normalisation the weights were trained with.
-    model = build_from_checkpoint({**state, "model_options": options})
-    num_classes = int(state["num_classes"])
-    metrics = state.get("metrics") or {}
-    mean_iu = metrics.get("mean_iu") if isinstance(metrics, dict) else None
-    return ResolvedModel(
-        model=model.eval(),
-        spec=path,
-        num_classes=num_classes,
-        model_options=options,
-        checkpoint=os.path.abspath(path),
-        checkpoint_sha256=sha256_file(path),
-        classes=list(state["classes"]) if state.get("classes") else None,
-        palette=[tuple(int(v) for v in c) for c in state["palette"]] if state.get("palette") else None,
-        dataset=state.get("dataset"),
-        mean_iu=float(mean_iu) if mean_iu is not None else None,
-    )
-
-
-def _build(name: str, num_classes: int, options: Dict[str, Any]) -> nn.Module:
-    try:
-        return build_model(name, num_classes, **options)
-    except KeyError:
-        raise FcnDeployError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
-    except TypeError as exc:
-        raise FcnDeployError(f"bad options {options} for model {name}: {exc}") from None
-
-
-def resolve_model(spec: str, num_classes: int = 21, **options: Any) -> ResolvedModel:
-    """The one place that turns a model name the user typed into a network.
-
-    * ``camvid`` (a bundled model): its checkpoint under ``fcn_deploy/assets``;
-    * a path to a fcn-deploy checkpoint;
-    * a zoo name (``fcn8s_resnet18`` ...): a freshly initialised network with
-      ``num_classes`` classes and build ``options`` -- untrained, with a warning, for trying
-      the deployment path before training.
-    """
-    if spec in BUNDLED_MODELS:
-        path = bundled_checkpoint(spec)
-        if not path.is_file():
-            raise FcnDeployError(
-                f"the bundled model {spec!r} is not installed ({path} is missing); train one with "
-                "`fcn-deploy train` or pass a checkpoint path"
-            )
-        resolved = model_from_checkpoint(str(path))
-        # Record the bundled name, not this machine's install path: it resolves anywhere.
-        resolved.checkpoint = spec
-        return resolved
-    if os.path.isfile(spec):
-        return model_from_checkpoint(spec)
-    zoo = available_models()
-    if spec in zoo:
-        model = _build(spec, num_classes, options)
-        log.warning(
-            "%s has random weights (no checkpoint given): fine for trying the deployment path, "
-            "useless for segmenting anything", spec,
-        )
-        return ResolvedModel(model=model.eval(), spec=spec, num_classes=num_classes, model_options=dict(options))
-    if os.sep in spec or spec.endswith((".pt", ".pth")):
-        raise FcnDeployError(f"checkpoint not found: {spec}")
-    raise FcnDeployError(
-        f"unknown model {spec!r}: not a checkpoint file, a bundled model ({', '.join(BUNDLED_MODELS)}) "
-        f"or a zoo name ({', '.join(zoo)})"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The graph
-# --------------------------------------------------------------------------------------------
-class DeployGraph(nn.Module):
-    """The network with the camera-side pre-processing and the arg-max folded in.
-
-    ``fold_preprocessing``: input ``N x H x W x 3`` uint8 BGR; the graph casts to float,
-    transposes to ``N x 3 x H x W``, reorders channels if the weights want RGB, subtracts the
-    mean and divides by the standard deviation -- the same arithmetic on every value as
-    :func:`fcn_deploy.runtime.backends.base.normalize_frames`, so the results are identical.
-    The Cast comes first because TensorRT's ONNX parser (8.6 on) refuses a uint8 tensor
-    anywhere but at the graph's boundary: the uint8 input must feed a Cast directly.
-    Transposing before the channel swap makes it and the per-channel constants act on whole
-    planes, which ONNX Runtime runs much faster than the same ops broadcast over the
-    innermost 3-wide axis of ``N x H x W x 3``.
-    ``fold_argmax``: output ``N x H x W`` uint8 class indices instead of ``N x C x H x W`` logits.
-    """
-
-    def __init__(self, net: nn.Module, normalization: Normalization, fold_preprocessing: bool, fold_argmax: bool):
-        super().__init__()
-        self.net = net
-        self.fold_preprocessing = fold_preprocessing
-        self.fold_argmax = fold_argmax
-        order = normalization.channel_order.upper()
-        if order not in ("BGR", "RGB"):
-            raise ExportError(f"unknown channel order {normalization.channel_order!r}")
-        self.to_rgb = order == "RGB"
-        self.register_buffer("mean", torch.tensor(normalization.mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(normalization.std, dtype=torch.float32))
-
-    def swap_channels(self, x: torch.Tensor) -> torch.Tensor:
-        """BGR -> RGB on ``N x 3 x H x W`` (an index list: one Gather in the exported graph)."""
-        return x[:, [2, 1, 0]]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fold_preprocessing:
-            x = x.to(torch.float32).permute(0, 3, 1, 2)
-            if self.to_rgb:
-                x = self.swap_channels(x)
-            x = (x - self.mean[:, None, None]) / self.std[:, None, None]
-        y = self.net(x)
-        if self.fold_argmax:
-            # Through float: TensorRT casts to uint8 only from float32/float16, not from the
-            # integer index type of ArgMax.
-            y = y.argmax(dim=1).to(torch.float32).to(torch.uint8)
-        return y
 
 
 def io_dims(metadata: ModelMetadata) -> Dict[str, List[Any]]:
@@ -324,7 +165,7 @@ def trace_to_onnx(
                 dynamo=False,
             )
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ExportError(f"torch.onnx.export failed for {metadata.model_name}: {type(exc).__name__}: {first}") from None
     data = buffer.getvalue()
     del buffer
@@ -355,6 +196,26 @@ def finalize(model: onnx.ModelProto, metadata: ModelMetadata, simplify: bool = T
 # --------------------------------------------------------------------------------------------
 # One call: what `fcn-deploy export` does
 # --------------------------------------------------------------------------------------------
+def check_export_options(precision: str, *, calibration: bool, keep_fp32: Sequence[str] = (),
+                         int8_scheme: str = TENSORRT_INT8_SCHEME, opset: int = DEFAULT_OPSET) -> None:
+    """The rules between export options, checked once: by :func:`export`, and by the CLI
+    before it loads a model, so a bad combination fails in a second, not after the trace."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if int8_scheme not in INT8_SCHEMES:
+        raise ExportError(f"unknown INT8 scheme {int8_scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
+    if precision == "int8" and not calibration:
+        raise ExportError("INT8 export needs calibration images: --calib DIR|DATASET[:ROOT] (real images the model will see)")
+    if int8_scheme != TENSORRT_INT8_SCHEME and precision != "int8":
+        raise ExportError(f"--int8-scheme {int8_scheme} goes with --int8")
+    if calibration and precision == "fp32":
+        raise ExportError("--calib is used with --int8 (or --fp16, to measure agreement); add one")
+    if keep_fp32 and precision != "fp16":
+        raise ExportError("--keep-fp32 applies to --fp16 only")
+    if opset < 13:
+        raise ExportError(f"--opset {opset} is too old; per-channel Q/DQ and TensorRT need 13 or later")
+
+
 @dataclass
 class ExportResult:
     path: str
@@ -377,7 +238,7 @@ def export(
     calib_frames: Optional[Sequence[np.ndarray]] = None,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
     upsampling: str = "subpixel",
-    int8_scheme: str = "s8s8",
+    int8_scheme: str = TENSORRT_INT8_SCHEME,
 ) -> ExportResult:
     """Export ``resolved`` to ``output`` at ``precision`` (``fp32``, ``fp16`` or ``int8``).
 
@@ -385,20 +246,14 @@ def export(
     arg-max agreement with FP32 on them is measured. ``int8_scheme`` is ``s8s8`` (TensorRT)
     or ``u8s8`` (ONNX Runtime on CPUs; see :mod:`converters.onnx_int8`). ``upsampling`` is
     ``subpixel`` (a convolution at input resolution plus DepthToSpace; see SubPixelUpsample;
-    about 6x faster in ONNX Runtime's CPU provider on the bundled model's three upsamplers) or
+    several times faster than ConvTranspose in ONNX Runtime's CPU provider) or
     ``deconv`` (ConvTranspose, as trained); the outputs are the same. ``output`` is replaced
     atomically, and only once every check has passed.
     """
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ExportError(f"unknown precision {precision!r}")
+    check_export_options(precision, calibration=bool(calib_frames), keep_fp32=keep_fp32, int8_scheme=int8_scheme,
+                         opset=opset)
     if not str(output).lower().endswith(".onnx"):
         raise ExportError(f"output {output} must end in .onnx (the runtime picks the backend by suffix)")
-    if precision == "int8" and not calib_frames:
-        raise ExportError("INT8 export needs calibration images (--calib DIR or DATASET[:ROOT])")
-    if keep_fp32 and precision != "fp16":
-        raise ExportError("--keep-fp32 applies to --fp16 only")
-    if int8_scheme != "s8s8" and precision != "int8":
-        raise ExportError("--int8-scheme applies to --int8 only")
     start = time.perf_counter()
     meta32 = metadata_for(resolved, fold_preprocessing, fold_argmax, "fp32", opset, upsampling)
     fp32 = finalize(trace_to_onnx(resolved.model, meta32, opset), meta32)
@@ -426,9 +281,9 @@ def export(
             "method": "minmax",
             "bias_correction": True,
             "scheme": int8_scheme,
-            "symmetric": int8_scheme == "s8s8",
+            "symmetric": int8_scheme == TENSORRT_INT8_SCHEME,
             "per_channel": True,
-            "for": "TensorRT and ONNX Runtime" if int8_scheme == "s8s8" else "ONNX Runtime on CPUs (TensorRT refuses it)",
+            "for": "TensorRT and ONNX Runtime" if int8_scheme == TENSORRT_INT8_SCHEME else "ONNX Runtime on CPUs",
             "agreement_with_fp32": round(agreement, 6),
         }
         result_model = finalize(quantized, meta, simplify=False)

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import onnx
 from onnx import TensorProto, helper
 
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.errors import FcnDeployError, first_line
 from fcn_deploy.fileio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def check_and_infer(model: onnx.ModelProto) -> onnx.ModelProto:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
         onnx.checker.check_model(inferred, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ExportError(f"exported graph is invalid: {first}") from None
     return inferred
 

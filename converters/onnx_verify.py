@@ -11,6 +11,7 @@ from typing import Iterable, Sequence, Tuple
 import numpy as np
 import onnx
 
+from fcn_deploy.errors import first_line
 from fcn_deploy.runtime.backends.base import normalize_frames
 from fcn_deploy.runtime.metadata import ModelMetadata
 
@@ -28,7 +29,7 @@ def session_for(model: onnx.ModelProto, threads: int = 0):
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ExportError(f"ONNX Runtime cannot load the exported graph: {first}") from None
 
 

@@ -32,21 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import fcn_deploy
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.runtime.backends.tensorrt import (
-    TensorRTError,
-    enum_member,
-    import_tensorrt,
-    tensorrt_available,
-    tensorrt_logger,
-    tensorrt_version,
-    version_tuple,
-)
+from fcn_deploy.errors import FcnDeployError, first_line
 from fcn_deploy.runtime.engine_cache import (
     BuildRequest,
     EngineMismatch,
     Sidecar,
-    SystemInfo,
     atomic_write,
     cached_engine_path,
     engine_problem,
@@ -57,15 +47,28 @@ from fcn_deploy.runtime.engine_cache import (
     write_sidecar,
 )
 from fcn_deploy.runtime.metadata import ModelMetadata, has_fcn_deploy_metadata
+from fcn_deploy.runtime.tensorrt_compat import (
+    OPT_LEVEL_SINCE,
+    PARSER_NODE_NAME_SINCE,
+    STRONGLY_TYPED_SINCE,
+    VERSION_COMPATIBLE_SINCE,
+    TensorRTError,
+    Version,
+    current_system,
+    enum_member,
+    import_tensorrt,
+    parse_gpu_device,
+    tensorrt_available,
+    tensorrt_int8_problem,
+    tensorrt_logger,
+    tensorrt_version,
+    version_tuple,
+)
 
 from .tensorrt_shapes import Dim, profile_text, resolve_profile
 
 log = logging.getLogger(__name__)
 
-Version = Tuple[int, int]
-STRONGLY_TYPED_SINCE: Version = (10, 0)  # fcn-deploy builds strongly typed from here on
-PARSER_NODE_NAME_SINCE: Version = (10, 0)  # ParserError.node_name(); 8.x has only node()
-OPT_LEVEL_SINCE: Version = (8, 6)  # IBuilderConfig.builder_optimization_level
 MAX_OPT_LEVEL = 5
 
 NOT_BUILT_HINT = "TensorRT is not installed here: build the engine on the target with `fcn-deploy build {onnx}`"
@@ -138,7 +141,7 @@ def read_onnx(path: str) -> OnnxFacts:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # DecodeError, OSError ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise EngineBuildError(f"cannot read ONNX file {path}: {first}") from None
     props = {p.key: p.value for p in model.metadata_props}
     if not has_fcn_deploy_metadata(props):
@@ -165,11 +168,9 @@ def read_onnx(path: str) -> OnnxFacts:
 def require_tensorrt_int8_scheme(metadata: ModelMetadata, where: str) -> None:
     """Refuse an INT8 graph quantised for ONNX Runtime's CPU provider (u8s8): TensorRT takes
     only symmetric INT8 (zero point 0), and would fail deep in its parser or build otherwise."""
-    if metadata.int8_scheme not in (None, "s8s8"):
-        raise EngineBuildError(
-            f"{where} is a {metadata.int8_scheme} INT8 graph for ONNX Runtime on CPUs; TensorRT builds only symmetric "
-            "INT8: export one with `fcn-deploy export --int8` (scheme s8s8)"
-        )
+    problem = tensorrt_int8_problem(metadata.int8_scheme, where)
+    if problem:
+        raise EngineBuildError(problem)
 
 
 # -- step 1: the plan (no TensorRT) ---------------------------------------------------------
@@ -251,7 +252,7 @@ def plan_build(
     """Decide the build for TensorRT ``version`` without touching TensorRT."""
     options.validate()
     precision = choose_precision(version, onnx_precision, options.precision, where)
-    if options.version_compatible and version < (8, 6):
+    if options.version_compatible and version < VERSION_COMPATIBLE_SINCE:
         raise EngineBuildError("--version-compatible needs TensorRT 8.6 or later")
     if options.opt_level is not None and version < OPT_LEVEL_SINCE:
         raise EngineBuildError("--opt-level needs TensorRT 8.6 or later")
@@ -269,6 +270,27 @@ def plan_build(
         dla_core=options.dla_core,
         timing_cache=options.timing_cache,
     )
+
+
+def static_profile_for_dla(profile: Dict[str, Dict[str, List[int]]], shapes_given: bool) -> Dict[str, Dict[str, List[int]]]:
+    """The DLA runs static shapes only: a layer with a dynamic dimension falls back to the
+    GPU, so a DLA engine built from a dynamic profile puts nothing on the DLA. Without
+    ``--shapes`` the profile becomes its opt shape (min = opt = max); a dynamic ``--shapes``
+    is refused in one line."""
+    fixed: Dict[str, Dict[str, List[int]]] = {}
+    for name, shapes in profile.items():
+        low, opt, high = (list(shapes[k]) for k in ("min", "opt", "max"))
+        if low == opt == high:
+            fixed[name] = {"min": opt, "opt": opt, "max": opt}
+            continue
+        if shapes_given:
+            dims = "x".join(str(d) for d in opt)
+            raise EngineBuildError(
+                f"--dla needs static shapes (the DLA has no dynamic dimensions), but {name} ranges from "
+                f"{'x'.join(str(d) for d in low)} to {'x'.join(str(d) for d in high)}: give --shapes {name}:{dims}"
+            )
+        fixed[name] = {"min": opt, "opt": opt, "max": opt}
+    return fixed
 
 
 # -- step 2: TensorRT ----------------------------------------------------------------------
@@ -384,10 +406,6 @@ def default_engine_path(onnx_path: str) -> str:
     return os.path.splitext(os.fspath(onnx_path))[0] + ".engine"
 
 
-def current_system(trt: Any, cuda: Any) -> SystemInfo:
-    return SystemInfo(tensorrt_version(trt), cuda.device_name(), cuda.compute_capability())
-
-
 def ensure_engine(
     onnx_path: str,
     output: Optional[str] = None,
@@ -395,6 +413,7 @@ def ensure_engine(
     *,
     force: bool = False,
     cache_dir: Optional[str] = None,
+    device: str = "cuda",
     trt: Any = None,
     cuda: Any = None,
 ) -> BuildResult:
@@ -403,6 +422,7 @@ def ensure_engine(
     ``output`` defaults to the ONNX's name with ``.engine``, or, with ``cache_dir``, to a file
     there named by what the engine depends on. An existing engine is reused when its sidecar
     matches; one without an fcn-deploy sidecar is never overwritten unless ``force``.
+    ``device`` (``cuda``, ``cuda:1``) is the GPU to build for: a plan is tied to its GPU.
     """
     options = options or BuildOptions()
     options.validate()
@@ -411,12 +431,14 @@ def ensure_engine(
         raise EngineBuildError(f"ONNX file not found: {onnx_path}")
     facts = read_onnx(onnx_path)
     profile = resolve_profile(facts.inputs, facts.metadata, options.shapes)
+    if options.dla_core is not None:
+        profile = static_profile_for_dla(profile, bool(options.shapes))
     trt = trt if trt is not None else import_tensorrt()
     plan = plan_build(version_tuple(trt), facts.metadata.precision, options, profile, onnx_path)
     if cuda is None:
         from fcn_deploy.runtime.cuda_memory import open_cuda
 
-        cuda = open_cuda(0)
+        cuda = open_cuda(parse_gpu_device(device))
     system = current_system(trt, cuda)
     if output is None:
         output = (

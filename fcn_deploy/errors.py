@@ -8,3 +8,10 @@ class FcnDeployError(Exception):
     where possible, what to do; ``fcn-deploy`` prints ``fcn-deploy: error: MESSAGE`` and
     exits with status 1, never a traceback.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): what a
+    one-line error quotes from a library that raised a page of text."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from benchmarks import _machine, _report, _runners, _variants  # noqa: E402
-from benchmarks import accuracy, latency  # noqa: E402
+from benchmarks import _machine, _report, _runners, _variants
+from benchmarks import accuracy, latency
 
 TINY = ["--model", "fcn8s_resnet18", "--option", "width=16"]
 REQUIRED = ("backend", "precision", "size", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "fps")
@@ -264,7 +262,7 @@ def test_logits_graph_times_the_bare_network_on_both_runtimes(latency_run, tmp_p
 
 def test_the_cuda_graph_friendly_wrapper_computes_what_the_exported_wrapper_does():
     import torch
-    from converters.onnx_export import DeployGraph
+    from converters.deploy_graph import DeployGraph
 
     source = _variants.open_source("fcn8s_resnet18", 11, {"width": 16})
     norm = source.resolved.model.normalization

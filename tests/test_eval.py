@@ -113,7 +113,8 @@ def test_eval_onnx_through_the_runtime_backend(checkpoint, camvid_root, tmp_path
     pytest.importorskip("onnxruntime")
     onnx_export = pytest.importorskip("converters.onnx_export")
     onnx_path = tmp_path / "tiny.onnx"
-    onnx_export.export(onnx_export.model_from_checkpoint(str(checkpoint)), str(onnx_path))
+    resolve = pytest.importorskip("converters.resolve")
+    onnx_export.export(resolve.model_from_checkpoint(str(checkpoint)), str(onnx_path))
     via_onnx = _eval_json(capsys, "--model", str(onnx_path), "--root", str(camvid_root))
     via_torch = _eval_json(capsys, "--model", str(checkpoint), "--root", str(camvid_root))
     assert via_onnx["dataset"] == "camvid"  # from the ONNX metadata

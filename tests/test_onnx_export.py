@@ -12,15 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converters import onnx_passes
 from converters.calibration import load_calibration_frames
-from converters.onnx_export import (
-    ResolvedModel,
-    export,
-    finalize,
-    metadata_for,
-    model_from_checkpoint,
-    resolve_model,
-    trace_to_onnx,
-)
+from converters.onnx_export import export, finalize, metadata_for, trace_to_onnx
+from converters.resolve import ResolvedModel, model_from_checkpoint, resolve_model
 from converters.onnx_fp16 import convert_to_fp16
 from converters.onnx_int8 import check_symmetric_int8, check_u8s8, correct_bias, quantize_int8
 from converters.onnx_passes import ExportError
@@ -400,7 +393,7 @@ def test_resolve_model_names(tmp_path, caplog):
         resolve_model("nonsense")
     with pytest.raises(FcnDeployError, match="checkpoint not found"):
         resolve_model(str(tmp_path / "missing.pt"))
-    from converters.onnx_export import bundled_checkpoint
+    from fcn_deploy.runtime.model_files import bundled_checkpoint
 
     if not bundled_checkpoint("camvid").is_file():
         with pytest.raises(FcnDeployError, match="bundled model 'camvid' is not installed"):
@@ -464,4 +457,26 @@ def test_cli_export_errors_are_one_line(tmp_path):
     assert_one_line_error(run_cli(["export", "--model", "fcn8s_resnet18", "--int8"]), "--calib")
     assert_one_line_error(run_cli(["export", "--model", "fcn8s_resnet18", "--int8-scheme", "u8s8",
                                    "-o", tmp_path / "m.onnx"]), "goes with --int8")
+    assert_one_line_error(run_cli(["export", "--model", "fcn8s_resnet18", "--keep-fp32", "/score",
+                                   "-o", tmp_path / "m.onnx"]), "--keep-fp32 applies to --fp16")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_option_rules_live_in_the_library():
+    """The CLI and export() share one check, so a Python caller gets the same lines."""
+    from converters.onnx_export import check_export_options
+
+    check_export_options("int8", calibration=True, int8_scheme="u8s8")
+    check_export_options("fp16", calibration=True, keep_fp32=["/net/score_fr/Conv"])
+    for kwargs, message in [
+        (dict(precision="int8", calibration=False), "needs calibration images"),
+        (dict(precision="fp32", calibration=False, int8_scheme="u8s8"), "goes with --int8"),
+        (dict(precision="fp32", calibration=True), "--calib is used with --int8"),
+        (dict(precision="int8", calibration=True, keep_fp32=["x"]), "--keep-fp32 applies to --fp16"),
+        (dict(precision="bf16", calibration=False), "unknown precision"),
+        (dict(precision="int8", calibration=True, int8_scheme="u8u8"), "unknown INT8 scheme"),
+        (dict(precision="fp32", calibration=False, opset=11), "too old"),
+    ]:
+        precision = kwargs.pop("precision")
+        with pytest.raises(ExportError, match=message):
+            check_export_options(precision, **kwargs)

@@ -26,7 +26,8 @@ def exported(tmp_path_factory):
     """A checkpoint exported twice: the deployment graph and the plain logits graph."""
     import torch
 
-    from converters.onnx_export import export, model_from_checkpoint
+    from converters.onnx_export import export
+    from converters.resolve import model_from_checkpoint
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -330,3 +330,13 @@ def test_build_rejects_bad_input_in_one_line(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["build", onnx_path, "--fp16", "--int8"])
     assert exit_info.value.code == 2
+
+
+# -- DLA: static shapes only -----------------------------------------------------------------
+def test_dla_builds_a_static_profile():
+    dynamic = {"input": {"min": [1, 180, 240, 3], "opt": [1, 360, 480, 3], "max": [1, 720, 960, 3]}}
+    static = tb.static_profile_for_dla(dynamic, shapes_given=False)
+    assert static == {"input": {"min": [1, 360, 480, 3], "opt": [1, 360, 480, 3], "max": [1, 360, 480, 3]}}
+    assert tb.static_profile_for_dla(static, shapes_given=True) == static
+    with pytest.raises(tb.EngineBuildError, match=r"--dla needs static shapes .* give --shapes input:1x360x480x3"):
+        tb.static_profile_for_dla(dynamic, shapes_given=True)

@@ -16,6 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 from converters import tensorrt_build as tb  # noqa: E402
 from fcn_deploy.runtime import engine_cache as ec  # noqa: E402
 from fcn_deploy.runtime.backends import open_backend  # noqa: E402
+from fcn_deploy.runtime import tensorrt_compat as compat  # noqa: E402
 from fcn_deploy.runtime.backends import tensorrt as trt_backend  # noqa: E402
 from fcn_deploy.runtime.cuda_memory import CudaError, installed_libraries, open_cuda  # noqa: E402
 from test_tensorrt_build import make_onnx  # noqa: E402
@@ -26,8 +27,8 @@ SIZES = [(1, 180, 240), (1, 360, 480), (2, 257, 301), (1, 720, 960)]
 @pytest.fixture(scope="module")
 def trt():
     try:
-        return trt_backend.import_tensorrt()
-    except trt_backend.TensorRTError as exc:
+        return compat.import_tensorrt()
+    except compat.TensorRTError as exc:
         pytest.skip(str(exc).split(". ")[0])
 
 
@@ -60,7 +61,7 @@ def build(tmp_path, trt, cuda, name="m", contexts=1, **onnx_args):
 def test_labels_match_onnxruntime_at_several_sizes(tmp_path, trt, cuda, precision, min_agreement):
     onnx_path, result = build(tmp_path, trt, cuda, precision=precision)
     assert not result.reused and os.path.isfile(result.engine_path + ".json")
-    assert result.sidecar.strongly_typed == (trt_backend.version_tuple(trt) >= (10, 0))
+    assert result.sidecar.strongly_typed == (compat.version_tuple(trt) >= (10, 0))
     session = cpu_session(onnx_path)
     with open_backend(result.engine_path, device="cuda") as backend:
         assert isinstance(backend, trt_backend.TensorRTBackend)
@@ -134,7 +135,8 @@ def test_each_installed_cuda_library_runs_the_engine(tmp_path, trt, cuda, librar
 def test_bundled_zoo_model_matches_onnxruntime(tmp_path, trt, cuda):
     """A real FCN (ResNet18 FCN-8s, random weights) exported by fcn-deploy, built and run."""
     pytest.importorskip("torch")
-    from converters.onnx_export import export, resolve_model
+    from converters.onnx_export import export
+    from converters.resolve import resolve_model
 
     resolved = resolve_model("fcn8s_resnet18", num_classes=5)
     onnx_path = export(resolved, str(tmp_path / "resnet.onnx"), precision="fp32").path

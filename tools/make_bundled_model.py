@@ -22,23 +22,19 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import onnx  # noqa: E402
+import onnx
 
-from converters import onnx_passes  # noqa: E402
-from converters.onnx_export import (  # noqa: E402
-    bundled_checkpoint,
-    bundled_onnx,
-    export,
-    resolve_model,
-)
-from fcn_deploy.data import build_dataset  # noqa: E402
-from fcn_deploy.fileio import sha256_file  # noqa: E402
-from fcn_deploy.evaluation import BackendPredictor, evaluate, json_safe  # noqa: E402
-from fcn_deploy.runtime.backends import open_backend  # noqa: E402
-from fcn_deploy.runtime.metadata import ModelMetadata  # noqa: E402
-from fcn_deploy.training.checkpoint import atomic_save, load_checkpoint  # noqa: E402
+from converters import onnx_passes
+from converters.onnx_export import export
+from converters.resolve import resolve_model
+from fcn_deploy.data import build_dataset
+from fcn_deploy.fileio import sha256_file
+from fcn_deploy.evaluation import BackendPredictor, evaluate, json_safe
+from fcn_deploy.runtime.backends import open_backend
+from fcn_deploy.runtime.metadata import ModelMetadata
+from fcn_deploy.runtime.model_files import bundled_checkpoint, bundled_onnx
+from fcn_deploy.training.checkpoint import atomic_save, load_checkpoint
 
 NAME = "camvid"
 

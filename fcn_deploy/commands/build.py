@@ -49,6 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--contexts", type=int, default=1, metavar="N",
         help="optimisation profiles for N concurrent execution contexts (2 lets the runtime overlap frames)",
     )
+    parser.add_argument("--device", default="cuda", metavar="cuda[:N]", help="the GPU to build for (default cuda, GPU 0)")
     parser.add_argument("-o", "--output", metavar="ENGINE", help="engine file (default: the ONNX's name with .engine)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the engine is up to date; overwrite any file")
     parser.set_defaults(func=run)
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         version_compatible=args.version_compatible,
         contexts=args.contexts,
     )
-    result = ensure_engine(args.onnx, args.output, options, force=args.force)
+    result = ensure_engine(args.onnx, args.output, options, force=args.force, device=args.device)
     side = result.sidecar
     where = f"TensorRT {side.tensorrt_version}, {side.gpu_name} (sm {side.compute_capability}), {side.precision}"
     shapes = "; ".join(profile_text(p) for p in side.profiles[:1]) or "fixed shapes"

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import FcnDeployError
     from ..options import parse_sizes
-    from ..runtime.assets import resolve_model_file
+    from ..runtime.model_files import ONNX, resolve_model_file
 
     sizes = parse_sizes(args.sizes, "--sizes")
     if not sizes:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"--batch must be >= 1, not {args.batch}")
     if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
         raise FcnDeployError(f"--min-agreement is a fraction in [0, 1], not {args.min_agreement}")
-    a = OnnxSide(str(resolve_model_file(args.a)), args.device)
+    a = OnnxSide(str(resolve_model_file(args.a, (ONNX,))), args.device)
     b = reference_side(a, args.b)
     images = load_calibration_frames(args.images, 64) if args.images else None
     precision = a.metadata.precision

@@ -13,9 +13,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..errors import FcnDeployError
 from .train import add_data_arguments, parse_size, resolve_root
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-BACKEND_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -39,20 +36,11 @@ def add_parser(subparsers) -> None:
 
 
 def resolve_model(spec: str) -> str:
-    """``camvid`` -> the bundled ONNX (or, where only that is installed, its checkpoint); a path as is."""
-    from ..runtime.assets import ASSETS, BUNDLED_MODELS, bundled_asset
+    """``camvid`` -> the bundled ONNX (or, where only that is installed, its checkpoint); a
+    path of any model kind as is."""
+    from ..runtime.model_files import CHECKPOINT, ENGINE, ONNX, resolve_model_file
 
-    if spec in BUNDLED_MODELS:
-        onnx_path = ASSETS / BUNDLED_MODELS[spec]
-        checkpoint = ASSETS / f"{spec}.pt"
-        if not onnx_path.is_file() and checkpoint.is_file():
-            return str(checkpoint)
-        return str(bundled_asset(BUNDLED_MODELS[spec]))
-    if not os.path.isfile(spec):
-        raise FcnDeployError(
-            f"model not found: {spec} (give a checkpoint .pt, an exported .onnx or .engine, or camvid)"
-        )
-    return spec
+    return str(resolve_model_file(spec, (ONNX, ENGINE, CHECKPOINT)))
 
 
 class _Model:
@@ -65,14 +53,15 @@ class _Model:
 
 
 def open_model(path: str, device: Optional[str], size: Optional[Tuple[int, int]], threads: Optional[int]) -> _Model:
-    suffix = os.path.splitext(path)[1].lower()
-    if device is None:
-        device = "cpu" if suffix in (".onnx",) + CHECKPOINT_SUFFIXES else "cuda"
-    if suffix in BACKEND_SUFFIXES:
+    from ..runtime.model_files import CHECKPOINT, ONNX, default_device, model_kind
+
+    kind = model_kind(path)
+    device = device or default_device(kind)
+    if kind != CHECKPOINT:
         from ..evaluation import BackendPredictor
         from ..runtime.backends import open_backend
 
-        options: Dict[str, Any] = {"threads": threads} if threads and suffix == ".onnx" else {}
+        options: Dict[str, Any] = {"threads": threads} if threads and kind == ONNX else {}
         backend = open_backend(path, device=device, **options)
         meta = backend.metadata
         if meta is None:
@@ -81,7 +70,7 @@ def open_model(path: str, device: Optional[str], size: Optional[Tuple[int, int]]
         runs_on = f"{type(backend).__name__} ({', '.join(backend.providers)})"
         return _Model(BackendPredictor(backend, size), meta.num_classes, list(meta.classes), meta.dataset,
                       runs_on, backend.close)
-    if suffix in CHECKPOINT_SUFFIXES:
+    else:
         import torch
 
         from ..training.checkpoint import load_checkpoint_model
@@ -99,7 +88,6 @@ def open_model(path: str, device: Optional[str], size: Optional[Tuple[int, int]]
             model.to(memory_format=torch.channels_last)
         return _Model(predictor, int(ckpt["num_classes"]), ckpt.get("classes"), ckpt.get("dataset"),
                       f"PyTorch {torch.__version__} on {device}")
-    raise FcnDeployError(f"{path}: unknown model file type {suffix or '(none)'}; expected .pt, .onnx or .engine")
 
 
 def run(args: argparse.Namespace) -> int:

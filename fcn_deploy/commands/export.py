@@ -83,21 +83,18 @@ def run(args: argparse.Namespace) -> int:
     from converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
     from converters.calibration import load_calibration_frames
-    from converters.onnx_export import BUNDLED_MODELS, export, resolve_model
+    from converters.onnx_export import check_export_options, export
+    from converters.resolve import resolve_model
+    from fcn_deploy.runtime.assets import BUNDLED_MODELS
+    from fcn_deploy.runtime.tensorrt_compat import tensorrt_int8_problem
 
     from ..errors import FcnDeployError
     from ..options import parse_key_values, parse_size
 
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    if args.int8 and not args.calib:
-        raise FcnDeployError("--int8 needs --calib DIR|DATASET[:ROOT] (real images the model will see)")
-    if args.int8_scheme != "s8s8" and not args.int8:
-        raise FcnDeployError(f"--int8-scheme {args.int8_scheme} goes with --int8")
-    if args.calib and not args.int8 and not args.fp16:
-        raise FcnDeployError("--calib is used with --int8 (or --fp16, to measure agreement); add one")
-    if args.opset < 13:
-        raise FcnDeployError(f"--opset {args.opset} is too old; per-channel Q/DQ and TensorRT need 13 or later")
     keep_fp32 = [n.strip() for n in args.keep_fp32.split(",") if n.strip()]
+    check_export_options(precision, calibration=bool(args.calib), keep_fp32=keep_fp32,
+                         int8_scheme=args.int8_scheme, opset=args.opset)
 
     resolved = resolve_model(args.model, args.num_classes, **parse_key_values(args.model_option))
     # A bundled model is named as the user named it (camvid_fp16.onnx), anything else by its net.
@@ -155,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if built is not None:
         steps.append((f"fcn-deploy run --model {built.engine_path} --device cuda --camera 0",
                       "live segmentation with TensorRT"))
-    elif tensorrt_available() and meta.int8_scheme in (None, "s8s8"):
+    elif tensorrt_available() and tensorrt_int8_problem(meta.int8_scheme, rel) is None:
         flag = f" --{precision}" if precision == "int8" else ""
         steps.append((f"fcn-deploy build {rel}{flag}", "TensorRT engine for this GPU"))
     print("Next steps:")

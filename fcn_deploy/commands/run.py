@@ -140,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import FcnDeployError
     from ..options import parse_size
-    from ..runtime.assets import demo_clip, resolve_model_file
+    from ..runtime.assets import demo_clip
+    from ..runtime.model_files import ONNX, default_device, model_kind, resolve_model_file
     from ..runtime.backends import open_backend
     from ..runtime.pipeline import Pipeline
     from ..runtime.sinks import LabelSink, VideoFileSink, open_sink
@@ -159,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
         ignore=split_list(args.ignore_class),
     )
     model_path = resolve_model_file(args.model)
+    kind = model_kind(model_path)
+    if args.threads and kind != ONNX:
+        raise FcnDeployError(f"--threads sets ONNX Runtime's CPU threads; {model_path} is a TensorRT engine (leave it out)")
+    device = args.device or default_device(kind)
     if args.camera is not None:
         uri = camera_uri(args.camera)
     elif args.source is not None:
@@ -181,15 +186,13 @@ def run(args: argparse.Namespace) -> int:
         if args.labels_dir:
             label_sink = LabelSink(args.labels_dir, overwrite=args.overwrite)
         backend_options = {"threads": args.threads} if args.threads else {}
-        if str(model_path).endswith(".onnx"):
+        if kind == ONNX:
             backend_options["spinning"] = False  # spinning ORT threads starve capture and rendering
-        if args.device is None:  # an engine only runs on a GPU
-            args.device = "cuda" if str(model_path).endswith((".engine", ".plan")) else "cpu"
-        backend = open_backend(model_path, args.device, **backend_options)
+        backend = open_backend(model_path, device, **backend_options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, options)
 
-        log.info("%s on %s (%s) -> %s", meta.model_name, source.description, args.device,
+        log.info("%s on %s (%s) -> %s", meta.model_name, source.description, device,
                  ", ".join([s.description for s in sinks] + ([label_sink.description] if label_sink else [])))
         for sink in sinks:
             if hasattr(sink, "url"):

@@ -31,20 +31,6 @@ def bundled_asset(name: str) -> Path:
     return path
 
 
-def resolve_model_file(spec: str) -> Path:
-    """``camvid`` -> the bundled ONNX file; a path -> that file (checked by the backend)."""
-    if spec in BUNDLED_MODELS:
-        return bundled_asset(BUNDLED_MODELS[spec])
-    path = Path(spec).expanduser()
-    if path.suffix.lower() in (".pt", ".pth", ".ckpt") or (not path.suffix and not path.exists()):
-        raise FcnDeployError(
-            f"--model {spec}: the runtime runs exported models (.onnx, .engine) or a bundled one "
-            f"({', '.join(BUNDLED_MODELS)}); export a checkpoint or zoo model first with "
-            f"`fcn-deploy export --model {spec} --output model.onnx`"
-        )
-    return path
-
-
 def demo_clip() -> Path:
     """The short CamVid clip that ``fcn-deploy run`` plays by default."""
     return bundled_asset(DEMO_CLIP)

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import FcnDeployError
+from ..errors import FcnDeployError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,13 @@ class CudaPythonMemory(CudaMemory):
     def __init__(self, device_index: int = 0) -> None:
         super().__init__(device_index)
         self.cudart = _import_cudart()
-        self._call("cudaSetDevice", self.device_index)
-        self._props = self._call("cudaGetDeviceProperties", self.device_index)
+        try:
+            self._call("cudaSetDevice", self.device_index)
+            self._props = self._call("cudaGetDeviceProperties", self.device_index)
+        except CudaError:
+            raise
+        except Exception as exc:  # the bindings' own loader: no or too old a driver
+            raise CudaError(f"cuda-python cannot start: {first_line(exc)}") from None
 
     def _call(self, fn: str, *args: Any) -> Any:
         result = getattr(self.cudart, fn)(*args)
@@ -291,9 +296,13 @@ def installed_libraries() -> Tuple[str, ...]:
 
 def open_cuda(device_index: int = 0, library: Optional[str] = None) -> CudaMemory:
     """A :class:`CudaMemory` on GPU ``device_index`` through ``library`` (``"cuda-python"`` or
-    ``"pycuda"``), or through whichever is installed when ``library`` is ``None``.
+    ``"pycuda"``), or through the first installed one that starts when ``library`` is ``None``.
 
-    Raises :class:`CudaError` with what to install when neither is.
+    "Starts" matters on a Jetson: cuda-python built for CUDA 12 imports fine on JetPack 5,
+    whose driver is CUDA 11.4, and fails only at its first call; pycuda, built there against
+    the local toolkit, works. So a library that imports but cannot initialise the device is
+    skipped (with a log line) for the next one. Raises :class:`CudaError` with what to install
+    when none is installed, or with each library's reason when none starts.
     """
     if library is not None and library not in _IMPLEMENTATIONS:
         raise CudaError(f"unknown CUDA library {library!r}; expected one of {', '.join(LIBRARIES)}")
@@ -303,9 +312,18 @@ def open_cuda(device_index: int = 0, library: Optional[str] = None) -> CudaMemor
         wanted = library or "cuda-python or pycuda"
         raise CudaError(
             f"the TensorRT backend needs {wanted} for GPU memory: pip install cuda-python "
-            "(desktop and Jetson with JetPack 6), or pycuda"
+            "(desktop and Jetson with JetPack 6), or pycuda (JetPack 5)"
         )
-    impl = _IMPLEMENTATIONS[candidates[0]]
-    memory = impl(device_index)
-    log.debug("CUDA through %s on %s (sm %s)", memory.library, memory.device_name(), memory.compute_capability())
-    return memory
+    failures = []
+    for name in candidates:
+        try:
+            memory = _IMPLEMENTATIONS[name](device_index)
+        except CudaError as exc:
+            failures.append(f"{name}: {exc}")
+            log.info("CUDA through %s does not start here (%s)%s", name, exc,
+                     "; trying the next library" if name != candidates[-1] else "")
+            continue
+        log.debug("CUDA through %s on %s (sm %s)", memory.library, memory.device_name(), memory.compute_capability())
+        return memory
+    hint = "" if library else " (on JetPack 5 use pycuda: cuda-python for CUDA 12 needs a newer driver)"
+    raise CudaError(f"no CUDA library could use GPU {device_index}: {'; '.join(failures)}{hint}")

@@ -21,10 +21,11 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..errors import FcnDeployError
 from ..fileio import atomic_write, sha256_file
+from .tensorrt_compat import SystemInfo, gpu_mismatch, release_numbers, version_mismatch
 
 SIDECAR_FORMAT = "fcn-deploy-tensorrt-engine"
 SIDECAR_VERSION = 1
@@ -45,18 +46,6 @@ def sidecar_path(engine_path: "str | os.PathLike[str]") -> str:
 
 def sha256_bytes(data: "bytes | memoryview") -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class SystemInfo:
-    """What a plan is tied to on the machine that runs it."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str  # "8.7"
-
-    def describe(self) -> str:
-        return f"TensorRT {self.tensorrt_version} on {self.gpu_name} (sm {self.compute_capability})"
 
 
 @dataclass(frozen=True)
@@ -148,10 +137,6 @@ def read_sidecar(engine_path: "str | os.PathLike[str]") -> Sidecar:
     return Sidecar.from_dict(d, path)
 
 
-def _version_tuple(version: str) -> Tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
-
-
 def _profiles_text(profiles: List[Profile]) -> str:
     parts = []
     for profile in profiles:
@@ -179,19 +164,16 @@ def runtime_problem(sidecar: Sidecar, system: SystemInfo) -> Optional[str]:
     """
     built, running = sidecar.tensorrt_version, system.tensorrt_version
     if sidecar.version_compatible:
-        b, r = _version_tuple(built), _version_tuple(running)
+        b, r = release_numbers(built), release_numbers(running)
         forward = r >= b and (r[0] == b[0] or (b[0], r[0]) in ((8, 10), (10, 11)))
         if not forward:
             return (
                 f"built by TensorRT {built} (version-compatible), which TensorRT {running} cannot run"
             )
     elif built != running:
-        return f"built by TensorRT {built}; this is TensorRT {running}"
+        return version_mismatch(built, running)
     if sidecar.compute_capability != system.compute_capability:
-        return (
-            f"built for {sidecar.gpu_name} (sm {sidecar.compute_capability}); this GPU is "
-            f"{system.gpu_name} (sm {system.compute_capability})"
-        )
+        return gpu_mismatch(sidecar.gpu_name, sidecar.compute_capability, system)
     return None
 
 
@@ -206,12 +188,9 @@ def reuse_problem(sidecar: Optional[Sidecar], request: BuildRequest, system: Sys
     if sidecar is None:
         return "no engine yet"
     if sidecar.tensorrt_version != system.tensorrt_version:
-        return f"built by TensorRT {sidecar.tensorrt_version}; this is TensorRT {system.tensorrt_version}"
+        return version_mismatch(sidecar.tensorrt_version, system.tensorrt_version)
     if sidecar.gpu_name != system.gpu_name or sidecar.compute_capability != system.compute_capability:
-        return (
-            f"built for {sidecar.gpu_name} (sm {sidecar.compute_capability}); this GPU is "
-            f"{system.gpu_name} (sm {system.compute_capability})"
-        )
+        return gpu_mismatch(sidecar.gpu_name, sidecar.compute_capability, system)
     if sidecar.onnx_sha256 != request.onnx_sha256:
         return "the ONNX file changed since the engine was built (sha256 differs)"
     if sidecar.precision != request.precision:

@@ -1,13 +1,15 @@
-"""Native TensorRT backend, and the small TensorRT compatibility layer the builder shares.
+"""Native TensorRT backend: a serialized plan with its sidecar, run on one GPU.
 
 Written against the documented API of TensorRT 8.5/8.6 (JetPack 5 and 6.0), 10.x (JetPack
-6.1+, desktop) and 11.x (desktop), using only what all of them have:
+6.1+, desktop) and 11.x (desktop), using only what all of them have (what differs between
+releases lives in :mod:`fcn_deploy.runtime.tensorrt_compat`, shared with the builder):
 
 - the name-based I/O API: ``num_io_tensors``/``get_tensor_name``/``get_tensor_mode``,
   ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3`` (never the binding-index
   API or ``execute_async_v2``, both removed in 10);
-- every enum member looked up by name through :func:`enum_member`, which checks the running
-  major version against :data:`ENUM_MEMBERS` first, so a member removed in a release (the FP16
+- every enum member looked up by name through
+  :func:`~fcn_deploy.runtime.tensorrt_compat.enum_member`, which checks the running major
+  version against its table first, so a member removed in a release (the FP16
   builder flag and ``EXPLICIT_BATCH`` in 11) is never touched there;
 - CUDA memory and streams through :mod:`fcn_deploy.runtime.cuda_memory`.
 
@@ -27,40 +29,25 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...errors import FcnDeployError
-from ..engine_cache import EngineMismatch, Sidecar, SystemInfo, read_sidecar, runtime_problem, sha256_bytes
+from ..engine_cache import EngineMismatch, Sidecar, read_sidecar, runtime_problem, sha256_bytes
 from ..metadata import LAYOUT_RAW_BGR, ModelMetadata
+from ..tensorrt_compat import (
+    TensorRTError,
+    current_system,
+    enum_member,
+    enum_name,
+    import_tensorrt,
+    parse_gpu_device,
+    tensorrt_logger,
+)
 from .base import Backend, BackendError, TensorSpec, check_array
 
 log = logging.getLogger(__name__)
-
-# The oldest TensorRT with the name-based I/O API (JetPack 5.1 ships 8.5.2).
-MIN_VERSION = (8, 5)
-
-# Every enum member fcn-deploy touches: (enum, member) -> (first release, last major that
-# fcn-deploy uses it on; None: every later major). :func:`enum_member` refuses a member outside
-# its range before touching it, and tests/test_tensorrt_api_names.py checks the table and the
-# code paths against the real name lists of TensorRT 8.6, 10.3, 10.13 and 11.4.
-ENUM_MEMBERS: Dict[Tuple[str, str], Tuple[Tuple[int, int], Optional[int]]] = {
-    # 8.x needs explicit batch for ONNX; 10 made it the only mode; 11 removed the flag.
-    ("NetworkDefinitionCreationFlag", "EXPLICIT_BATCH"): ((8, 5), 9),
-    # Precision from the graph's own types: the only mode in 11, and used from 10 on.
-    ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"): ((10, 0), None),
-    # Weakly typed precision flags: 8.x only (deprecated in 10, removed in 11).
-    ("BuilderFlag", "FP16"): ((8, 5), 9),
-    ("BuilderFlag", "INT8"): ((8, 5), 9),
-    ("BuilderFlag", "GPU_FALLBACK"): ((8, 5), None),
-    ("BuilderFlag", "VERSION_COMPATIBLE"): ((8, 6), None),
-    ("MemoryPoolType", "WORKSPACE"): ((8, 5), None),
-    ("DeviceType", "DLA"): ((8, 5), None),
-    ("TensorIOMode", "INPUT"): ((8, 5), None),
-}
 
 # TensorRT DataType names -> numpy dtype names (by name: no enum values hard-coded).
 NUMPY_DTYPES = {
@@ -73,152 +60,7 @@ NUMPY_DTYPES = {
     "BOOL": "bool",
 }
 
-TENSORRT_MISSING = (
-    "TensorRT's Python package (import tensorrt) is not installed here. On a Jetson use "
-    "JetPack's TensorRT through a `python3 -m venv --system-site-packages` venv; on a desktop "
-    "GPU pip install 'fcn-deploy[gpu]'. Without it, run the ONNX file with ONNX Runtime's "
-    "TensorRT execution provider instead: fcn-deploy run --model MODEL.onnx --device tensorrt"
-)
-
-
-class TensorRTError(FcnDeployError):
-    """TensorRT is missing, too old, lacks an API, or failed."""
-
-
-# -- version and names ----------------------------------------------------------------------
-def import_tensorrt():
-    """``import tensorrt``, or one :class:`TensorRTError` line that says what to do."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise TensorRTError(TENSORRT_MISSING) from None
-    except OSError as exc:  # the Python module is there, its libnvinfer is not
-        raise TensorRTError(f"TensorRT is installed but cannot load its libraries: {exc}") from None
-    version = tensorrt_version(tensorrt)
-    if version_tuple(version) < MIN_VERSION:
-        raise TensorRTError(
-            f"TensorRT {version} is too old: fcn-deploy needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or "
-            "later (JetPack 5.1+), for the name-based I/O API"
-        )
-    return tensorrt
-
-
-def tensorrt_available() -> bool:
-    """True when ``import tensorrt`` works here (without raising anything)."""
-    try:
-        import_tensorrt()
-    except TensorRTError:
-        return False
-    return True
-
-
-def tensorrt_version(trt: Any) -> str:
-    return str(trt.__version__)
-
-
-def version_tuple(version: "str | Any") -> Tuple[int, int]:
-    """``"10.3.0.26"`` (or the ``tensorrt`` module) -> ``(10, 3)``."""
-    if not isinstance(version, str):
-        version = tensorrt_version(version)
-    parts = [int(p) for p in re.findall(r"\d+", version)[:2]]
-    if not parts:
-        raise TensorRTError(f"cannot read the TensorRT version {version!r}")
-    return (parts[0], parts[1] if len(parts) > 1 else 0)
-
-
-def member_in_range(enum: str, member: str, version: Tuple[int, int]) -> bool:
-    since, until = ENUM_MEMBERS[(enum, member)]
-    return version >= since and (until is None or version[0] <= until)
-
-
-def enum_member(trt: Any, enum: str, member: str) -> Any:
-    """``trt.<enum>.<member>``, looked up by name after checking that fcn-deploy uses that
-    member on the running major version (see :data:`ENUM_MEMBERS`)."""
-    version = tensorrt_version(trt)
-    if (enum, member) not in ENUM_MEMBERS:
-        raise TensorRTError(f"fcn-deploy does not know TensorRT's {enum}.{member}")
-    if not member_in_range(enum, member, version_tuple(version)):
-        since, until = ENUM_MEMBERS[(enum, member)]
-        span = f"{since[0]}.{since[1]}" + (f" to {until}.x" if until is not None else " and later")
-        raise TensorRTError(f"{enum}.{member} is used only on TensorRT {span}; this is TensorRT {version}")
-    try:
-        return getattr(getattr(trt, enum), member)
-    except AttributeError:
-        raise TensorRTError(f"TensorRT {version} has no {enum}.{member}") from None
-
-
-def enum_name(value: Any) -> str:
-    """The name of a TensorRT enum value (``DataType.HALF`` -> ``"HALF"``)."""
-    name = getattr(value, "name", None)
-    return str(name) if name is not None else str(value).rpartition(".")[2]
-
-
-class _LogRecorder:
-    """TensorRT's messages, sent to :mod:`logging`, the last error kept for our error line."""
-
-    def __init__(self) -> None:
-        self.last_error: Optional[str] = None
-        self.verbose = False
-
-    def log(self, severity: Any, msg: str) -> None:
-        name = enum_name(severity)
-        text = str(msg).strip()
-        if name in ("INTERNAL_ERROR", "ERROR"):
-            self.last_error = text
-            log.error("TensorRT: %s", text)
-        elif name == "WARNING":
-            log.warning("TensorRT: %s", text)
-        elif name == "INFO" or self.verbose:
-            log.debug("TensorRT: %s", text)
-
-    def take_error(self) -> str:
-        text, self.last_error = self.last_error, None
-        return text or "no error message from TensorRT (run with -v for its log)"
-
-
-_LOGGERS: Dict[int, Tuple[Any, Any]] = {}  # id(module) -> (module, logger); the module kept alive
-_LOGGERS_LOCK = threading.Lock()
-
-
-def tensorrt_logger(trt: Any) -> Any:
-    """One ``trt.ILogger`` per ``tensorrt`` module, sending TensorRT's messages to logging.
-
-    One per process on purpose: TensorRT keeps the first logger it is given for all builders
-    and runtimes and warns when later ones differ.
-    """
-    with _LOGGERS_LOCK:
-        entry = _LOGGERS.get(id(trt))
-        logger = entry[1] if entry is not None and entry[0] is trt else None
-        if logger is None:
-            recorder = _LogRecorder()
-
-            class _Bridge(trt.ILogger):
-                def __init__(self) -> None:
-                    trt.ILogger.__init__(self)
-                    self.recorder = recorder
-
-                def log(self, severity, msg):  # called by TensorRT
-                    self.recorder.log(severity, msg)
-
-            logger = _Bridge()
-            _LOGGERS[id(trt)] = (trt, logger)
-        return logger
-
-
 # -- the backend ----------------------------------------------------------------------------
-def parse_gpu_device(device: str) -> int:
-    """``"cuda"``/``"tensorrt"``/``"gpu"`` with an optional ``:INDEX`` -> the GPU index."""
-    kind, _, index = str(device).strip().lower().partition(":")
-    if kind not in ("cuda", "tensorrt", "gpu"):
-        raise BackendError(
-            f"a TensorRT engine runs on an NVIDIA GPU, not on device {device!r}; use --device cuda "
-            "(or run the ONNX file with ONNX Runtime on the CPU)"
-        )
-    if index and not index.isdigit():
-        raise BackendError(f"bad device index in {device!r}")
-    return int(index or 0)
-
-
 def _dims(shape: Any) -> Tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
@@ -354,7 +196,13 @@ class TensorRTBackend(Backend):
         self.slots: List[_Slot] = []
         self.engine = None
         self.device = "tensorrt"
-        gpu = parse_gpu_device(device)
+        # Held by every call that touches the contexts, and by close(): buffers are never
+        # freed while another thread is inside execute_async_v3 or a copy.
+        self._lock = threading.Lock()
+        try:
+            gpu = parse_gpu_device(device)
+        except TensorRTError as exc:  # a device error, like every backend's
+            raise BackendError(str(exc)) from None
         if contexts < 1:
             raise BackendError(f"contexts must be >= 1, not {contexts}")
         if not os.path.isfile(self.path):
@@ -375,7 +223,7 @@ class TensorRTBackend(Backend):
 
             cuda = open_cuda(gpu, cuda_library)
         self.cuda = cuda
-        self.system = SystemInfo(tensorrt_version(self.trt), cuda.device_name(), cuda.compute_capability())
+        self.system = current_system(self.trt, cuda)
         self.providers = [f"TensorRT {self.system.tensorrt_version}", f"CUDA via {getattr(cuda, 'library', '?')}"]
         if self.sidecar is not None:
             problem = runtime_problem(self.sidecar, self.system)
@@ -423,7 +271,6 @@ class TensorRTBackend(Backend):
                 raise
         self._next_ticket = 0
         self._done: Dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
         log.debug("opened %s with %d context(s) on %s", self.path, contexts, self.system.describe())
 
     # -- set-up -------------------------------------------------------------------------
@@ -505,12 +352,14 @@ class TensorRTBackend(Backend):
         return self.result(self.submit(x))
 
     def close(self) -> None:
-        if not self.slots and self.engine is None:
-            return
-        with self.cuda.activate():
-            for slot in self.slots:
-                slot.release()
-        self.slots = []
-        self._done = {}
-        self.engine = None
-        self.runtime = None
+        """Wait for the frames in flight, then free the buffers, streams and engine."""
+        with self._lock:
+            if not self.slots and self.engine is None:
+                return
+            with self.cuda.activate():
+                for slot in self.slots:
+                    slot.release()
+            self.slots = []
+            self._done = {}
+            self.engine = None
+            self.runtime = None
