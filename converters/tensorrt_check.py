@@ -51,7 +51,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 
 import numpy as np
 
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.errors import FcnDeployError, first_line
 
 from . import tensorrt_operators as matrices
 
@@ -218,8 +218,7 @@ def load_model(path: Union[str, "os.PathLike[str]"]) -> Any:
     try:
         model = onnx.load(path)
     except Exception as exc:  # DecodeError, OSError, missing external data ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise FcnDeployError(f"cannot read ONNX file {path}: {first}") from None
+        raise FcnDeployError(f"cannot read ONNX file {path}: {first_line(exc)}") from None
     if not model.graph.node and not model.opset_import:
         raise FcnDeployError(f"{path} is not an ONNX model (no graph and no opset)")
     return model

@@ -93,7 +93,8 @@ EXPORTS = [
 def exported(tmp_path_factory):
     """Export on first use, once per module: ``exported(name, precision, options) -> path``."""
     torch = pytest.importorskip("torch")
-    from converters.onnx_export import export, resolve_model
+    from converters.onnx_export import export
+    from converters.resolve import resolve_model
 
     folder = tmp_path_factory.mktemp("exports")
     frames = list(scene_frames(4, 48, 64))
@@ -411,7 +412,8 @@ def test_dla_on_an_fp32_graph_is_one_note(tmp_path):
 def test_cli_missing_and_corrupt_files(tmp_path):
     from onnx_helpers import assert_one_line_error
 
-    assert_one_line_error(run_cli(["check", tmp_path / "nope.onnx"]), "ONNX file not found", "nope.onnx")
+    assert_one_line_error(run_cli(["check", tmp_path / "nope.onnx"]), "model file not found", "nope.onnx")
+    assert_one_line_error(run_cli(["check", tmp_path]), "is a folder")
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07this is not a protobuf\xff\xff")
     assert_one_line_error(run_cli(["check", corrupt]), "cannot read ONNX file", "corrupt.onnx")

@@ -38,13 +38,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from converters.tensorrt_check import check_onnx, load_model, parse_releases, profile_for
-    from fcn_deploy.runtime.assets import BUNDLED_MODELS, resolve_model_file
+    from fcn_deploy.runtime.model_files import BUNDLED_MODELS, ONNX, resolve_model_file
 
     releases = parse_releases(args.tensorrt)
-    path = resolve_model_file(args.model) if args.model in BUNDLED_MODELS else Path(args.model)
+    path = resolve_model_file(args.model, (ONNX,))
     label = path.name if args.model in BUNDLED_MODELS else args.model
     model = load_model(path)
     profile = profile_for(model, args.shapes) if args.shapes else None
