@@ -14,6 +14,9 @@ Modules, one job each:
 * :mod:`converters.calibration`: calibration images from a folder or a dataset;
 * :mod:`converters.onnx_verify`: run an exported graph in ONNX Runtime;
 * :mod:`converters.compare`: ONNX against PyTorch or another ONNX (``fcn-deploy compare``);
+* :mod:`converters.tensorrt_check`: what TensorRT's ONNX parser of each release would refuse,
+  without TensorRT (``fcn-deploy check``), with :mod:`converters.tensorrt_dla` for the DLA's
+  rules and :mod:`converters.tensorrt_operators`, the parser's operator matrices as data;
 * :mod:`converters.tensorrt_shapes`: optimisation profiles;
 * :mod:`converters.tensorrt_build`: ONNX -> TensorRT engine with its sidecar (``fcn-deploy build``).
 

@@ -16,7 +16,7 @@ from . import __version__
 from .errors import FcnDeployError
 
 # Order is the order shown by --help.
-COMMANDS = ["run", "models", "train", "eval", "export", "build", "compare"]
+COMMANDS = ["run", "models", "train", "eval", "export", "build", "compare", "check"]
 
 
 def _command_modules():
