@@ -3,32 +3,29 @@
 Each sub-command lives in ``fcn_deploy/commands/NAME.py`` with two functions:
 ``add_parser(subparsers)`` (argparse only, so ``--help`` stays instant) and ``run(args) -> int``
 (which imports torch, onnxruntime or tensorrt inside, only when the command runs).
+Every command's parser is built for any call, so every command module imports on the
+runtime's oldest Python (3.8) even where the command itself needs PyTorch.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from . import __version__
+from .commands import build, check, compare, export, models, run, train
+from .commands import eval as eval_
+from .commands._requirements import require_torch, torch_message
 from .errors import FcnDeployError
 
 # Order is the order shown by --help.
-COMMANDS = ["run", "models", "train", "eval", "export", "build", "compare", "check"]
+COMMANDS = (run, models, train, eval_, export, build, compare, check)
+# Commands that run PyTorch whatever they are given; `eval` needs it for a checkpoint only.
+TORCH_COMMANDS = frozenset({"models", "train", "export", "compare"})
 
 
-def _command_modules():
-    for name in COMMANDS:
-        try:
-            yield importlib.import_module(f"fcn_deploy.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"fcn_deploy.commands.{name}":
-                raise
-
-
-def build_parser() -> argparse.ArgumentParser:
+def _build() -> Tuple[argparse.ArgumentParser, argparse.Action]:
     parser = argparse.ArgumentParser(
         prog="fcn-deploy",
         description="FCN semantic segmentation: train, export to ONNX/TensorRT, run on video.",
@@ -36,17 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fcn-deploy {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _command_modules():
+    for module in COMMANDS:
         module.add_parser(sub)
-    return parser
+    return parser, sub
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return _build()[0]
+
+
+def command_names() -> List[str]:
+    """The sub-commands, in --help order (CI runs each one's ``--help`` on every supported Python)."""
+    return list(_build()[1].choices)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        argv = ["run"] if "run" in parser._subparsers._group_actions[0].choices else ["--help"]
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv or ["run"])
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
     )
@@ -54,9 +58,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command in TORCH_COMMANDS:
+            require_torch(args.command)
         return int(args.func(args) or 0)
     except FcnDeployError as exc:
         print(f"fcn-deploy: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # e.g. `eval` of a checkpoint where only the runtime is installed
+        if (exc.name or "").split(".")[0] != "torch":
+            raise
+        print(f"fcn-deploy: error: {torch_message(args.command)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fcn-deploy: interrupted", file=sys.stderr)

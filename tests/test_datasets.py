@@ -15,6 +15,8 @@ from fcn_deploy.data.transforms import Compose, RandomCrop, RandomHorizontalFlip
 from fcn_deploy.data.voc import VOC_PALETTE
 from fcn_deploy.errors import FcnDeployError
 
+pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
+
 # The real dataset sits next to the repository (../shared); tests never need it.
 REAL_CAMVID = (Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "CamVid").resolve()
 

@@ -8,6 +8,8 @@ import pytest
 from fcn_deploy.runtime import engine_cache as ec
 from fcn_deploy.runtime.engine_cache import BuildRequest, EngineMismatch, Sidecar, SystemInfo
 
+pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
+
 PROFILE = [{"input": {"min": [1, 180, 240, 3], "opt": [1, 360, 480, 3], "max": [1, 720, 960, 3]}}]
 OPTIONS = {"workspace_gb": None, "opt_level": None, "dla_core": None, "version_compatible": False, "contexts": 1}
 META = {"format": "fcn-deploy", "model_name": "fcn8s_resnet18", "precision": "fp16"}

@@ -9,6 +9,8 @@ import pytest
 
 from fcn_deploy.metrics import ConfusionMatrix
 
+pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
+
 # 3 classes, 10 pixels; the last one is void (255).
 TARGET = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 255])
 PRED = np.array([0, 0, 1, 1, 2, 2, 2, 2, 0, 1])

@@ -56,6 +56,7 @@ def test_both_layouts_give_the_same_labels(exported):
         assert deploy.metadata == dataclasses.replace(plain.metadata, input_layout="NHWC_BGR_UINT8", output="labels")
 
 
+@pytest.mark.runtime
 def test_normalize_frames_matches_hand_computation():
     from fcn_deploy.normalization import Normalization
 
@@ -93,6 +94,7 @@ def test_run_graph_checks_the_graph_spec(exported):
             backend.run_graph(np.zeros((3, 32, 32), np.float32))
 
 
+@pytest.mark.runtime
 def test_missing_corrupt_and_unknown_files(tmp_path):
     with pytest.raises(BackendError, match="model file not found"):
         open_backend(tmp_path / "nope.onnx")
@@ -131,6 +133,7 @@ def test_threads_option_and_close(exported):
         backend.infer(random_frames(1, 8, 8))
 
 
+@pytest.mark.runtime
 def test_parse_device_and_tensorrt_options():
     assert parse_device("cpu") == ("cpu", 0)
     assert parse_device("CUDA:1") == ("cuda", 1)
@@ -206,6 +209,7 @@ def test_cli_bad_models_are_one_line_errors(exported, tmp_path):
         assert needle in line or needle in result.stderr, line
 
 
+@pytest.mark.runtime
 def test_metadata_errors():
     with pytest.raises(FcnDeployError, match="no fcn-deploy metadata"):
         ModelMetadata.from_props({"other": "1"})

@@ -23,6 +23,8 @@ from fcn_deploy.runtime.sinks import (
 from fcn_deploy.runtime.sources import Frame
 from video_helpers import count_frames, read_mjpeg_parts, video_fps
 
+pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
+
 
 def picture(i, h=48, w=64):
     img = np.full((h, w, 3), (i * 20) % 256, np.uint8)

@@ -17,6 +17,8 @@ from fcn_deploy.runtime.sources import (
 )
 from video_helpers import write_video
 
+pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
+
 
 def frames(n, h=48, w=64):
     out = []

@@ -34,6 +34,8 @@ from fcn_deploy.runtime.backends.base import BackendError  # noqa: E402
 from fcn_deploy.runtime.cuda_memory import CudaMemory, DeviceBuffer, HostBuffer, Stream  # noqa: E402
 from test_tensorrt_build import make_onnx  # noqa: E402
 
+pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
+
 REPO = Path(__file__).resolve().parents[1]
 API_DIR = Path(os.environ.get("FCN_DEPLOY_TENSORRT_API", REPO.parent / "shared" / "tensorrt-api"))
 VERSIONS = ("8.6.1", "10.3.0", "10.13.3.9", "11.4.0.106")

@@ -23,6 +23,8 @@ from converters.tensorrt_shapes import (  # noqa: E402
 from fcn_deploy.normalization import TORCHVISION_IMAGENET  # noqa: E402
 from fcn_deploy.runtime.metadata import LAYOUT_NORMALIZED, LAYOUT_RAW_BGR, ModelMetadata, default_palette  # noqa: E402
 
+pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -6,6 +6,8 @@ import pytest
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.runtime.visualize import HudStats, VisualOptions, Visualizer, resolve_classes
 
+pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
+
 NAMES = ["sky", "road", "car", "person"]
 PALETTE = [(128, 128, 128), (128, 64, 128), (64, 0, 128), (220, 20, 60)]  # RGB
 

@@ -11,7 +11,7 @@ import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import FcnDeployError
-from .train import add_data_arguments, parse_size, resolve_root
+from ._args import add_data_arguments, resolve_root, size_or_none as parse_size
 
 
 def add_parser(subparsers) -> None:

@@ -7,95 +7,19 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict
 
 from ..errors import FcnDeployError
-
-DATA_ENV = "FCN_DEPLOY_DATA"
-NONE = "none"
-
-
-# -- small parsers shared with `fcn-deploy eval` ------------------------------------------------
-
-
-def parse_size(text: str) -> Optional[Tuple[int, int]]:
-    """argparse type: ``HxW`` (e.g. ``360x480``) -> (H, W); ``none``/``full`` -> None."""
-    from ..errors import FcnDeployError
-    from ..options import parse_size as parse_hw
-
-    if text.lower() in ("none", "full", ""):
-        return None
-    try:
-        return parse_hw(text)
-    except FcnDeployError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_range(text: str) -> Optional[Tuple[float, float]]:
-    """``LO,HI`` (e.g. ``0.5,2``) -> (LO, HI); ``none`` -> None."""
-    if text.lower() in ("none", ""):
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LO,HI such as 0.5,2.0, not {text!r}") from None
-    if not 0 < lo <= hi:
-        raise argparse.ArgumentTypeError(f"need 0 < LO <= HI, not {text!r}")
-    return lo, hi
-
-
-def parse_option(text: str) -> Tuple[str, Any]:
-    """argparse type for ``KEY=VALUE`` options."""
-    from ..errors import FcnDeployError
-    from ..options import parse_key_value
-
-    try:
-        return parse_key_value(text)
-    except FcnDeployError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _or_none(parse):
-    """``parse``, but the word ``none`` comes back as :data:`NONE` (an explicit "no")."""
-
-    def wrapped(text: str):
-        return NONE if text.lower() == NONE else parse(text)
-
-    wrapped.__name__ = parse.__name__
-    return wrapped
-
-
-def resolve_root(dataset: str, root: Optional[str]) -> Optional[str]:
-    """``--root``, else ``$FCN_DEPLOY_DATA/<dataset folder>`` (matched case-insensitively), else
-    ``$FCN_DEPLOY_DATA`` itself; ``synthetic`` needs none."""
-    if root:
-        if not os.path.isdir(root):
-            raise FcnDeployError(f"dataset root not found: {root}")
-        return root
-    if dataset == "synthetic":
-        return None
-    base = os.environ.get(DATA_ENV)
-    if not base:
-        raise FcnDeployError(f"dataset {dataset!r} needs --root DIR (or {DATA_ENV}=DIR holding it)")
-    if not os.path.isdir(base):
-        raise FcnDeployError(f"{DATA_ENV}={base} is not a directory")
-    wanted = {dataset.lower(), dataset.lower().split("_")[0]}
-    for entry in sorted(os.listdir(base)):
-        if entry.lower() in wanted and os.path.isdir(os.path.join(base, entry)):
-            return os.path.join(base, entry)
-    return base
-
-
-def add_data_arguments(p: argparse.ArgumentParser, dataset_required: bool) -> None:
-    p.add_argument("--dataset", required=False, default=None,
-                   help="camvid, voc, voc_aug, cityscapes, folder or synthetic" + ("" if dataset_required else
-                        " (default: the model's training dataset)"))
-    p.add_argument("--root", default=None, help=f"dataset folder (default: from ${DATA_ENV})")
-    p.add_argument("--dataset-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
-                   help="extra dataset option, e.g. size=(64,64) count=32 for synthetic; repeatable")
-
-
-# -- the command -----------------------------------------------------------------------------------
+from ._args import (
+    NONE,
+    BooleanOptionalAction,
+    add_data_arguments,
+    or_none,
+    parse_option,
+    parse_range,
+    resolve_root,
+    size_or_none,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -127,10 +51,10 @@ def add_parser(subparsers) -> None:
                    help="class balancing counted on the training labels, or the dataset's own weights")
     g.add_argument("--loss-sampling", type=float, default=None, metavar="P",
                    help="keep each 32x32 output cell in the loss with probability P (the paper's patch sampling)")
-    g.add_argument("--crop", type=_or_none(parse_size), default=None, metavar="HxW", help="random crop size, or none")
-    g.add_argument("--scale-range", type=_or_none(parse_range), default=None, metavar="LO,HI", help="random scale, or none")
-    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
-    g.add_argument("--jitter", action=argparse.BooleanOptionalAction, default=None, help="photometric jitter")
+    g.add_argument("--crop", type=or_none(size_or_none), default=None, metavar="HxW", help="random crop size, or none")
+    g.add_argument("--scale-range", type=or_none(parse_range), default=None, metavar="LO,HI", help="random scale, or none")
+    g.add_argument("--flip", action=BooleanOptionalAction, default=None, help="random horizontal flips")
+    g.add_argument("--jitter", action=BooleanOptionalAction, default=None, help="photometric jitter")
     g.add_argument("--freeze-bn", action="store_true", default=None, help="keep batch-norm layers fixed")
     m = p.add_argument_group("model")
     m.add_argument("--width", type=int, default=None, help="channel divisor of the zoo model (1 = the real net)")
@@ -144,13 +68,13 @@ def add_parser(subparsers) -> None:
     v.add_argument("--train-split", default=None, help="default train")
     v.add_argument("--val-split", default=None, help="default val; none to skip validation")
     v.add_argument("--val-every", type=int, default=None, help="validate every K epochs (and after the last)")
-    v.add_argument("--val-size", type=parse_size, default=None, metavar="HxW", help="validate at this size (default full)")
+    v.add_argument("--val-size", type=size_or_none, default=None, metavar="HxW", help="validate at this size (default full)")
     v.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="also write last.pt every N iterations (it is always written every epoch)")
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
-    r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (CUDA; default on)")
-    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+    r.add_argument("--amp", action=BooleanOptionalAction, default=None, help="mixed precision (CUDA; default on)")
+    r.add_argument("--channels-last", action=BooleanOptionalAction, default=None,
                    help="channels-last memory format (default on for CPU)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     r.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default 0 on CPU, up to 8 on CUDA)")

@@ -150,18 +150,26 @@ def quiet_opencv():
     """Silence OpenCV's own log lines while opening or decoding, so that a failure is reported
     once, by our error, instead of as a native warning followed by our error.
 
-    Left alone under debug logging (``fcn-deploy -v``), where OpenCV's detail helps.
+    Left alone under debug logging (``fcn-deploy -v``), where OpenCV's detail helps. OpenCV 5
+    has ``cv2.utils.logging``; OpenCV 4 (JetPack's 4.5 and 4.8) only ``cv2.get/setLogLevel``,
+    where 0 is silent.
     """
     logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
-    if logging_api is None or log.isEnabledFor(logging.DEBUG):
+    if logging_api is not None:
+        get_level, set_level, silent = logging_api.getLogLevel, logging_api.setLogLevel, logging_api.LOG_LEVEL_SILENT
+    elif hasattr(cv2, "setLogLevel") and hasattr(cv2, "getLogLevel"):
+        get_level, set_level, silent = cv2.getLogLevel, cv2.setLogLevel, 0
+    else:
+        get_level = None
+    if get_level is None or log.isEnabledFor(logging.DEBUG):
         yield
         return
-    previous = logging_api.getLogLevel()
-    logging_api.setLogLevel(logging_api.LOG_LEVEL_SILENT)
+    previous = get_level()
+    set_level(silent)
     try:
         yield
     finally:
-        logging_api.setLogLevel(previous)
+        set_level(previous)
 
 
 class CaptureSource(Source):
