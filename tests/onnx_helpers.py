@@ -169,3 +169,56 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+# -- real exported graphs, for the TensorRT-side tests ---------------------------------------
+_EXPORTED: Dict[tuple, Path] = {}
+
+
+def exported_onnx(path, *, precision: str = "fp32", logits: bool = False, num_classes: int = 3,
+                  upsampling: str = "subpixel", metadata: bool = True, extra_node=None) -> str:
+    """A real `fcn-deploy export` of a small FCN-8s EfficientNet-Lite0, copied to ``path``.
+
+    The TensorRT tests build and run exactly what the exporter writes (node order, types,
+    Casts at the boundary), never a graph of their own. Each variant is exported once per
+    test session. ``metadata=False`` strips the fcn-deploy metadata (a foreign graph);
+    ``extra_node`` (an ``onnx.NodeProto`` taking the last score tensor) makes a hand-made bad
+    graph from the real one, for the parser's error paths.
+    """
+    import shutil
+    import tempfile
+
+    import onnx
+
+    key = (precision, logits, num_classes, upsampling)
+    if key not in _EXPORTED:
+        import torch
+
+        from converters.onnx_export import export
+        from converters.resolve import ResolvedModel
+
+        folder = Path(tempfile.mkdtemp(prefix="fcn-deploy-tests-"))
+        name = "fcn8s_efficientnet_lite0"
+        model = small_model(name, num_classes)
+        resolved = ResolvedModel(model=model, spec=name, num_classes=num_classes, model_options=small_options(name),
+                                 classes=[f"c{i}" for i in range(num_classes)], dataset="camvid")
+        frames = None
+        if precision == "int8":
+            frames = list(scene_frames(4, 64, 96, seed=3))
+        with torch.no_grad():
+            result = export(resolved, str(folder / f"{precision}{'_logits' if logits else ''}.onnx"),
+                            precision=precision, fold_preprocessing=not logits, fold_argmax=not logits,
+                            calib_frames=frames, upsampling=upsampling)
+        _EXPORTED[key] = Path(result.path)
+    path = Path(path)
+    shutil.copyfile(_EXPORTED[key], path)
+    if not metadata or extra_node is not None:
+        model = onnx.load(str(path))
+        if not metadata:
+            del model.metadata_props[:]
+        if extra_node is not None:
+            model.graph.node.append(extra_node)
+            for domain in {extra_node.domain} - {o.domain for o in model.opset_import}:
+                model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+        onnx.save(model, str(path))
+    return str(path)
