@@ -25,6 +25,7 @@ from fcn_deploy.runtime.metadata import ModelMetadata
 
 from onnx_helpers import (
     assert_one_line_error,
+    graph_failing_off_8x8,
     random_frames,
     run_cli,
     write_checkpoint,
@@ -284,6 +285,61 @@ def test_engine_cache_of_a_model_in_a_read_only_folder(exported, tmp_path):
     assert folder == str(tmp_path / "user" / "ort-trt" / "camvid-abababababab")
 
 
+def test_in_flight_options(exported):
+    with open_backend(exported["deploy"]) as backend:
+        assert backend.in_flight == 1  # on a CPU two runs would share the same cores
+    with pytest.raises(BackendError, match="in_flight must be >= 1"):
+        open_backend(exported["deploy"], in_flight=0)
+    with pytest.raises(BackendError, match="threads >= 2"):
+        open_backend(exported["deploy"], in_flight=2, threads=1)
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_submit_and_result(exported, in_flight):
+    frames = [random_frames(1, 40 + 8 * i, 56, seed=i) for i in range(5)]
+    with open_backend(exported["deploy"], threads=1) as reference:
+        expected = [reference.infer(f) for f in frames]
+    with open_backend(exported["deploy"], threads=2, in_flight=in_flight) as backend:
+        assert backend.in_flight == in_flight
+        tickets = [backend.submit(backend.prepare(f)) for f in frames]
+        # All five were handed over before any was collected; at most in_flight ran at once.
+        assert backend.peak_outstanding == 5 and backend.running <= in_flight
+        for i in (4, 0, 2, 1, 3):  # any order
+            np.testing.assert_array_equal(backend.result(tickets[i]), expected[i])
+        with pytest.raises(BackendError, match="no frame in flight with ticket"):
+            backend.result(tickets[0])
+        with pytest.raises(BackendError, match="float32"):
+            backend.submit(np.zeros((1, 8, 8, 3), np.float32))
+
+
+def test_a_failing_run_raises_from_result_and_the_backend_goes_on(exported, tmp_path):
+    with open_backend(exported["deploy"]) as backend:
+        props = backend.metadata.to_props()
+    path = graph_failing_off_8x8(tmp_path / "fails.onnx", props)
+    good, bad = random_frames(1, 8, 8), random_frames(1, 9, 9)
+    with open_backend(path, threads=2, in_flight=2) as backend:
+        first, second = backend.submit(backend.prepare(good)), backend.submit(backend.prepare(bad))
+        assert backend.result(first).shape == (1, 8, 8)
+        with pytest.raises(BackendError, match="ONNX Runtime failed on a frame") as info:
+            backend.result(second)
+        assert "\n" not in str(info.value)
+        assert backend.running == 0
+        np.testing.assert_array_equal(backend.infer(good), backend.result(backend.submit(good)))
+
+
+def test_close_waits_for_the_runs_in_flight(exported):
+    frames = random_frames(2, 360, 480)
+    backend = open_backend(exported["deploy"], threads=2, in_flight=2)
+    for frame in frames:
+        backend.submit(backend.prepare(frame[None]))
+    backend.close()
+    assert backend.running == 0 and backend.session is None
+    with pytest.raises(BackendError, match="closed"):
+        backend.submit(frames[:1])
+    with pytest.raises(BackendError, match="closed"):
+        backend.result(0)
+
+
 def _foreign_graph(path, input_shape, output_shape, props=None, in_type=TensorProto.UINT8, out_type=TensorProto.UINT8):
     x = helper.make_tensor_value_info("input", in_type, input_shape)
     y = helper.make_tensor_value_info("labels", out_type, output_shape)
@@ -374,16 +430,17 @@ def test_tensorrt_provider_runs_with_cache_and_profile(exported, tmp_path):
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not HAS_TRT, reason="onnxruntime has no TensorrtExecutionProvider here")
 @pytest.mark.parametrize("kind", ["fp32", "fp16", "s8s8"])
-def test_tensorrt_provider_default_cache_and_precision(exported, precisions, tmp_path, kind):
+def test_tensorrt_provider_default_cache_precision_and_two_in_flight(exported, precisions, tmp_path, kind):
     model = tmp_path / f"{kind}.onnx"
     shutil.copy(exported["deploy"] if kind == "fp32" else precisions[kind], model)
     frames = [random_frames(1, 96, 128, seed=i) for i in range(4)]
     profile = {"min": (1, 64, 64), "opt": (1, 96, 128), "max": (1, 256, 256)}
     with open_backend(model, "tensorrt", profile_shapes=profile) as trt, open_backend(model) as cpu:
-        assert trt.providers[0] == "TensorrtExecutionProvider"
+        assert trt.providers[0] == "TensorrtExecutionProvider" and trt.in_flight == 2
+        tickets = [trt.submit(trt.prepare(f)) for f in frames]
         agreement = {"fp32": 0.999, "fp16": 0.98, "s8s8": 0.95}[kind]
-        for frame in frames:
-            assert np.mean(trt.infer(frame) == cpu.infer(frame)) >= agreement
+        for ticket, frame in zip(tickets, frames):
+            assert np.mean(trt.result(ticket) == cpu.infer(frame)) >= agreement
     cache = tmp_path / f"{kind}.trt-cache" / _sha12(model)
     engines = sorted(cache.glob("*.engine"))
     assert engines, sorted(p.name for p in cache.iterdir())

@@ -10,12 +10,20 @@ On the TensorRT execution provider the precision comes from the model's metadata
 8.x builds an FP16 graph with FP16 kernels only under its FP16 flag, and refuses a Q/DQ graph
 without its INT8 flag), and built engines are cached on disk by default, because building
 one takes minutes on a Jetson: see :func:`tensorrt_options` and :func:`default_engine_cache_dir`.
+
+Frames in flight: with ``in_flight=2`` :meth:`OnnxRuntimeBackend.submit` starts a run with
+``InferenceSession.run_async`` (ONNX Runtime 1.16+), which runs it on a thread of the
+session's intra-op pool and calls back when it is done, so the caller can prepare and submit
+the next frame meanwhile.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-from typing import Dict, List, Mapping, Optional, Tuple
+import threading
+import weakref
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -261,6 +269,77 @@ def tensorrt_provider_options(
     return options
 
 
+class _Run:
+    """One submitted frame: its input, kept alive until ONNX Runtime is done with it, then its
+    output or its error."""
+
+    __slots__ = ("flight", "input", "output", "error", "done")
+
+    def __init__(self, flight: "_Flight", x: Optional[np.ndarray]) -> None:
+        self.flight = flight
+        self.input = x
+        self.output: Optional[np.ndarray] = None
+        self.error: Optional[str] = None
+        self.done = threading.Event()
+
+
+class _Flight:
+    """The frames a backend has been given and not yet handed back.
+
+    ONNX Runtime's callback reaches this object, never the backend: the backend's session must
+    not lose its last reference on a thread of the session's own pool.
+    """
+
+    def __init__(self) -> None:
+        self.limit = 1
+        self.cond = threading.Condition()
+        self.runs: Dict[int, _Run] = {}  # submitted, result not yet taken
+        self.running = 0  # started in ONNX Runtime, not yet called back
+        self.next_ticket = 0
+        self.peak_outstanding = 0
+        self.closed = False
+
+    def wait_idle(self) -> None:
+        """Wait until ONNX Runtime has called back for every run started."""
+        with self.cond:
+            while self.running:
+                self.cond.wait()
+
+    def register(self, run: _Run) -> int:
+        """Give ``run`` a ticket (the caller holds ``cond``)."""
+        ticket = self.next_ticket
+        self.next_ticket += 1
+        self.runs[ticket] = run
+        self.peak_outstanding = max(self.peak_outstanding, len(self.runs))
+        return ticket
+
+
+# Every backend that starts asynchronous runs, for the exit hook below.
+_ASYNC_FLIGHTS: "weakref.WeakSet[_Flight]" = weakref.WeakSet()
+
+
+@atexit.register
+def _wait_for_runs_at_exit() -> None:
+    """A run still going when Python exits would call back into a finalising interpreter from
+    ONNX Runtime's thread, which aborts the process: wait for such runs first."""
+    for flight in list(_ASYNC_FLIGHTS):
+        flight.wait_idle()
+
+
+def _run_done(results: List[np.ndarray], run: _Run, error: str) -> None:
+    """ONNX Runtime's ``run_async`` callback, called on a thread of the session's intra-op pool."""
+    if error:
+        run.error = error
+    else:
+        run.output = results[0]
+    run.input = None
+    flight = run.flight
+    with flight.cond:
+        flight.running -= 1
+        flight.cond.notify_all()
+    run.done.set()
+
+
 class OnnxRuntimeBackend(Backend):
     """An ONNX file in an ONNX Runtime session.
 
@@ -270,6 +349,10 @@ class OnnxRuntimeBackend(Backend):
       shaves a little latency on an idle machine but burns the cores that decoding and rendering
       need on a small edge CPU, so the video pipeline turns it off;
       ``require_metadata``: refuse graphs not exported by fcn-deploy (default ``True``);
+      ``in_flight``: how many frames :meth:`submit` keeps running at once (default 1 on the CPU,
+      where two runs would share the same cores, and 2 on CUDA and TensorRT, where the host
+      work of the next frame can overlap the GPU work of the current one). Above 1 the runs go
+      through ``run_async`` on the intra-op thread pool, so ``threads=1`` (no pool) allows only 1;
       TensorRT provider only: ``fp16`` (let TensorRT pick FP16 kernels for an FP32 graph; FP16
       and INT8 graphs get their flags from the metadata), ``engine_cache_dir`` (where built
       engines are kept; default :func:`default_engine_cache_dir`), ``timing_cache_dir``,
@@ -285,6 +368,7 @@ class OnnxRuntimeBackend(Backend):
         threads: Optional[int] = None,
         spinning: bool = True,
         require_metadata: bool = True,
+        in_flight: Optional[int] = None,
         fp16: bool = False,
         engine_cache_dir: Optional[str] = None,
         timing_cache_dir: Optional[str] = None,
@@ -293,6 +377,7 @@ class OnnxRuntimeBackend(Backend):
     ) -> None:
         ort = _import_ort()
         self.session = None
+        self._flight = _Flight()
         self.path = str(path)
         self.device, device_id = parse_device(device)
         if not os.path.isfile(self.path):
@@ -304,6 +389,9 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"{', '.join(given)}: options of the TensorRT provider; use device 'tensorrt'")
         if threads is not None and threads < 1:
             raise BackendError(f"threads must be >= 1, not {threads}")
+        self._flight.limit = self._in_flight_limit(in_flight, threads)
+        if self._flight.limit > 1:
+            _ASYNC_FLIGHTS.add(self._flight)
         wanted = DEVICE_PROVIDERS[self.device]
         available = ort.get_available_providers()
         missing = [p for p in wanted if p not in available]
@@ -371,7 +459,19 @@ class OnnxRuntimeBackend(Backend):
             )
         else:
             self.metadata = None
-        log.debug("opened %s on %s", self.path, ", ".join(self.providers))
+        log.debug("opened %s on %s, %d frame(s) in flight", self.path, ", ".join(self.providers), self.in_flight)
+
+    def _in_flight_limit(self, in_flight: Optional[int], threads: Optional[int]) -> int:
+        if in_flight is None:
+            return 1 if self.device == "cpu" or threads == 1 else 2
+        if in_flight < 1:
+            raise BackendError(f"in_flight must be >= 1, not {in_flight}")
+        if in_flight > 1 and threads == 1:
+            raise BackendError(
+                f"in_flight={in_flight} needs threads >= 2: ONNX Runtime runs overlapping frames on its "
+                "intra-op thread pool, which a single thread does not have"
+            )
+        return int(in_flight)
 
     def _check_layout(self) -> None:
         """The metadata's input layout and output kind must describe this very graph."""
@@ -391,11 +491,97 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path}: metadata says output {meta.output} but the graph output is {out.describe()}"
             )
 
+    # -- running --------------------------------------------------------------------------
     def run_graph(self, x: np.ndarray) -> np.ndarray:
-        if self.session is None:
+        session = self.session
+        if session is None:
+            raise BackendError(f"{self.path}: backend is closed")
+        return self._run(session, check_array(x, self.input_spec))
+
+    def _run(self, session: Any, x: np.ndarray) -> np.ndarray:
+        try:
+            return session.run([self.output_spec.name], {self.input_spec.name: x})[0]
+        except Exception as exc:  # a kernel that fails on this input: ORT's Fail, RuntimeException ...
+            raise BackendError(f"{self.path}: ONNX Runtime failed on a frame: {_first_line(exc)}") from None
+
+    @property
+    def in_flight(self) -> int:
+        return self._flight.limit
+
+    @property
+    def peak_outstanding(self) -> int:
+        """The most frames that were submitted and not yet collected at one time."""
+        return self._flight.peak_outstanding
+
+    @property
+    def running(self) -> int:
+        """How many runs ONNX Runtime is working on right now."""
+        return self._flight.running
+
+    def submit(self, x: np.ndarray) -> int:
+        """Start the graph on ``x`` and return a ticket for :meth:`result`.
+
+        With ``in_flight`` 1 the graph runs here; above 1 it starts with ``run_async`` and
+        this returns at once, unless ``in_flight`` runs are already going, in which case it
+        first waits for one of them to finish. An input that does not fit the graph raises
+        here; a run that fails raises from :meth:`result`.
+        """
+        session, flight = self.session, self._flight
+        if session is None:
             raise BackendError(f"{self.path}: backend is closed")
         x = check_array(x, self.input_spec)
-        return self.session.run([self.output_spec.name], {self.input_spec.name: x})[0]
+        if flight.limit == 1:
+            run = _Run(flight, None)
+            run.output = self._run(session, x)
+            run.done.set()
+            with flight.cond:
+                return flight.register(run)
+        run = _Run(flight, x)
+        with flight.cond:
+            while flight.running >= flight.limit and not flight.closed:
+                flight.cond.wait()
+            if flight.closed:
+                raise BackendError(f"{self.path}: backend is closed")
+            ticket = flight.register(run)
+            flight.running += 1
+        try:
+            session.run_async([self.output_spec.name], {self.input_spec.name: x}, _run_done, run)
+        except Exception as exc:  # refused before it started: no callback will come
+            with flight.cond:
+                flight.runs.pop(ticket, None)
+                flight.running -= 1
+                flight.cond.notify_all()
+            raise BackendError(f"{self.path}: ONNX Runtime cannot start the run: {_first_line(exc)}") from None
+        return ticket
+
+    def result(self, ticket: int) -> np.ndarray:
+        """The output of the frame submitted as ``ticket`` (waits for its run to finish)."""
+        flight = self._flight
+        with flight.cond:
+            if flight.closed:
+                raise BackendError(f"{self.path}: backend is closed")
+            run = flight.runs.pop(ticket, None)
+        if run is None:
+            raise BackendError(f"{self.path}: no frame in flight with ticket {ticket}")
+        run.done.wait()
+        if run.error is not None:
+            raise BackendError(f"{self.path}: ONNX Runtime failed on a frame: {_first_line(run.error)}")
+        return run.output
 
     def close(self) -> None:
+        """Wait for the runs still going, then release the session."""
+        flight = getattr(self, "_flight", None)
+        if flight is not None:
+            with flight.cond:
+                flight.closed = True
+            flight.wait_idle()
+            with flight.cond:
+                flight.runs.clear()
         self.session = None
+
+    def __del__(self) -> None:
+        # Dropped without close(): the session must not be freed under a run still going.
+        try:
+            self.close()
+        except Exception:
+            pass
