@@ -174,7 +174,8 @@ def precisions(exported):
     import torch
 
     from converters.calibration import load_calibration_frames
-    from converters.onnx_export import export, model_from_checkpoint
+    from converters.onnx_export import export
+    from converters.resolve import model_from_checkpoint
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

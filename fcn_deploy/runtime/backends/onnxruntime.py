@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ...errors import first_line
 from ...fileio import sha256_file
 from ..metadata import (
     LAYOUT_NORMALIZED,
@@ -34,6 +35,7 @@ from ..metadata import (
     ModelMetadata,
     has_fcn_deploy_metadata,
 )
+from ..tensorrt_compat import tensorrt_int8_problem
 from .base import Backend, BackendError, TensorSpec, check_array
 
 log = logging.getLogger(__name__)
@@ -206,11 +208,6 @@ def default_engine_cache_dir(model_path: str, model_sha256: str, user_root: Opti
     )
 
 
-def _first_line(error: "BaseException | str") -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def _peek(path: str) -> Tuple[str, str, Optional[ModelMetadata]]:
     """The graph input's name and layout and the model's metadata, read with a CPU session
     without graph optimisation (the TensorRT provider's options depend on them)."""
@@ -221,7 +218,7 @@ def _peek(path: str) -> Tuple[str, str, Optional[ModelMetadata]]:
     try:
         sess = ort.InferenceSession(path, sess_options=options, providers=[CPU])
     except Exception as exc:
-        raise BackendError(f"cannot load ONNX model {path}: {_first_line(exc)}") from None
+        raise BackendError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
     node = sess.get_inputs()[0]
     layout = LAYOUT_RAW_BGR if node.type == "tensor(uint8)" else LAYOUT_NORMALIZED
     props = sess.get_modelmeta().custom_metadata_map
@@ -248,11 +245,9 @@ def tensorrt_provider_options(
     stands in for :func:`user_cache_root`); the folders are created, and a log line says where.
     """
     name, layout, meta = _peek(path)
-    if meta is not None and meta.int8_scheme not in (None, "s8s8"):
-        raise BackendError(
-            f"{path} is a {meta.int8_scheme} INT8 graph for ONNX Runtime on CPUs; TensorRT needs the "
-            "symmetric one (fcn-deploy export --int8)"
-        )
+    problem = tensorrt_int8_problem(meta.int8_scheme, path) if meta is not None else None
+    if problem:
+        raise BackendError(problem)
     precision = meta.precision if meta is not None else "fp32"
     choices = dict(precision=precision, fp16=fp16, profile_shapes=profile_shapes, workspace_gb=workspace_gb)
     tensorrt_options(device_id, name, layout, **choices)  # refuse bad options before creating folders
@@ -279,7 +274,7 @@ class _Run:
         self.flight = flight
         self.input = x
         self.output: Optional[np.ndarray] = None
-        self.error: Optional[str] = None
+        self.error: Optional[RuntimeError] = None
         self.done = threading.Event()
 
 
@@ -329,7 +324,7 @@ def _wait_for_runs_at_exit() -> None:
 def _run_done(results: List[np.ndarray], run: _Run, error: str) -> None:
     """ONNX Runtime's ``run_async`` callback, called on a thread of the session's intra-op pool."""
     if error:
-        run.error = error
+        run.error = RuntimeError(error)
     else:
         run.output = results[0]
     run.input = None
@@ -426,7 +421,7 @@ class OnnxRuntimeBackend(Backend):
                 self.path, sess_options=options, providers=list(wanted), provider_options=provider_options
             )
         except Exception as exc:  # ORT raises InvalidProtobuf, Fail, InvalidGraph, RuntimeException ...
-            first = _first_line(exc)
+            first = first_line(exc)
             if cache and "deserialize engine from cache" in first:
                 raise BackendError(
                     f"ONNX Runtime cannot load the TensorRT engine cached in {cache} (built by another "
@@ -502,7 +497,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             return session.run([self.output_spec.name], {self.input_spec.name: x})[0]
         except Exception as exc:  # a kernel that fails on this input: ORT's Fail, RuntimeException ...
-            raise BackendError(f"{self.path}: ONNX Runtime failed on a frame: {_first_line(exc)}") from None
+            raise BackendError(f"{self.path}: ONNX Runtime failed on a frame: {first_line(exc)}") from None
 
     @property
     def in_flight(self) -> int:
@@ -551,7 +546,7 @@ class OnnxRuntimeBackend(Backend):
                 flight.runs.pop(ticket, None)
                 flight.running -= 1
                 flight.cond.notify_all()
-            raise BackendError(f"{self.path}: ONNX Runtime cannot start the run: {_first_line(exc)}") from None
+            raise BackendError(f"{self.path}: ONNX Runtime cannot start the run: {first_line(exc)}") from None
         return ticket
 
     def result(self, ticket: int) -> np.ndarray:
@@ -565,7 +560,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"{self.path}: no frame in flight with ticket {ticket}")
         run.done.wait()
         if run.error is not None:
-            raise BackendError(f"{self.path}: ONNX Runtime failed on a frame: {_first_line(run.error)}")
+            raise BackendError(f"{self.path}: ONNX Runtime failed on a frame: {first_line(run.error)}")
         return run.output
 
     def close(self) -> None:
