@@ -222,3 +222,32 @@ def exported_onnx(path, *, precision: str = "fp32", logits: bool = False, num_cl
                 model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
         onnx.save(model, str(path))
     return str(path)
+
+
+def graph_failing_off_8x8(path: Path, props: Dict[str, str]) -> Path:
+    """A real ONNX graph that fails inside ONNX Runtime (a broadcast) on any frame but 8x8.
+
+    It takes frames and returns labels in 0..2, like an exported model, and carries ``props``
+    (an exported model's metadata), so a backend and a pipeline accept it; a run on a frame of
+    another size fails in the kernel, as a real run on a bad frame does.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.UINT8, ["N", "H", "W", 3])
+    y = helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", "H", "W"])
+    zeros = helper.make_tensor("zeros", TensorProto.FLOAT, [1, 8, 8, 3], [0.0] * 192)
+    nodes = [
+        helper.make_node("Cast", ["input"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["xf", "zeros"], ["sum"]),
+        helper.make_node("ArgMax", ["sum"], ["index"], axis=3, keepdims=0),
+        helper.make_node("Cast", ["index"], ["labels"], to=TensorProto.UINT8),
+    ]
+    graph = helper.make_graph(nodes, "fails_off_8x8", [x], [y], initializer=[zeros])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path

@@ -14,11 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from fcn_deploy.runtime.backends import open_backend
+from fcn_deploy.runtime.backends import BackendError, open_backend
 from fcn_deploy.runtime.pipeline import Pipeline
 from fcn_deploy.runtime.sinks import LabelSink, NullSink, Sink, VideoFileSink
 from fcn_deploy.runtime.sources import Frame, Source, SourceError, open_source
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
+from onnx_helpers import graph_failing_off_8x8
 from video_helpers import count_frames, decoded_frames, export_tiny_model, synthetic_frames, write_video
 
 
@@ -166,6 +167,54 @@ def test_a_stage_error_stops_the_run_closes_the_sinks_and_is_raised(tmp_path, ba
     with pytest.raises(SourceError, match="5.png"):
         Pipeline(source, backend, visualizer_for(backend), [VideoFileSink(out, 10)]).run()
     assert count_frames(out) == 4  # everything before the bad image is in a playable file
+
+
+def _label_maps(folder):
+    return [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(folder.iterdir())]
+
+
+def test_two_frames_in_flight_give_the_same_labels_in_order(tmp_path, backend, tiny_onnx):
+    src = write_video(tmp_path / "in.avi", synthetic_frames(23), "MJPG")
+    runs = {}
+    with open_backend(tiny_onnx, "cpu", threads=2, in_flight=2) as overlapping:
+        for name, model in (("one", backend), ("two", overlapping)):
+            source = open_source(str(src))
+            labels = LabelSink(tmp_path / name)
+            video = VideoFileSink(tmp_path / f"{name}.avi", fps=source.fps)
+            runs[name] = Pipeline(source, model, visualizer_for(model), [video], labels).run()
+            source.close()
+        # The stage submitted frame k + 1 before collecting frame k, and never held more.
+        assert overlapping.peak_outstanding == 2 and overlapping.running == 0
+    assert backend.in_flight == 1 and overlapping.in_flight == 2
+    assert runs["two"].frames_rendered == 23 and count_frames(tmp_path / "two.avi") == 23
+    names = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert names == [f"{i:06d}.png" for i in range(23)]
+    for one, two in zip(_label_maps(tmp_path / "one"), _label_maps(tmp_path / "two")):
+        np.testing.assert_array_equal(one, two)
+    inference = runs["two"].stages["inference"]
+    assert inference.count == 23 and 0 < inference.total <= runs["two"].wall_seconds
+
+
+def test_a_frame_failing_in_flight_stops_the_run_cleanly(tmp_path, backend):
+    path = graph_failing_off_8x8(tmp_path / "fails.onnx", backend.metadata.to_props())
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):  # the seventh image is 9x9: its run fails inside ONNX Runtime
+        size = 9 if i == 6 else 8
+        cv2.imwrite(str(folder / f"{i:02d}.png"), synthetic_frames(1, size, size)[0])
+    with open_backend(path, "cpu", threads=2, in_flight=2) as failing:
+        labels = LabelSink(tmp_path / "labels")
+        out = tmp_path / "out.avi"
+        pipeline = Pipeline(open_source(str(folder)), failing, visualizer_for(failing),
+                            [VideoFileSink(out, 10)], labels)
+        with pytest.raises(BackendError, match="ONNX Runtime failed on a frame"):
+            pipeline.run()
+        assert pipeline.report.stopped_by == "error"
+        assert failing.running == 0  # nothing left running once run() returns
+        written = sorted(p.name for p in (tmp_path / "labels").iterdir())
+        assert written == [f"{i:02d}.png" for i in range(len(written))] and len(written) <= 6
+        assert count_frames(out) == pipeline.report.frames_rendered  # a playable file
+        assert failing.infer(synthetic_frames(1, 8, 8)[0][None]).shape == (1, 8, 8)  # still usable
 
 
 def test_runtime_modules_do_not_import_torch():

@@ -2,13 +2,16 @@
 
 ::
 
-    capture thread           inference thread            calling thread (rendering)
-    read + resize  --[q_in]-->  backend.infer  --[q_out]-->  draw, write every sink, labels
+    capture thread           inference thread               calling thread (rendering)
+    read + resize  --[q_in]-->  backend.submit/result  --[q_out]-->  draw, write every sink, labels
 
 On an edge device the network is rarely the bottleneck of a video loop: decoding, pre- and
 post-processing and display are. Running them on their own threads, joined by small bounded
 queues, lets frame ``i + 1`` decode and frame ``i - 1`` render while frame ``i`` is on the
 accelerator, so the loop runs at the speed of its slowest stage instead of the sum of all.
+On a backend that holds more than one frame (``backend.in_flight``: TensorRT with two
+execution contexts, ONNX Runtime's asynchronous runs on a GPU) the inference stage submits
+frame ``i + 1`` before it collects frame ``i``, so their copies and compute overlap too.
 
 * A live source (camera, stream) runs at its own pace: when the inference queue is full the
   *oldest* frame is dropped, so the picture stays current instead of falling further behind.
@@ -27,8 +30,9 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -209,23 +213,68 @@ class Pipeline:
             _put(q_in, _END, self._stop)
 
     def _infer(self, q_in: "queue.Queue", q_out: "queue.Queue") -> None:
+        """Keep up to ``backend.in_flight`` frames in the backend, hand them on in order.
+
+        Frame ``k + 1`` is submitted before frame ``k`` is collected, so on a backend that
+        overlaps frames the next one is copied in and launched while the current one computes.
+        A file's next frame is always coming, so the stage waits for it; a live source's may
+        not come for a frame period, so a finished frame is never held back for it.
+
+        The report's inference time is the time the backend held at least one frame (so
+        overlapping frames are not counted twice and "busy" stays a share of the wall time);
+        each frame's own submit-to-result time goes to the HUD.
+        """
         stage = self.report.stages["inference"]
+        backend = self.backend
+        depth = max(1, int(backend.in_flight))
+        wait_for_next = not self.source.live
+        pending: Deque[Tuple[_Item, int, float]] = deque()  # in submission order
+        busy_until = 0.0
+        ended = False
         try:
             while True:
-                item = _get(q_in, self._stop)
-                if item is _END:
-                    break
-                start = time.perf_counter()
-                item.labels = self.backend.infer_labels(item.model_input[None])[0]
-                elapsed = time.perf_counter() - start
-                stage.add(elapsed)
-                item.times["inference"] = elapsed
+                item = None
+                if not ended and len(pending) < depth:
+                    if not pending or wait_for_next:
+                        item = _get(q_in, self._stop)
+                    else:
+                        try:
+                            item = q_in.get_nowait()
+                        except queue.Empty:
+                            item = None
+                    if item is _END:
+                        ended, item = True, None
+                if item is not None:
+                    start = time.perf_counter()
+                    ticket = backend.submit(backend.prepare(item.model_input[None]))
+                    pending.append((item, ticket, start))
+                    continue
+                if not pending:
+                    break  # the input has ended and every frame is handed on
+                item, ticket, start = pending.popleft()
+                output = backend.result(ticket)
+                item.labels = backend.to_labels(output)[0]
+                done = time.perf_counter()
+                stage.add(done - max(start, busy_until))
+                busy_until = done
+                item.times["inference"] = done - start
                 if not _put(q_out, item, self._stop):
                     return
         except BaseException as exc:
             self._fail(exc)
         finally:
+            self._settle(pending)
             _put(q_out, _END, self._stop)
+
+    def _settle(self, pending: "Deque[Tuple[_Item, int, float]]") -> None:
+        """Wait for the frames still in the backend after a stop or an error, dropping their
+        outputs: the caller may close the backend as soon as the run returns."""
+        while pending:
+            _, ticket, _ = pending.popleft()
+            try:
+                self.backend.result(ticket)
+            except BaseException:  # the run's own error, or a second one: the first is reported
+                pass
 
     def _render(self, q_out: "queue.Queue") -> None:
         render, write = self.report.stages["render"], self.report.stages["write"]

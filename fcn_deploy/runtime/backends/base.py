@@ -6,6 +6,13 @@ go in as they are; when it does not, :func:`normalize_frames` does the same arit
 numpy first. What comes back is what the graph's ``output`` metadata says: ``N x H x W`` uint8
 labels, or ``N x C x H x W`` float32 logits (:meth:`Backend.infer_labels` always gives labels).
 
+Every backend also has an asynchronous pair, :meth:`Backend.submit` and :meth:`Backend.result`,
+and says in :attr:`Backend.in_flight` how many frames it can usefully hold between the two. A
+video pipeline submits frame ``k + 1`` before it collects frame ``k``, so that on an
+accelerator the copy-in of one frame, the compute of another and the copy-out of a third
+overlap. A backend that runs one frame at a time keeps the default: ``submit`` runs the graph
+at once and keeps the output for ``result``, so the same caller works on every backend.
+
 Inputs are checked against the graph's input spec *before* the engine sees them, so a wrong
 rank, channel count or dtype is one clear :class:`~fcn_deploy.errors.FcnDeployError` instead
 of an engine's stack trace.
@@ -143,7 +150,45 @@ class Backend(abc.ABC):
         """
 
     def close(self) -> None:
-        """Release the session or engine; the backend cannot be used afterwards."""
+        """Release the session or engine; the backend cannot be used afterwards.
+
+        A backend with frames in flight waits for them first: a session or engine is never
+        freed while the accelerator still works on it.
+        """
+
+    # -- frames in flight ------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """How many frames :meth:`submit` can usefully hold before their :meth:`result` is taken.
+
+        1 here: the graph runs when a frame is submitted. Backends that overlap frames (several
+        TensorRT execution contexts, ONNX Runtime's asynchronous runs) return more.
+        """
+        return 1
+
+    def submit(self, x: np.ndarray) -> int:
+        """Start the graph on ``x`` (the graph's own input, as :meth:`prepare` makes it).
+
+        Returns a ticket for :meth:`result`. Each ticket is collected once; submitting more
+        than :attr:`in_flight` frames before collecting them is allowed (a backend may wait
+        for an earlier frame to finish first). An input that does not fit raises here; a
+        failure of the run itself raises here or from :meth:`result`. This default runs the
+        graph at once and keeps its output until :meth:`result` takes it; it expects one
+        calling thread.
+        """
+        output = self.run_graph(x)
+        done = self.__dict__.setdefault("_sync_outputs", {})
+        ticket = self.__dict__.get("_sync_next_ticket", 0)
+        self._sync_next_ticket = ticket + 1
+        done[ticket] = output
+        return ticket
+
+    def result(self, ticket: int) -> np.ndarray:
+        """The graph's output for the frame submitted as ``ticket`` (waits until it is ready)."""
+        try:
+            return self.__dict__.get("_sync_outputs", {}).pop(ticket)
+        except KeyError:
+            raise BackendError(f"no frame in flight with ticket {ticket}") from None
 
     # -- what callers use ------------------------------------------------------------------
     @property
@@ -175,10 +220,17 @@ class Backend(abc.ABC):
 
     def infer_labels(self, frames: Any) -> np.ndarray:
         """Like :meth:`infer`, but always ``N x H x W`` uint8 labels (arg-max on the host if needed)."""
-        out = self.infer(frames)
+        return self.to_labels(self.infer(frames))
+
+    def to_labels(self, output: np.ndarray) -> np.ndarray:
+        """The graph's output (from :meth:`infer` or :meth:`result`) -> ``N x H x W`` uint8 labels.
+
+        A labels graph's output is returned as it is; a logits graph's is arg-maxed over the
+        classes on the host.
+        """
         if self.output_kind == "labels":
-            return out
-        return out.argmax(axis=1).astype(np.uint8)
+            return output
+        return output.argmax(axis=1).astype(np.uint8)
 
     def __enter__(self) -> "Backend":
         return self
