@@ -42,6 +42,7 @@ from fcn_deploy.models.upsampling import convert_upsampling_to_grouped, convert_
 from fcn_deploy.normalization import Normalization
 from fcn_deploy.fileio import sha256_file
 from fcn_deploy.runtime.assets import ASSETS, BUNDLED_MODELS
+from fcn_deploy.runtime.input_size import training_scale_facts
 from fcn_deploy.runtime.metadata import (
     LAYOUT_NORMALIZED,
     LAYOUT_RAW_BGR,
@@ -85,6 +86,7 @@ class ResolvedModel:
     palette: Optional[List[Tuple[int, int, int]]] = None
     dataset: Optional[str] = None
     mean_iu: Optional[float] = None
+    recipe: Optional[Dict[str, Any]] = None  # the checkpoint's training recipe (crop, scale range)
 
     @property
     def trained(self) -> bool:
@@ -129,6 +131,7 @@ def model_from_checkpoint(path: str) -> ResolvedModel:
         palette=[tuple(int(v) for v in c) for c in state["palette"]] if state.get("palette") else None,
         dataset=state.get("dataset"),
         mean_iu=float(mean_iu) if mean_iu is not None else None,
+        recipe=dict(state.get("recipe") or {}),
     )
 
 
@@ -277,7 +280,7 @@ def metadata_for(
             "trained": resolved.trained,
         },
         exporter={**tool_versions(), "opset": opset},
-        extra={"upsampling": upsampling},
+        extra={"upsampling": upsampling, "training_scale": training_scale_facts(resolved.dataset, resolved.recipe)},
     )
 
 
