@@ -25,6 +25,7 @@ from benchmarks import _machine, _report, _runners, _variants
 from fcn_deploy.errors import FcnDeployError, first_line
 from fcn_deploy.runtime.metadata import INT8_SCHEMES
 from fcn_deploy.options import parse_key_values, parse_size
+from fcn_deploy.runtime.input_size import InputSizer, scale_from_facts, training_scale_facts
 
 log = logging.getLogger("benchmarks.accuracy")
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="score only the first N images (quick runs)")
     p.add_argument("--size", default=None,
                    help="run the network at HxW (images resized; scores at label resolution); default: "
-                        "the first image's size")
+                        "the input-size rule for the first image (its own size on the model's training dataset)")
     p.add_argument("--backends", default="pytorch,ort-cpu,ort-cuda,ort-tensorrt,tensorrt",
                    help="comma list or 'all' (default: every backend but pytorch-cuda)")
     p.add_argument("--precisions", default="fp32,fp16,int8", help="comma list (default fp32,fp16,int8)")
@@ -134,10 +135,15 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     if len(dataset) == 0:
         raise FcnDeployError(f"{args.dataset} {args.split} has no images")
     indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
-    size = parse_size(args.size, "--size") if args.size else tuple(dataset[indices[0]][0].shape[:2])
+    source = _variants.open_source(args.model, dataset.num_classes, parse_key_values(args.option))
+    if args.size:
+        size = parse_size(args.size, "--size")
+    else:  # one size for every backend (an engine's profile is built for it): the rule's for the first image
+        own = (source.dataset or "").lower() == args.dataset.lower()
+        scale = scale_from_facts(training_scale_facts(source.dataset))
+        size = InputSizer(None, scale, own_dataset=own, announce=False).size_for(dataset[indices[0]][0].shape[:2])
     h, w = size
 
-    source = _variants.open_source(args.model, dataset.num_classes, parse_key_values(args.option))
     check_classes(None, source.num_classes, dataset, source.name)
     calib = args.calib or (args.dataset if args.root is None else f"{args.dataset}:{args.root}")
     calibration = _variants.Calibration(calib, args.calib_images, size, args.int8_scheme)

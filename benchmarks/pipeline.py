@@ -2,6 +2,11 @@
 
     python3 benchmarks/pipeline.py                          # bundled CamVid model (or its untrained twin)
     python3 benchmarks/pipeline.py --model m.onnx --size 360x480 --frames 60 --rounds 3 --json out.json
+    python3 benchmarks/pipeline.py --size 720x1280          # a 720p camera: frames resized to the training scale
+
+``--size`` is the video's frame size; the network input size follows the runtime's rule (the
+model's training scale, :mod:`fcn_deploy.runtime.input_size`) unless ``--input-size`` says
+``native`` or ``HxW``, and model-only runs at that same input size.
 
 *Model-only* runs ``backend.infer_labels`` on one real frame in a loop: the ceiling. The
 *pipeline* plays a video file through :class:`fcn_deploy.runtime.pipeline.Pipeline` with its
@@ -39,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 from fcn_deploy.options import parse_size
 from fcn_deploy.runtime.assets import ASSETS, DEMO_CLIP, BUNDLED_MODELS
 from fcn_deploy.runtime.backends import open_backend
+from fcn_deploy.runtime.input_size import InputSizer, parse_input_size, resize_frame, size_text
 from fcn_deploy.runtime.pipeline import Pipeline
 from fcn_deploy.runtime.sinks import Sink, VideoFileSink
 from fcn_deploy.runtime.sources import open_source
@@ -97,7 +103,7 @@ class RenderOnly(Sink):
         pass
 
 
-def pipeline_run(backend, visualizer, clip: Path, frames: int, output: str, workdir: Path):
+def pipeline_run(backend, visualizer, clip: Path, frames: int, output: str, workdir: Path, sizer: InputSizer):
     source = open_source(str(clip), loop=True)
     if output == "mp4":
         target = workdir / "out.mp4"
@@ -107,7 +113,7 @@ def pipeline_run(backend, visualizer, clip: Path, frames: int, output: str, work
     else:
         sink = RenderOnly()
     try:
-        return Pipeline(source, backend, visualizer, [sink], max_frames=frames, queue_size=2).run()
+        return Pipeline(source, backend, visualizer, [sink], input_size=sizer, max_frames=frames, queue_size=2).run()
     finally:
         source.close()
 
@@ -116,7 +122,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="camvid", help="an .onnx file, 'camvid', or a zoo name")
     parser.add_argument("--num-classes", type=int, default=11, help="classes of an exported zoo model")
-    parser.add_argument("--size", default="360x480", help="input HxW (default CamVid's 360x480)")
+    parser.add_argument("--size", default="360x480", help="video frame HxW (default CamVid's 360x480)")
+    parser.add_argument("--input-size", default=None, metavar="native|HxW",
+                        help="network input size (default: the model's training scale, as fcn-deploy run)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: cores)")
     parser.add_argument("--frames", type=int, default=40, help="frames per measurement")
@@ -126,6 +134,7 @@ def main() -> int:
     args = parser.parse_args()
 
     size = parse_size(args.size, "--size")
+    input_spec = parse_input_size(args.input_size, "--input-size")
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -137,11 +146,14 @@ def main() -> int:
         backend = open_backend(model_path, args.device, **options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, VisualOptions())
+        sizer = InputSizer.for_backend(backend, input_spec, announce=False)
         frame = open_source(str(clip)).read().image
+        input_size = sizer.size_for(frame.shape[:2])
+        frame = resize_frame(frame, input_size)  # model-only runs at the pipeline's input size
         for _ in range(3):  # warm-up: allocations, thread pools
             backend.infer_labels(frame[None])
         for output in outputs:  # and the codecs, the legend panel
-            pipeline_run(backend, visualizer, clip, 3, output, workdir)
+            pipeline_run(backend, visualizer, clip, 3, output, workdir, sizer)
 
         # M P P M P P ... M: each pipeline run is compared with the model-only runs on
         # either side of it, so a slow spell of the shared machine hits both alike.
@@ -152,7 +164,7 @@ def main() -> int:
             runs = {}
             for output in outputs:
                 cpu = time.process_time()
-                runs[output] = pipeline_run(backend, visualizer, clip, args.frames, output, workdir)
+                runs[output] = pipeline_run(backend, visualizer, clip, args.frames, output, workdir, sizer)
                 pipe_cpu[output].append(1000 * (time.process_time() - cpu) / max(1, runs[output].frames_rendered))
             model_fps.append(model_only_fps(backend, frame, args.frames, model_cpu))
             reference = (model_fps[-2] + model_fps[-1]) / 2
@@ -167,12 +179,13 @@ def main() -> int:
 
     model = statistics.median(model_fps)
     print()
-    print(f"{meta.model_name} ({model_path.name}) at {size[0]}x{size[1]}, {args.device}, "
+    print(f"{meta.model_name} ({model_path.name}), frames {size_text(size)} -> input {size_text(input_size)}, {args.device}, "
           f"ONNX Runtime threads={args.threads or 'default (cores)'}, {os.cpu_count()} CPUs, "
           f"{args.frames} frames x {args.rounds} rounds (medians), load average {os.getloadavg()[0]:.1f}")
     print(f"  model only          {model:7.2f} FPS  {1000 / model:7.1f} ms/frame  "
           f"CPU {statistics.median(model_cpu):.1f} ms/frame")
-    results = {"model": meta.model_name, "size": list(size), "device": args.device, "threads": args.threads,
+    results = {"model": meta.model_name, "size": list(size), "input_size": list(input_size), "device": args.device,
+               "threads": args.threads,
                "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                "frames": args.frames, "rounds": args.rounds, "model_only_fps": model_fps,
                "model_only_cpu_ms_per_frame": statistics.median(model_cpu),

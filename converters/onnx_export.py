@@ -38,6 +38,7 @@ import fcn_deploy
 from fcn_deploy.errors import first_line
 from fcn_deploy.models.upsampling import convert_upsampling_to_grouped, convert_upsampling_to_subpixel
 from fcn_deploy.normalization import Normalization
+from fcn_deploy.runtime.input_size import training_scale_facts
 from fcn_deploy.runtime.metadata import (
     LAYOUT_NORMALIZED,
     LAYOUT_RAW_BGR,
@@ -120,7 +121,7 @@ def metadata_for(
             "trained": resolved.trained,
         },
         exporter={**tool_versions(), "opset": opset},
-        extra={"upsampling": upsampling},
+        extra={"upsampling": upsampling, "training_scale": training_scale_facts(resolved.dataset, resolved.recipe)},
     )
 
 

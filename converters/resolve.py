@@ -39,6 +39,7 @@ class ResolvedModel:
     palette: Optional[List[Tuple[int, int, int]]] = None
     dataset: Optional[str] = None
     mean_iu: Optional[float] = None
+    recipe: Optional[Dict[str, Any]] = None  # the checkpoint's training recipe (crop, scale range)
 
     @property
     def trained(self) -> bool:
@@ -73,6 +74,7 @@ def model_from_checkpoint(path: str) -> ResolvedModel:
         palette=[tuple(int(v) for v in c) for c in state["palette"]] if state.get("palette") else None,
         dataset=state.get("dataset"),
         mean_iu=float(mean_iu) if mean_iu is not None else None,
+        recipe=dict(state.get("recipe") or {}),
     )
 
 

@@ -16,6 +16,8 @@ import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.runtime.input_size import DEFAULT_SIZE, training_scale
+from fcn_deploy.runtime.input_size import default_profile as spatial_profile
 from fcn_deploy.runtime.metadata import LAYOUT_RAW_BGR, ModelMetadata
 
 Shape = Tuple[int, ...]
@@ -23,9 +25,8 @@ Dim = Optional[int]  # None: dynamic
 KEYS = ("min", "opt", "max")
 
 # The typical frame when the metadata names none: CamVid's 480x360, what the bundled model
-# is trained on. min is half and max twice the typical size (at least 32 pixels).
-DEFAULT_OPT_HW = (360, 480)
-MIN_SIDE = 32
+# is trained on.
+DEFAULT_OPT_HW = DEFAULT_SIZE
 
 
 class ShapeError(FcnDeployError):
@@ -90,34 +91,17 @@ def _spatial_axes(layout: str) -> Tuple[int, int]:
     return (1, 2) if layout == LAYOUT_RAW_BGR else (2, 3)
 
 
-# Typical frame sizes (H, W) of the datasets fcn-deploy trains on, for a model whose metadata
-# names its dataset but no size.
-DATASET_SIZES = {"camvid": (360, 480), "voc": (512, 512), "sbd": (512, 512), "cityscapes": (512, 1024)}
-
-
-def _size(value: object) -> Optional[Tuple[int, int]]:
-    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
-        return int(value[0]), int(value[1])
-    return None
-
-
 def typical_size(metadata: Optional[ModelMetadata]) -> Tuple[int, int]:
-    """The (H, W) the model is meant to run at, from its metadata: an ``input_size`` in
-    ``extra`` or ``exporter``, else the INT8 calibration frames' size, else the typical frame
-    of its training dataset, else :data:`DEFAULT_OPT_HW`."""
-    if metadata is None:
-        return DEFAULT_OPT_HW
-    for place in (metadata.extra, metadata.exporter):
-        size = _size(place.get("input_size")) if isinstance(place, Mapping) else None
-        if size:
-            return size
-    calibration = metadata.extra.get("calibration") if isinstance(metadata.extra, Mapping) else None
-    if isinstance(calibration, Mapping) and _size(calibration.get("size")):
-        return _size(calibration.get("size"))
-    dataset = (metadata.dataset or "").lower()
-    for name, size in DATASET_SIZES.items():
-        if name in dataset:
-            return size
+    """The (H, W) the model is meant to run at: its reference size (the training scale, see
+    :mod:`fcn_deploy.runtime.input_size`), else the INT8 calibration frames' size, else
+    :data:`DEFAULT_OPT_HW`."""
+    reference = training_scale(metadata).reference_size
+    if reference is not None:
+        return reference
+    calibration = metadata.extra.get("calibration") if metadata is not None and isinstance(metadata.extra, Mapping) else None
+    size = calibration.get("size") if isinstance(calibration, Mapping) else None
+    if isinstance(size, Sequence) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        return int(size[0]), int(size[1])
     return DEFAULT_OPT_HW
 
 
@@ -126,18 +110,20 @@ def default_profile(dims: Sequence[Dim], metadata: Optional[ModelMetadata]) -> D
 
     Fixed dimensions stay as declared. A dynamic batch is 1 (video runs frame by frame;
     ask for more with ``--shapes``). Dynamic H and W (placed by the metadata's input layout)
-    are tuned for the model's typical size, from half of it to twice it.
+    cover what the runtime's input-size rule gives for common cameras and the model's
+    typical size (:func:`fcn_deploy.runtime.input_size.default_profile`), so the runtime
+    never has to ask the engine for a size outside it.
     """
     layout = metadata.input_layout if metadata is not None else None
     h_axis, w_axis = _spatial_axes(layout) if layout else (len(dims) - 2, len(dims) - 1)
-    typical = dict(zip((h_axis, w_axis), typical_size(metadata)))
+    spatial = spatial_profile(typical_size(metadata))
+    per_axis = {h_axis: 0, w_axis: 1}
     shapes: Dict[str, List[int]] = {k: [] for k in KEYS}
     for axis, dim in enumerate(dims):
         if dim is not None:
             lo = mid = hi = int(dim)
-        elif axis in typical:
-            mid = typical[axis]
-            lo, hi = max(MIN_SIDE, mid // 2), mid * 2
+        elif axis in per_axis:
+            lo, mid, hi = (getattr(spatial, key)[per_axis[axis]] for key in KEYS)
         elif axis == 0:
             lo = mid = hi = 1
         else:

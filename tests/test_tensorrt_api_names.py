@@ -611,7 +611,7 @@ def test_build_touches_only_names_the_release_has(tmp_path, version, onnx_precis
     assert len(plan["profiles"]) == extra.get("contexts", 1)
     # The DLA has no dynamic shapes: --dla builds the opt shape alone (min = opt = max).
     dla = "dla_core" in extra
-    assert plan["profiles"][0]["input"] == ([[1, 360, 480, 3]] * 3 if dla else [[1, 180, 240, 3], [1, 360, 480, 3], [1, 720, 960, 3]])
+    assert plan["profiles"][0]["input"] == ([[1, 360, 640, 3]] * 3 if dla else [[1, 180, 240, 3], [1, 360, 640, 3], [1, 720, 1280, 3]])
     if extra:
         assert plan["pools"] == {"WORKSPACE": 1 << 30}
         assert (plan["builder_optimization_level"], plan["default_device_type"], plan["DLA_core"]) == (4, "DLA", 1)
@@ -782,7 +782,7 @@ def test_two_contexts_need_two_profiles(tmp_path):
 
 def test_frames_outside_the_profile_are_one_clear_error(tmp_path):
     backend, *_ = build_and_open(tmp_path, "8.6.1")
-    with backend, pytest.raises(BackendError, match=r"outside the engine's optimisation profile \(min 1x180x240x3, max 1x720x960x3\)"):
+    with backend, pytest.raises(BackendError, match=r"outside the engine's optimisation profile \(min 1x180x240x3, max 1x720x1280x3\)"):
         backend.infer(np.zeros((1, 100, 100, 3), np.uint8))
 
 

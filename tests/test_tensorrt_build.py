@@ -158,23 +158,49 @@ def test_parse_shapes_arg_errors(text, message):
 
 # -- defaults from the metadata ---------------------------------------------------------------
 def test_default_profile_follows_the_layout_and_typical_size():
+    # CamVid (360x480): the rule gives 360x480 for VGA and 360x640 for 720p and 1080p cameras;
+    # the profile spans half the smallest to twice the largest, tuned for the 720p camera.
     raw = default_profile([None, None, None, 3], make_metadata(LAYOUT_RAW_BGR))
-    assert raw == {"min": (1, 180, 240, 3), "opt": (1, 360, 480, 3), "max": (1, 720, 960, 3)}
+    assert raw == {"min": (1, 180, 240, 3), "opt": (1, 360, 640, 3), "max": (1, 720, 1280, 3)}
     chw = default_profile([None, 3, None, None], make_metadata(LAYOUT_NORMALIZED))
-    assert chw == {"min": (1, 3, 180, 240), "opt": (1, 3, 360, 480), "max": (1, 3, 720, 960)}
+    assert chw == {"min": (1, 3, 180, 240), "opt": (1, 3, 360, 640), "max": (1, 3, 720, 1280)}
     fixed_batch = default_profile([2, 3, None, None], make_metadata(LAYOUT_NORMALIZED, input_size=[64, 96]))
-    assert fixed_batch == {"min": (2, 3, 32, 48), "opt": (2, 3, 64, 96), "max": (2, 3, 128, 192)}
+    assert fixed_batch == {"min": (2, 3, 32, 42), "opt": (2, 3, 64, 114), "max": (2, 3, 128, 228)}
     tiny = default_profile([None, None, None, 3], make_metadata(input_size=[40, 40]))
     assert tiny["min"] == (1, 32, 32, 3)  # never below 32 pixels
+
+
+def test_default_profile_covers_the_rule_for_common_cameras():
+    from fcn_deploy.runtime.input_size import COMMON_CAMERAS, InputSizer, profile_from_shapes, training_scale
+
+    meta = make_metadata()
+    profile = profile_from_shapes([default_profile([None, None, None, 3], meta)], meta.input_layout)
+    sizer = InputSizer(None, training_scale(meta), profile)
+    for camera in COMMON_CAMERAS + ((360, 480),):
+        size = sizer.size_for(camera)
+        assert profile.contains(size) and min(size) == 360  # the rule's size, untouched by the profile
+    assert profile.contains((720, 1280))  # --input-size native on a 720p camera fits too
+
+
+def test_default_profile_follows_the_recorded_training_scale():
+    from fcn_deploy.runtime.input_size import training_scale_facts
+
+    recipe = {"dataset": "camvid", "crop": [288, 384], "scale_range": [0.5, 0.5]}  # trained on half-size frames
+    meta = make_metadata(training_scale=training_scale_facts("camvid", recipe))
+    assert typical_size(meta) == (180, 240)
+    assert default_profile([None, None, None, 3], meta)["opt"] == (1, 180, 320, 3)
 
 
 def test_typical_size_sources():
     assert typical_size(None) == (360, 480)
     assert typical_size(make_metadata(input_size=[256, 512])) == (256, 512)
-    assert typical_size(make_metadata(calibration={"size": [200, 300]})) == (200, 300)
+    assert typical_size(make_metadata(calibration={"size": [200, 300]})) == (360, 480)  # camvid's frames win
+    untrained = make_metadata(calibration={"size": [200, 300]})
+    untrained.dataset = None
+    assert typical_size(untrained) == (200, 300)
     cityscapes = make_metadata()
     cityscapes.dataset = "cityscapes"
-    assert typical_size(cityscapes) == (512, 1024)
+    assert typical_size(cityscapes) == (1024, 2048)
     assert typical_size(make_metadata(input_size="big")) == (360, 480)
 
 
@@ -182,7 +208,7 @@ def test_resolve_profile_uses_shapes_or_defaults():
     meta = make_metadata()
     inputs = [("input", (None, None, None, 3))]
     assert resolve_profile(inputs, meta) == {
-        "input": {"min": [1, 180, 240, 3], "opt": [1, 360, 480, 3], "max": [1, 720, 960, 3]}
+        "input": {"min": [1, 180, 240, 3], "opt": [1, 360, 640, 3], "max": [1, 720, 1280, 3]}
     }
     given = resolve_profile(inputs, meta, ["min=1x64x64x3,opt=2x128x128x3,max=4x256x256x3"])
     assert given["input"]["opt"] == [2, 128, 128, 3]

@@ -34,8 +34,10 @@ def add_parser(subparsers) -> None:
                        help="cpu, cuda[:N] or tensorrt (default: cuda for a TensorRT engine, else cpu)")
     model.add_argument("--threads", type=int, default=None, metavar="N",
                        help="inference threads on the CPU (default: one per core)")
-    model.add_argument("--input-size", default=None, metavar="HxW",
-                       help="resize frames to HxW before inference (default: the frame's own size)")
+    model.add_argument("--input-size", default=None, metavar="native|HxW",
+                       help="network input size: 'native' keeps each frame's own size, HxW forces one "
+                       "(default: each frame resized, aspect ratio kept, so that objects appear at the scale "
+                       "the model was trained at; labels always come back at the frame's size)")
 
     source = parser.add_argument_group("input")
     which = source.add_mutually_exclusive_group()
@@ -139,10 +141,10 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
     from ..errors import FcnDeployError
-    from ..options import parse_size
     from ..runtime.assets import demo_clip
     from ..runtime.model_files import ONNX, default_device, model_kind, resolve_model_file
     from ..runtime.backends import open_backend
+    from ..runtime.input_size import InputSizer, parse_input_size
     from ..runtime.pipeline import Pipeline
     from ..runtime.sinks import LabelSink, VideoFileSink, open_sink
     from ..runtime.sources import CameraOptions, camera_uri, open_source
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"--max-frames must be at least 1, not {args.max_frames}")
     if args.queue_size < 1:
         raise FcnDeployError(f"--queue-size must be at least 1, not {args.queue_size}")
-    input_size = parse_size(args.input_size, "--input-size") if args.input_size else None
+    input_size = parse_input_size(args.input_size, "--input-size")
     options = VisualOptions(
         mode=args.mode, alpha=args.alpha, upscale=args.upscale, legend=not args.no_legend, hud=not args.no_hud,
         classes=split_list(args.classes) if args.classes is not None else None,
@@ -197,7 +199,11 @@ def run(args: argparse.Namespace) -> int:
         for sink in sinks:
             if hasattr(sink, "url"):
                 log.info("watch the stream at %s", sink.url)
-        pipeline = Pipeline(source, backend, visualizer, sinks, label_sink, input_size=input_size,
+        sizer = InputSizer.for_backend(backend, input_size)
+        if getattr(source, "size", None):  # said once, at start: the size frames go in at, and why
+            width, height = source.size
+            sizer.size_for((height, width))
+        pipeline = Pipeline(source, backend, visualizer, sinks, label_sink, input_size=sizer,
                             max_frames=args.max_frames, queue_size=args.queue_size)
         handed_over = True
         report = pipeline.run()

@@ -63,7 +63,10 @@ class ModelMetadata:
     ``dataset`` by training, or ``None`` for an untrained export. ``source`` records where
     the weights came from (``checkpoint`` path, its ``sha256``, ``model_options``) so that
     ``fcn-deploy compare`` can rebuild the PyTorch model; ``exporter`` the tool versions;
-    ``extra`` anything a later step adds (quantisation report, TensorRT build facts).
+    ``extra`` anything a later step adds (quantisation report, TensorRT build facts), and
+    ``extra["training_scale"]``: the dataset frames' size, the training crop, the random-scale
+    range and the reference size derived from them, from which the runtime chooses the input
+    size of each frame (:mod:`fcn_deploy.runtime.input_size`).
     """
 
     model_name: str

@@ -32,11 +32,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from .input_size import InputSizer, InputSizeSpec, resize_frame
 from .sinks import LabelSink, NullSink, Sink
 from .sources import Frame, Source
 from .visualize import HudStats, Visualizer
@@ -130,14 +131,17 @@ def _get(q: "queue.Queue", stop: threading.Event):
 class Pipeline:
     """Run ``backend`` over ``source``, drawing with ``visualizer`` into ``sinks``.
 
-    ``input_size`` (height, width) resizes frames before inference (the label map is scaled
-    back for drawing and label files); ``None`` feeds frames at their own size.
+    ``input_size`` is the size frames are fed at (the label map is scaled back for drawing
+    and label files): ``None`` (default) resizes each frame so that objects appear at the
+    scale the model was trained at, aspect ratio kept, within an engine's profile;
+    ``"native"`` feeds frames at their own size; ``(height, width)`` forces one size; an
+    :class:`~fcn_deploy.runtime.input_size.InputSizer` decides as it is set up to.
     ``max_frames`` stops after that many frames. ``queue_size`` bounds both queues: small
     keeps latency low, 2 is enough for the stages to overlap.
     """
 
     def __init__(self, source: Source, backend, visualizer: Optional[Visualizer], sinks: Sequence[Sink] = (),
-                 label_sink: Optional[LabelSink] = None, input_size: Optional[Tuple[int, int]] = None,
+                 label_sink: Optional[LabelSink] = None, input_size: Union[InputSizeSpec, InputSizer] = None,
                  max_frames: Optional[int] = None, queue_size: int = 2):
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -148,7 +152,7 @@ class Pipeline:
         # Draw only for a sink that shows or stores the picture (not for `--output none`).
         self._draw = any(not isinstance(sink, NullSink) for sink in self.sinks)
         self.label_sink = label_sink
-        self.input_size = input_size
+        self.sizer = input_size if isinstance(input_size, InputSizer) else InputSizer.for_backend(backend, input_size)
         self.max_frames = max_frames
         self.queue_size = queue_size
         self.report = PipelineReport()
@@ -183,10 +187,7 @@ class Pipeline:
                 frame = self.source.read()
                 if frame is None:
                     break
-                image = frame.image
-                if self.input_size is not None and image.shape[:2] != tuple(self.input_size):
-                    height, width = self.input_size
-                    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+                image = resize_frame(frame.image, self.sizer.size_for(frame.image.shape[:2]))
                 stage.add(time.perf_counter() - start)
                 self.report.frames_captured += 1
                 item = _Item(frame, image)

@@ -375,6 +375,7 @@ class OnnxRuntimeBackend(Backend):
         self._flight = _Flight()
         self.path = str(path)
         self.device, device_id = parse_device(device)
+        self.profile_shapes = dict(profile_shapes) if profile_shapes else None  # input_size keeps frames inside it
         if not os.path.isfile(self.path):
             raise BackendError(f"model file not found: {self.path}")
         trt_only = {"fp16": fp16, "engine_cache_dir": engine_cache_dir, "timing_cache_dir": timing_cache_dir,
