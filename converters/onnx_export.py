@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -53,11 +54,12 @@ from fcn_deploy.runtime.metadata import (
 )
 
 from . import onnx_passes
-from fcn_deploy.runtime.tensorrt_compat import TENSORRT_INT8_SCHEME
+from fcn_deploy.runtime.tensorrt_compat import TENSORRT_INT8_SCHEME, tensorrt_int8_problem
 
 from .deploy_graph import DeployGraph
 from .onnx_passes import DEFAULT_OPSET, ExportError
 from .resolve import ResolvedModel
+from .tensorrt_check import CheckReport, check_onnx
 from .onnx_rewrites import argmax_before_pixel_shuffle
 from .onnx_verify import label_agreement, smoke_test
 
@@ -225,6 +227,7 @@ class ExportResult:
     agreement: Optional[float] = None  # arg-max agreement with FP32 on the calibration frames
     calibration_images: int = 0
     ir_version: int = 0
+    tensorrt: Optional[CheckReport] = None  # fcn-deploy check's verdict; None for a CPU-only (u8s8) graph
 
 
 def export(
@@ -288,6 +291,11 @@ def export(
             "agreement_with_fp32": round(agreement, 6),
         }
         result_model = finalize(quantized, meta, simplify=False)
+    # Checked where it is written, since no machine here can run TensorRT: the CLI reports it
+    # and leaves `build` out of its next steps when a release would refuse the graph.
+    tensorrt = None
+    if tensorrt_int8_problem(meta.int8_scheme, output) is None:
+        tensorrt = check_onnx(result_model, label=os.path.basename(str(output)))
     path = onnx_passes.save_atomic(result_model, output)
     return ExportResult(
         path=path,
@@ -296,4 +304,5 @@ def export(
         agreement=agreement,
         calibration_images=len(calib_frames or ()),
         ir_version=result_model.ir_version,
+        tensorrt=tensorrt,
     )

@@ -65,6 +65,7 @@ from fcn_deploy.runtime.tensorrt_compat import (
     version_tuple,
 )
 
+from .tensorrt_check import release_for_version, require_tensorrt_conformance
 from .tensorrt_shapes import Dim, profile_text, resolve_profile
 
 log = logging.getLogger(__name__)
@@ -435,6 +436,12 @@ def ensure_engine(
         profile = static_profile_for_dla(profile, bool(options.shapes))
     trt = trt if trt is not None else import_tensorrt()
     plan = plan_build(version_tuple(trt), facts.metadata.precision, options, profile, onnx_path)
+    # What this release's parser would refuse is our one line, before TensorRT's stack;
+    # with --dla, the layers that fall back to the GPU are said here too.
+    report = require_tensorrt_conformance(onnx_path, (release_for_version(plan.version),),
+                                          dla=options.dla_core is not None, profile=profile, label=onnx_path)
+    for note in report.notes:
+        log.info("%s", note.line(onnx_path))
     if cuda is None:
         from fcn_deploy.runtime.cuda_memory import open_cuda
 

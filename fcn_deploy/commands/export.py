@@ -86,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     from converters.onnx_export import check_export_options, export
     from converters.resolve import resolve_model
     from fcn_deploy.runtime.assets import BUNDLED_MODELS
-    from fcn_deploy.runtime.tensorrt_compat import tensorrt_int8_problem
 
     from ..errors import FcnDeployError
     from ..options import parse_key_values, parse_size
@@ -138,8 +137,18 @@ def run(args: argparse.Namespace) -> int:
         print("  note: untrained weights (zoo name given); export a checkpoint for real use")
     rel = os.path.relpath(result.path)
     rel = result.path if rel.startswith("..") else rel
+    check = result.tensorrt  # fcn-deploy check on what was written; None for a CPU-only graph
+    if check is None:
+        print("  TensorRT: not for TensorRT (a u8s8 INT8 graph for ONNX Runtime on CPUs; `--int8` alone "
+              "writes TensorRT's)")
+    elif check.ok:
+        print(f"  TensorRT: {check.summary()}")
+    else:
+        for line in check.lines():
+            print(f"  warning: {line}")
+    for_tensorrt = check is not None and check.ok
     # The card's one-step flow: `export --fp16` also builds the engine where TensorRT is here.
-    built = build_after_export(result.path) if precision == "fp16" else None
+    built = build_after_export(result.path) if precision == "fp16" and for_tensorrt else None
     if built is not None:
         print(f"Built TensorRT engine {built.engine_path} "
               f"(TensorRT {built.sidecar.tensorrt_version}, {built.sidecar.gpu_name})")
@@ -152,13 +161,13 @@ def run(args: argparse.Namespace) -> int:
     if built is not None:
         steps.append((f"fcn-deploy run --model {built.engine_path} --device cuda --camera 0",
                       "live segmentation with TensorRT"))
-    elif tensorrt_available() and tensorrt_int8_problem(meta.int8_scheme, rel) is None:
+    elif for_tensorrt and tensorrt_available():
         flag = f" --{precision}" if precision == "int8" else ""
         steps.append((f"fcn-deploy build {rel}{flag}", "TensorRT engine for this GPU"))
     print("Next steps:")
     width = max(len(cmd) for cmd, _ in steps)
     for cmd, why in steps:
         print(f"  {cmd.ljust(width)}   # {why}")
-    if not tensorrt_available():
+    if for_tensorrt and not tensorrt_available():
         print(NOT_BUILT_HINT.format(onnx=rel))
     return 0

@@ -174,7 +174,8 @@ class TensorRTBackend(Backend):
 
     Options: ``contexts`` (execution contexts, each with its own stream and buffers, for
     overlapping frames through :meth:`submit`/:meth:`result`; the engine needs as many
-    optimisation profiles: ``fcn-deploy build --contexts N``); ``require_metadata`` (refuse a
+    optimisation profiles: ``fcn-deploy build --contexts N``; default: one per profile the
+    engine has, so an engine built for two frames in flight runs two); ``require_metadata`` (refuse a
     plan without an fcn-deploy sidecar; with ``False`` a foreign plan opens, unchecked, for
     :meth:`run_graph`); ``cuda_library`` (``"cuda-python"`` or ``"pycuda"``; default: what is
     installed). ``trt`` and ``cuda`` hand in an imported ``tensorrt`` module and a
@@ -186,7 +187,7 @@ class TensorRTBackend(Backend):
         path: str,
         device: str = "cuda",
         *,
-        contexts: int = 1,
+        contexts: Optional[int] = None,
         require_metadata: bool = True,
         cuda_library: Optional[str] = None,
         trt: Any = None,
@@ -203,7 +204,7 @@ class TensorRTBackend(Backend):
             gpu = parse_gpu_device(device)
         except TensorRTError as exc:  # a device error, like every backend's
             raise BackendError(str(exc)) from None
-        if contexts < 1:
+        if contexts is not None and contexts < 1:
             raise BackendError(f"contexts must be >= 1, not {contexts}")
         if not os.path.isfile(self.path):
             raise BackendError(f"engine file not found: {self.path}")
@@ -258,6 +259,9 @@ class TensorRTBackend(Backend):
             self._read_io()
             self._read_metadata(require_metadata)
             self.num_profiles = int(self.engine.num_optimization_profiles)
+            if contexts is None:
+                # As many as the engine was built for (`build --contexts N`): frames in flight.
+                contexts = self.num_profiles if self.input_is_dynamic else 1
             if contexts > self.num_profiles and self.input_is_dynamic:
                 raise BackendError(
                     f"{self.path} has {self.num_profiles} optimisation profile(s); {contexts} execution "
@@ -317,6 +321,11 @@ class TensorRTBackend(Backend):
     @property
     def contexts(self) -> int:
         return len(self.slots)
+
+    @property
+    def in_flight(self) -> int:
+        """Frames the pipeline may keep in flight: one per execution context."""
+        return max(1, len(self.slots))
 
     def submit(self, x: np.ndarray) -> int:
         """Start the graph on ``x`` (the graph's own input) and return a ticket for :meth:`result`.
