@@ -327,7 +327,8 @@ def test_int8_u8s8_runs_as_integer_kernels_without_float_clips(tmp_path):
     ran = _optimized_ops(quantized, tmp_path)
     assert ran.count("QLinearConv") >= len(convs) - 1 and "Clip" not in ran
     assert "Clip" in _optimized_ops(onnx.load(s8.path), tmp_path)
-    assert u8.agreement > 0.9, u8.agreement
+    # 8-bit weights on an AVX2-only CPU: 0.77 and 0.68 (saturated integer kernels); 7-bit: 0.97, 0.96.
+    assert u8.agreement > 0.9 and s8.agreement > 0.9, (u8.agreement, s8.agreement)
     frame = random_frames(1, 45, 61, seed=3)
     assert session_for(quantized).run(None, {"input": frame})[0].shape == (1, 45, 61)
 
