@@ -15,7 +15,14 @@ from converters.calibration import load_calibration_frames
 from converters.onnx_export import export, finalize, metadata_for, trace_to_onnx
 from converters.resolve import ResolvedModel, model_from_checkpoint, resolve_model
 from converters.onnx_fp16 import convert_to_fp16
-from converters.onnx_int8 import check_symmetric_int8, check_u8s8, correct_bias, quantize_int8
+from converters.onnx_int8 import (
+    WEIGHT_LIMIT,
+    check_symmetric_int8,
+    check_u8s8,
+    check_weight_range,
+    correct_bias,
+    quantize_int8,
+)
 from converters.onnx_passes import ExportError
 from converters.onnx_verify import label_agreement, session_for
 from fcn_deploy.errors import FcnDeployError
@@ -313,7 +320,8 @@ def test_int8_u8s8_runs_as_integer_kernels_without_float_clips(tmp_path):
     ran = _optimized_ops(quantized, tmp_path)
     assert ran.count("QLinearConv") >= len(convs) - 1 and "Clip" not in ran
     assert "Clip" in _optimized_ops(onnx.load(s8.path), tmp_path)
-    assert u8.agreement > 0.9, u8.agreement
+    # 8-bit weights on an AVX2-only CPU: 0.77 and 0.68 (saturated integer kernels); 7-bit: 0.97, 0.96.
+    assert u8.agreement > 0.9 and s8.agreement > 0.9, (u8.agreement, s8.agreement)
     frame = random_frames(1, 45, 61, seed=3)
     assert session_for(quantized).run(None, {"input": frame})[0].shape == (1, 45, 61)
 
@@ -322,6 +330,65 @@ def test_int8_u8s8_runs_as_integer_kernels_without_float_clips(tmp_path):
     inits[zp_name].CopyFrom(numpy_helper.from_array(np.array(0, dtype=np.int8), zp_name))
     with pytest.raises(ExportError, match="uint8"):
         check_u8s8(quantized)
+
+
+@pytest.mark.parametrize("scheme", ["u8s8", "s8s8"])
+def test_int8_integer_kernels_compute_what_the_qdq_graph_says(scheme):
+    """ONNX Runtime's fused integer kernels must give what the Q/DQ graph computes in float.
+
+    x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 by int8 with VPMADDUBSW,
+    which sums two neighbouring products into a saturating int16; ONNX Runtime 1.21+ runs s8s8
+    convolutions through the same kernels (activations shifted to uint8). A convolution whose
+    inputs sit at the top of a ReLU6's range and whose weights are large and of one sign
+    saturates there with 8-bit weights (41% off for u8s8, 81% for s8s8 on an AVX2 EPYC): the
+    weights must stay 7-bit. On a VNNI CPU both halves pass either way; the range check does not
+    depend on the CPU."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "H", "W"])
+    fp32 = helper.make_model(helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+         helper.make_node("Clip", ["c1", "lo", "hi"], ["a1"], name="relu6"),
+         helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], name="conv2"),
+         helper.make_node("Relu", ["c2"], ["y"], name="relu")],
+        "g", [x], [y],
+        [numpy_helper.from_array(rng.uniform(0.5, 1.5, (16, 3, 1, 1)).astype(np.float32), "w1"),
+         numpy_helper.from_array(np.full(16, 3, np.float32), "b1"),
+         numpy_helper.from_array(rng.uniform(0.5, 1.0, (4, 16, 1, 1)).astype(np.float32), "w2"),
+         numpy_helper.from_array(np.zeros(4, np.float32), "b2"),
+         numpy_helper.from_array(np.array(0, np.float32), "lo"),
+         numpy_helper.from_array(np.array(6, np.float32), "hi")],
+    ), opset_imports=[helper.make_opsetid("", 17)])
+    fp32.ir_version = 8
+    meta = metadata_for(_resolved(small_model("fcn8s_resnet18", NUM_CLASSES), "fcn8s_resnet18"), False, False)
+    frames = list(random_frames(3, 16, 20))
+    quantized = quantize_int8(fp32, frames, meta, scheme=scheme)
+    assert check_weight_range(quantized) == 2
+
+    def run(model, level):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": normalize_frames(np.stack(frames), meta.normalization)})[0]
+
+    exact = run(quantized, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)  # Q/DQ evaluated in float
+    kernels = run(quantized, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)  # fused QLinearConv
+    reference = run(fp32, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    scale = np.abs(reference).max()
+    assert np.abs(exact - reference).max() < 0.02 * scale
+    assert np.abs(kernels - exact).max() < 0.02 * scale, np.abs(kernels - exact).max() / scale
+
+    inits = {i.name: i for i in quantized.graph.initializer}
+    weight = next(inits[n.input[0]] for n in quantized.graph.node
+                  if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                  and inits[n.input[0]].data_type == TensorProto.INT8)
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] = WEIGHT_LIMIT + 1
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    with pytest.raises(ExportError, match="saturate"):
+        check_weight_range(quantized)
 
 
 def test_int8_bias_correction_removes_the_mean_shift_of_rounded_weights():
