@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -184,7 +183,8 @@ def trained_tiny(tmp_path_factory):
     exported by the real exporter: its metadata records that scale."""
     import torch
 
-    from converters.onnx_export import export, resolve_model
+    from converters.onnx_export import export
+    from converters.resolve import resolve_model
     from fcn_deploy.data import build_dataset
     from fcn_deploy.models import build_model
     from fcn_deploy.training.checkpoint import atomic_save, make_checkpoint
@@ -345,11 +345,11 @@ def _engine(tmp_path, shapes=()):
     tb = pytest.importorskip("converters.tensorrt_build")
     api = pytest.importorskip("test_tensorrt_api_names")
     from fcn_deploy.runtime.backends import tensorrt as trt_backend
-    from test_tensorrt_build import make_onnx
+    from onnx_helpers import exported_onnx
 
     device = api.FakeDevice()
     trt, _ = api.fake("10.3.0", device)
-    onnx_path = make_onnx(tmp_path / "m.onnx")
+    onnx_path = exported_onnx(tmp_path / "m.onnx")
     result = tb.ensure_engine(onnx_path, options=tb.BuildOptions(shapes=list(shapes)), trt=trt, cuda=device)
     return trt_backend.TensorRTBackend(result.engine_path, "cuda", trt=trt, cuda=device)
 

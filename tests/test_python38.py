@@ -271,7 +271,7 @@ def test_run_writes_the_labels_the_backend_computes_without_torch(tmp_path):
         assert cv2.imwrite(str(source / f"f{i}.png"), frame)
     result = _python(NO_TORCH + "from fcn_deploy.cli import main\nsys.exit(main(sys.argv[1:]))",
                      "run", "--source", str(source), "--labels-dir", str(tmp_path / "labels"), "--output", "none",
-                     "--threads", "1")
+                     "--threads", "1", "--input-size", "native")
     assert result.returncode == 0, result.stderr
     assert "wrote 3 label PNGs" in result.stdout
     with open_backend(bundled_asset(BUNDLED_MODELS["camvid"]), "cpu", threads=1) as backend:

@@ -32,7 +32,8 @@ from fcn_deploy.runtime import tensorrt_compat as compat  # noqa: E402
 from fcn_deploy.runtime.backends import tensorrt as trt_backend  # noqa: E402
 from fcn_deploy.runtime.backends.base import BackendError  # noqa: E402
 from fcn_deploy.runtime.cuda_memory import CudaMemory, DeviceBuffer, HostBuffer, Stream  # noqa: E402
-from test_tensorrt_build import make_onnx  # noqa: E402
+from converters.tensorrt_check import TensorRTConformanceError, check_onnx, release_for_version  # noqa: E402
+from onnx_helpers import exported_onnx  # noqa: E402
 
 pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
 
@@ -161,7 +162,6 @@ ENUMS = {
 }
 ONNX_TO_TRT = {"tensor(float)": "FLOAT", "tensor(float16)": "HALF", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8"}
 NUMPY_OF = {"FLOAT": np.float32, "HALF": np.float16, "UINT8": np.uint8, "INT8": np.int8}
-SUPPORTED_OPS = {"Cast", "Transpose", "Sub", "Div", "Conv", "ArgMax", "Identity", "QuantizeLinear", "DequantizeLinear"}
 
 
 class FakeTensorRT(Guarded):
@@ -209,12 +209,12 @@ class FakeNetwork(Guarded):
 
 
 class FakeParserError(Guarded):
-    def __init__(self, rel, index, node, op):
+    def __init__(self, rel, index, node, op, desc=None):
         super().__init__(rel)
-        object.__setattr__(self, "_info", (index, node, op))
+        object.__setattr__(self, "_info", (index, node, op, desc or f"No importer registered for op: {op}"))
 
     def desc(self):
-        return f"No importer registered for op: {_get(self, '_info')[2]}"
+        return _get(self, "_info")[3]
 
     def node(self):
         return _get(self, "_info")[0]
@@ -248,11 +248,15 @@ class FakeParser(Guarded):
             "outputs": [spec(o) for o in model.graph.output],
             "onnx": os.fspath(path),
         })
-        for index, node in enumerate(model.graph.node):
-            if node.op_type not in SUPPORTED_OPS:
-                _get(self, "_errors").append(FakeParserError(_get(self, "_rel"), index, node.name, node.op_type))
-                trt = _get(self, "_trt")
-                _get(self, "_logger").log(trt._member("Severity", "ERROR"), f"unsupported {node.op_type}")
+        # What this release's parser refuses, by fcn-deploy check's reading of its rules.
+        rel = _get(self, "_rel")
+        index_of = {node.name: i for i, node in enumerate(model.graph.node)}
+        report = check_onnx(model, (release_for_version(rel.version_tuple),))
+        for problem in report.errors:
+            index = index_of.get(problem.node, -1)
+            _get(self, "_errors").append(FakeParserError(rel, index, problem.node, problem.op_type, problem.message))
+            trt = _get(self, "_trt")
+            _get(self, "_logger").log(trt._member("Severity", "ERROR"), problem.message)
         return not _get(self, "_errors")
 
     @property
@@ -600,7 +604,7 @@ BUILDS = [
 def test_build_touches_only_names_the_release_has(tmp_path, version, onnx_precision, requested, extra):
     trt, rel = fake(version)
     device = _get(trt, "_device")
-    onnx_path = make_onnx(tmp_path / "m.onnx", precision=onnx_precision)
+    onnx_path = exported_onnx(tmp_path / "m.onnx", precision=onnx_precision)
     options = tb.BuildOptions(precision=requested, timing_cache=str(tmp_path / "timing.cache"), **extra)
     result = tb.ensure_engine(onnx_path, options=options, trt=trt, cuda=device)
     plan = device.last_plan
@@ -626,17 +630,37 @@ def test_build_touches_only_names_the_release_has(tmp_path, version, onnx_precis
 def test_fp16_flag_on_fp32_onnx_is_refused_from_10(tmp_path, version):
     trt, _ = fake(version)
     with pytest.raises(tb.EngineBuildError, match="export an FP16 ONNX"):
-        tb.ensure_engine(make_onnx(tmp_path / "m.onnx"), options=tb.BuildOptions(precision="fp16"),
+        tb.ensure_engine(exported_onnx(tmp_path / "m.onnx"), options=tb.BuildOptions(precision="fp16"),
                          trt=trt, cuda=_get(trt, "_device"))
+
+
+# An operator no TensorRT parser imports, hung off the real graph's output.
+MYSTERY_NODE = onnx.helper.make_node("NotARealOp", ["labels"], ["odd"], domain="com.example", name="mystery_node")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_refused_graph_is_our_line_before_the_parser(tmp_path, version):
+    """build checks the running release's parser rules first: a refused node is one line of
+    ours, TensorRT is never asked, and no engine is written."""
+    trt, rel = fake(version)
+    onnx_path = exported_onnx(tmp_path / "m.onnx", extra_node=MYSTERY_NODE)
+    with pytest.raises(TensorRTConformanceError, match=r"TensorRT would refuse .*mystery_node \(NotARealOp\)"):
+        tb.ensure_engine(onnx_path, trt=trt, cuda=_get(trt, "_device"))
+    assert not rel.touched & {"parse_from_file", "build_serialized_network"}
+    assert not (tmp_path / "m.engine").exists()
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_parser_errors_name_the_node(tmp_path, version):
+    """Should the parser still refuse something, its error names the ONNX node, through the
+    API each release has (ParserError.node_name from 10, the node index on 8.x)."""
     trt, rel = fake(version)
+    onnx_path = exported_onnx(tmp_path / "m.onnx", extra_node=MYSTERY_NODE)
+    facts = tb.read_onnx(onnx_path)
+    plan = tb.plan_build(rel.version_tuple, "fp32", tb.BuildOptions(), {})
     with pytest.raises(tb.EngineBuildError, match=r"cannot parse .*node mystery_node.*NotARealOp"):
-        tb.ensure_engine(make_onnx(tmp_path / "m.onnx", bad_op=True), trt=trt, cuda=_get(trt, "_device"))
+        tb.build_serialized(trt, onnx_path, plan, facts.node_labels)
     assert ("node_name" in rel.touched) == (rel.major >= 10)
-    assert not (tmp_path / "m.engine").exists()
 
 
 def test_the_stand_in_has_teeth(monkeypatch, tmp_path):
@@ -654,14 +678,14 @@ def test_the_stand_in_has_teeth(monkeypatch, tmp_path):
     monkeypatch.setattr(tb, "STRONGLY_TYPED_SINCE", (12, 0))
     monkeypatch.setitem(compat.ENUM_MEMBERS, ("NetworkDefinitionCreationFlag", "EXPLICIT_BATCH"), ((8, 5), None))
     with pytest.raises(compat.TensorRTError, match="TensorRT 11.4.0.106 has no NetworkDefinitionCreationFlag.EXPLICIT_BATCH"):
-        tb.ensure_engine(make_onnx(tmp_path / "m.onnx", precision="fp16"), trt=trt11, cuda=_get(trt11, "_device"))
+        tb.ensure_engine(exported_onnx(tmp_path / "m.onnx", precision="fp16"), trt=trt11, cuda=_get(trt11, "_device"))
 
 
 # -- the engine cache through a build --------------------------------------------------------
 def test_engine_cache_reuses_and_rebuilds_with_reasons(tmp_path, caplog):
     device = FakeDevice()
     trt10, _ = fake("10.3.0", device)
-    onnx_path = make_onnx(tmp_path / "m.onnx", precision="fp16")
+    onnx_path = exported_onnx(tmp_path / "m.onnx", precision="fp16")
     first = tb.ensure_engine(onnx_path, trt=trt10, cuda=device)
     assert not first.reused and first.reason == "no engine yet"
     assert first.engine_path == str(tmp_path / "m.engine") and ec.read_sidecar(first.engine_path) == first.sidecar
@@ -684,7 +708,7 @@ def test_engine_cache_reuses_and_rebuilds_with_reasons(tmp_path, caplog):
 def test_a_users_file_is_never_overwritten_silently(tmp_path):
     device = FakeDevice()
     trt, _ = fake("10.13.3.9", device)
-    onnx_path = make_onnx(tmp_path / "m.onnx", precision="fp16")
+    onnx_path = exported_onnx(tmp_path / "m.onnx", precision="fp16")
     theirs = tmp_path / "m.engine"
     theirs.write_bytes(b"built with trtexec")
     with pytest.raises(tb.EngineBuildError, match="not an fcn-deploy engine .* not overwriting it"):
@@ -699,7 +723,7 @@ def test_timing_cache_from_another_release_is_replaced(tmp_path):
     device = FakeDevice()
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"TIMING 8.6.1")
-    onnx_path = make_onnx(tmp_path / "m.onnx", precision="fp16")
+    onnx_path = exported_onnx(tmp_path / "m.onnx", precision="fp16")
     tb.ensure_engine(onnx_path, options=tb.BuildOptions(timing_cache=str(cache)), trt=fake("10.3.0", device)[0], cuda=device)
     assert device.last_plan["timing_cache_in"] == ""
     assert cache.read_bytes() == b"TIMING 10.3.0"
@@ -709,10 +733,10 @@ def test_timing_cache_from_another_release_is_replaced(tmp_path):
 
 
 # -- the runtime backend through each release -------------------------------------------------
-def build_and_open(tmp_path, version, *, contexts=1, layout="NHWC_BGR_UINT8", output="labels", precision="fp16", device=None):
+def build_and_open(tmp_path, version, *, contexts=1, logits=False, precision="fp16", device=None):
     device = device or FakeDevice()
     trt, rel = fake(version, device)
-    onnx_path = make_onnx(tmp_path / f"m_{output}.onnx", layout=layout, output=output, precision=precision)
+    onnx_path = exported_onnx(tmp_path / f"m_{precision}{'_logits' if logits else ''}.onnx", logits=logits, precision=precision)
     result = tb.ensure_engine(onnx_path, options=tb.BuildOptions(contexts=contexts), trt=trt, cuda=device)
     rel.touched = set()
     backend = trt_backend.TensorRTBackend(result.engine_path, "cuda", contexts=contexts, trt=trt, cuda=device)
@@ -726,7 +750,7 @@ def test_backend_touches_only_names_the_release_has_and_matches_onnxruntime(tmp_
     rng = np.random.default_rng(1)
     with backend:
         assert backend.input_spec.shape == (None, None, None, 3) and backend.output_spec.dtype == "uint8"
-        assert backend.metadata.model_name == "tiny_fcn" and backend.output_kind == "labels"
+        assert backend.metadata.model_name == "fcn8s_efficientnet_lite0" and backend.output_kind == "labels"
         allocations = []
         for h, w in [(200, 250), (360, 480), (190, 240), (700, 900), (360, 480)]:
             frames = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
@@ -743,7 +767,7 @@ def test_backend_touches_only_names_the_release_has_and_matches_onnxruntime(tmp_
 
 
 def test_backend_logits_output_is_sized_per_call(tmp_path):
-    backend, onnx_path, _, _ = build_and_open(tmp_path, "10.3.0", layout="NCHW_FLOAT32", output="logits", precision="fp32")
+    backend, onnx_path, _, _ = build_and_open(tmp_path, "10.3.0", logits=True, precision="fp32")
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     frames = np.random.default_rng(2).integers(0, 256, (1, 181, 243, 3), dtype=np.uint8)
     with backend:
@@ -791,7 +815,7 @@ def test_stale_engines_are_refused_before_deserialising(tmp_path):
     backend.close()
     engine = backend.path
     trt11, rel11 = fake("11.4.0.106")
-    with pytest.raises(ec.EngineMismatch, match=r"built by TensorRT 10.3.0; this is TensorRT 11.4.0.106: rebuild it here with `fcn-deploy build .*m_labels.onnx`"):
+    with pytest.raises(ec.EngineMismatch, match=r"built by TensorRT 10.3.0; this is TensorRT 11.4.0.106: rebuild it here with `fcn-deploy build .*m_fp16.onnx`"):
         trt_backend.TensorRTBackend(engine, "cuda", trt=trt11, cuda=FakeDevice())
     assert _get(trt11, "_deserialized") == 0 and "Runtime" not in rel11.touched
     trt10, _ = fake("10.3.0")

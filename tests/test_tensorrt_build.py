@@ -1,15 +1,13 @@
 """``fcn-deploy build`` without a GPU: --shapes parsing, profile defaults from the metadata,
-the version-dependent precision and flags, reading the ONNX, and the one-line error where
-TensorRT is absent (run for real in a subprocess)."""
+the version-dependent precision and flags, reading the ONNX (real exports, as the exporter
+writes them), and the one-line error where TensorRT is absent (run for real in a subprocess)."""
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from converters import tensorrt_build as tb  # noqa: E402
 from converters.tensorrt_shapes import (  # noqa: E402
@@ -21,6 +19,7 @@ from converters.tensorrt_shapes import (  # noqa: E402
     typical_size,
 )
 from fcn_deploy.normalization import TORCHVISION_IMAGENET  # noqa: E402
+from onnx_helpers import exported_onnx  # noqa: E402
 from fcn_deploy.runtime.metadata import LAYOUT_NORMALIZED, LAYOUT_RAW_BGR, ModelMetadata, default_palette  # noqa: E402
 
 pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10
@@ -28,94 +27,13 @@ pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# -- a small real ONNX with fcn-deploy metadata (also used by the other TensorRT tests) ------
+# -- metadata for the profile rules ------------------------------------------------------------
 def make_metadata(layout=LAYOUT_RAW_BGR, output="labels", precision="fp32", num_classes=3, **extra) -> ModelMetadata:
     return ModelMetadata(
         model_name="tiny_fcn", num_classes=num_classes, classes=[f"c{i}" for i in range(num_classes)],
         palette=default_palette(num_classes), normalization=TORCHVISION_IMAGENET, input_layout=layout,
         output=output, precision=precision, dataset="camvid", extra=dict(extra),
     )
-
-
-def make_onnx(path, *, layout=LAYOUT_RAW_BGR, output="labels", precision="fp32", num_classes=3,
-              fixed_hw=None, bad_op=False, metadata=True, seed=0) -> str:
-    """A one-convolution segmentation net shaped like an fcn-deploy export: raw BGR uint8
-    NHWC frames (or normalised NCHW floats) in; uint8 labels (or float logits) out. ``fp16``
-    runs the convolution in half precision behind explicit Casts; ``int8`` puts symmetric
-    Q/DQ pairs on its input and weights."""
-    rng = np.random.default_rng(seed)
-    h, w = fixed_hw if fixed_hw else ("H", "W")
-    nodes, inits = [], []
-    norm = TORCHVISION_IMAGENET
-    if layout == LAYOUT_RAW_BGR:
-        x = helper.make_tensor_value_info("input", TensorProto.UINT8, ["N", h, w, 3])
-        mean = np.array(norm.mean, np.float32)[::-1].reshape(1, 3, 1, 1)  # RGB stats, BGR frames
-        std = np.array(norm.std, np.float32)[::-1].reshape(1, 3, 1, 1)
-        inits += [numpy_helper.from_array(mean, "mean"), numpy_helper.from_array(std, "std")]
-        nodes += [
-            helper.make_node("Cast", ["input"], ["as_float"], to=TensorProto.FLOAT, name="cast_input"),
-            helper.make_node("Transpose", ["as_float"], ["nchw"], perm=[0, 3, 1, 2], name="to_nchw"),
-            helper.make_node("Sub", ["nchw"], ["centered"], name="sub_mean"),
-            helper.make_node("Div", ["centered", "std"], ["normalized"], name="div_std"),
-        ]
-        nodes[2].input.append("mean")
-        conv_in = "normalized"
-    else:
-        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])
-        conv_in = "input"
-    weight = rng.normal(0, 0.5, (num_classes, 3, 3, 3)).astype(np.float32)
-    bias = rng.normal(0, 0.1, (num_classes,)).astype(np.float32)
-    if precision == "fp16":
-        inits += [numpy_helper.from_array(weight.astype(np.float16), "score_w"),
-                  numpy_helper.from_array(bias.astype(np.float16), "score_b")]
-        nodes += [
-            helper.make_node("Cast", [conv_in], ["half_in"], to=TensorProto.FLOAT16, name="cast_fp16"),
-            helper.make_node("Conv", ["half_in", "score_w", "score_b"], ["half_score"], pads=[1, 1, 1, 1], name="score"),
-            helper.make_node("Cast", ["half_score"], ["score"], to=TensorProto.FLOAT, name="cast_fp32"),
-        ]
-    elif precision == "int8":
-        w_scale = (np.abs(weight).reshape(num_classes, -1).max(1) / 127).astype(np.float32)
-        w_q = np.clip(np.round(weight / w_scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
-        inits += [
-            numpy_helper.from_array(np.array(3.0 / 127, np.float32), "x_scale"),
-            numpy_helper.from_array(np.array(0, np.int8), "x_zero"),
-            numpy_helper.from_array(w_q, "score_wq"),
-            numpy_helper.from_array(w_scale, "w_scale"),
-            numpy_helper.from_array(np.zeros(num_classes, np.int8), "w_zero"),
-            numpy_helper.from_array(bias, "score_b"),
-        ]
-        nodes += [
-            helper.make_node("QuantizeLinear", [conv_in, "x_scale", "x_zero"], ["x_q"], name="quant_x"),
-            helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zero"], ["x_dq"], name="dequant_x"),
-            helper.make_node("DequantizeLinear", ["score_wq", "w_scale", "w_zero"], ["w_dq"], axis=0, name="dequant_w"),
-            helper.make_node("Conv", ["x_dq", "w_dq", "score_b"], ["score"], pads=[1, 1, 1, 1], name="score"),
-        ]
-    else:
-        inits += [numpy_helper.from_array(weight, "score_w"), numpy_helper.from_array(bias, "score_b")]
-        nodes.append(helper.make_node("Conv", [conv_in, "score_w", "score_b"], ["score"], pads=[1, 1, 1, 1], name="score"))
-    last = "score"
-    if bad_op:
-        nodes.append(helper.make_node("NotARealOp", [last], ["odd"], domain="com.example", name="mystery_node"))
-        last = "odd"
-    if output == "labels":
-        nodes += [
-            helper.make_node("ArgMax", [last], ["argmax"], axis=1, keepdims=0, name="argmax"),
-            helper.make_node("Cast", ["argmax"], ["labels"], to=TensorProto.UINT8, name="cast_labels"),
-        ]
-        y = helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", h, w])
-    else:
-        nodes.append(helper.make_node("Identity", [last], ["logits"], name="logits"))
-        y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", num_classes, h, w])
-    graph = helper.make_graph(nodes, "tiny_fcn", [x], [y], initializer=inits)
-    opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid("com.example", 1)] if bad_op else [])
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 7
-    if metadata:
-        for key, value in make_metadata(layout, output, precision, num_classes).to_props().items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
-    onnx.save(model, os.fspath(path))
-    return os.fspath(path)
 
 
 # -- --shapes -------------------------------------------------------------------------------
@@ -287,17 +205,17 @@ def test_plan_options():
 
 # -- reading the ONNX -------------------------------------------------------------------------
 def test_read_onnx(tmp_path):
-    facts = tb.read_onnx(make_onnx(tmp_path / "m.onnx", precision="fp16"))
+    facts = tb.read_onnx(exported_onnx(tmp_path / "m.onnx", precision="fp16"))
     assert facts.inputs == [("input", (None, None, None, 3))]
-    assert facts.metadata.precision == "fp16" and facts.metadata.model_name == "tiny_fcn"
-    assert facts.node_labels[0] == "cast_input (Cast)"
+    assert facts.metadata.precision == "fp16" and facts.metadata.model_name == "fcn8s_efficientnet_lite0"
+    assert facts.node_labels[0] == "/Cast (Cast)"  # the exporter's own graph: uint8 straight into a Cast
     assert len(facts.sha256) == 64
 
 
 def test_read_onnx_refuses_the_cpu_int8_scheme(tmp_path):
     """A u8s8 graph (uint8 activations, for ONNX Runtime on CPUs) is refused before TensorRT
     sees it; the symmetric s8s8 one, and an INT8 file from before schemes existed, are read."""
-    path = make_onnx(tmp_path / "m.onnx", precision="int8")
+    path = exported_onnx(tmp_path / "m.onnx", precision="int8")
     model = onnx.load(path)
     for scheme, accepted in (("s8s8", True), (None, True), ("u8s8", False)):
         meta = make_metadata(precision="int8", **({"calibration": {"scheme": scheme}} if scheme else {}))
@@ -315,7 +233,7 @@ def test_read_onnx_refuses_the_cpu_int8_scheme(tmp_path):
 
 def test_read_onnx_refuses_foreign_and_broken_files(tmp_path):
     with pytest.raises(tb.EngineBuildError, match="no fcn-deploy metadata"):
-        tb.read_onnx(make_onnx(tmp_path / "foreign.onnx", metadata=False))
+        tb.read_onnx(exported_onnx(tmp_path / "foreign.onnx", metadata=False))
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"\x00not a protobuf at all" * 3)
     with pytest.raises(tb.EngineBuildError, match="cannot read ONNX file"):
@@ -332,7 +250,7 @@ def run_cli(*args):
 
 @pytest.mark.skipif(tb.tensorrt_available(), reason="TensorRT is installed here")
 def test_build_without_tensorrt_is_one_clear_line(tmp_path):
-    onnx_path = make_onnx(tmp_path / "m.onnx")
+    onnx_path = exported_onnx(tmp_path / "m.onnx")
     result = run_cli("build", onnx_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -345,7 +263,7 @@ def test_build_without_tensorrt_is_one_clear_line(tmp_path):
 def test_build_rejects_bad_input_in_one_line(tmp_path):
     from fcn_deploy.cli import main
 
-    onnx_path = make_onnx(tmp_path / "m.onnx")
+    onnx_path = exported_onnx(tmp_path / "m.onnx")
     for args, message in (
         (["build", onnx_path, "--shapes", "min=1x8"], "lacks opt, max"),
         (["build", str(tmp_path / "missing.onnx")], "ONNX file not found"),

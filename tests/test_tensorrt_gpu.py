@@ -19,7 +19,7 @@ from fcn_deploy.runtime.backends import open_backend  # noqa: E402
 from fcn_deploy.runtime import tensorrt_compat as compat  # noqa: E402
 from fcn_deploy.runtime.backends import tensorrt as trt_backend  # noqa: E402
 from fcn_deploy.runtime.cuda_memory import CudaError, installed_libraries, open_cuda  # noqa: E402
-from test_tensorrt_build import make_onnx  # noqa: E402
+from onnx_helpers import exported_onnx  # noqa: E402
 
 SIZES = [(1, 180, 240), (1, 360, 480), (2, 257, 301), (1, 720, 960)]
 
@@ -49,10 +49,11 @@ def frames_of(shape, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
 
 
-def build(tmp_path, trt, cuda, name="m", contexts=1, **onnx_args):
-    onnx_path = make_onnx(tmp_path / f"{name}.onnx", **onnx_args)
-    shapes = ["min=1x180x240x3,opt=1x360x480x3,max=2x720x960x3"] if onnx_args.get("layout", "NHWC_BGR_UINT8") == "NHWC_BGR_UINT8" \
-        else ["min=1x3x180x240,opt=1x3x360x480,max=2x3x720x960"]
+def build(tmp_path, trt, cuda, name="m", contexts=1, logits=False, precision="fp32"):
+    """A real export (what `fcn-deploy export` writes) built into an engine on this GPU."""
+    onnx_path = exported_onnx(tmp_path / f"{name}.onnx", logits=logits, precision=precision)
+    shapes = ["min=1x3x180x240,opt=1x3x360x480,max=2x3x720x960"] if logits \
+        else ["min=1x180x240x3,opt=1x360x480x3,max=2x720x960x3"]
     options = tb.BuildOptions(shapes=shapes, contexts=contexts, timing_cache=str(tmp_path / "timing.cache"))
     return onnx_path, tb.ensure_engine(onnx_path, options=options, trt=trt, cuda=cuda)
 
@@ -75,7 +76,7 @@ def test_labels_match_onnxruntime_at_several_sizes(tmp_path, trt, cuda, precisio
 
 
 def test_logits_match_onnxruntime(tmp_path, trt, cuda):
-    onnx_path, result = build(tmp_path, trt, cuda, layout="NCHW_FLOAT32", output="logits", precision="fp32")
+    onnx_path, result = build(tmp_path, trt, cuda, logits=True, precision="fp32")
     session = cpu_session(onnx_path)
     with open_backend(result.engine_path, device="cuda") as backend:
         for i, shape in enumerate(SIZES):
@@ -116,9 +117,13 @@ def test_two_contexts_and_buffer_reuse(tmp_path, trt, cuda):
         assert [slot.grow_count for slot in backend.slots] == grown
 
 
-def test_parser_error_names_the_node(tmp_path, trt, cuda):
-    with pytest.raises(tb.EngineBuildError, match="mystery_node"):
-        build(tmp_path, trt, cuda, bad_op=True)
+def test_a_refused_node_is_named_before_tensorrt_parses(tmp_path, trt, cuda):
+    from converters.tensorrt_check import TensorRTConformanceError
+
+    node = onnx.helper.make_node("NotARealOp", ["labels"], ["odd"], domain="com.example", name="mystery_node")
+    onnx_path = exported_onnx(tmp_path / "m.onnx", extra_node=node)
+    with pytest.raises(TensorRTConformanceError, match="mystery_node"):
+        tb.ensure_engine(onnx_path, trt=trt, cuda=cuda)
 
 
 @pytest.mark.parametrize("library", ["cuda-python", "pycuda"])
