@@ -36,7 +36,7 @@ from fcn_deploy.runtime.metadata import ModelMetadata, default_palette
 from fcn_deploy.normalization import TORCHVISION_IMAGENET
 
 BUNDLED_RECIPE = {"dataset": "camvid", "crop": [288, 384], "scale_range": [0.75, 1.5], "val_size": None}
-CAMVID = TrainingScale((360, 480), 1.0, "camvid", "the model's training scale (camvid frames 360x480)")
+CAMVID = TrainingScale((360, 480), 1.0, "camvid", "the model's training scale, camvid frames 360x480")
 
 
 def metadata(dataset="camvid", **extra) -> ModelMetadata:
@@ -125,10 +125,10 @@ def test_each_decision_is_said_once(caplog):
         sizer.size_for((360, 480))
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
-        "1280x720 frames -> input 360x640 (HxW) (the model's training scale (camvid frames 360x480); "
-        "--input-size native keeps them)",
-        "480x360 frames fed at their own size (the model's training scale (camvid frames 360x480); "
-        "--input-size native keeps them)",
+        "1280x720 frames -> input 360x640 (HxW): the model's training scale, camvid frames 360x480; "
+        "--input-size native keeps them",
+        "480x360 frames fed at their own size: the model's training scale, camvid frames 360x480; "
+        "--input-size native keeps them",
     ]
 
 
@@ -159,7 +159,8 @@ def test_sizer_within_a_profile(caplog):
         assert InputSizer(None, CAMVID, small).size_for((720, 1280)) == (225, 400)
         assert InputSizer(NATIVE, CAMVID, small).size_for((480, 640)) == (300, 400)
     assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
-    assert "not 360x640: the engine's profile allows min 64x64, opt 300x400, max 300x400" in caplog.records[0].getMessage()
+    assert "not 360x640, to fit the engine's profile (min 64x64, opt 300x400, max 300x400; fcn-deploy build --shapes" \
+        in caplog.records[0].getMessage()
     with pytest.raises(FcnDeployError, match=r"input size 360x480 is outside the engine's profile \(min 64x64, opt "
                                              r"300x400, max 300x400\).*fcn-deploy build --shapes"):
         InputSizer((360, 480), CAMVID, small)
@@ -275,8 +276,8 @@ def test_run_says_once_what_size_it_uses_and_why(tmp_path, trained_tiny, caplog)
                      "--threads", "1"])
     assert code == 0
     said = [r.getMessage() for r in caplog.records if r.name == "fcn_deploy.runtime.input_size"]
-    assert said == ["128x96 frames -> input 48x64 (HxW) (the model's training scale (synthetic frames 48x64); "
-                    "--input-size native keeps them)"]
+    assert said == ["128x96 frames -> input 48x64 (HxW): the model's training scale, synthetic frames 48x64; "
+                    "--input-size native keeps them"]
     assert cv2.imread(str(tmp_path / "l" / "0.png"), cv2.IMREAD_UNCHANGED).shape == (96, 128)
 
 
@@ -379,6 +380,6 @@ def test_a_narrow_engine_profile_clamps_the_rule_and_refuses_a_forced_size(tmp_p
             _, labels = _run_pipeline(tmp_path, backend, frames(2, 720, 1280))
         np.testing.assert_array_equal(labels[0], _expected(backend, frames(1, 720, 1280)[0], (180, 320)))
         said = [r.getMessage() for r in caplog.records]
-        assert len(said) == 1 and "not 360x640: the engine's profile allows min 64x64, opt 240x320, max 240x320" in said[0]
+        assert len(said) == 1 and "not 360x640, to fit the engine's profile (min 64x64, opt 240x320, max 240x320" in said[0]
         with pytest.raises(FcnDeployError, match="input size 360x480 is outside the engine's profile"):
             Pipeline(None, backend, None, input_size=(360, 480))

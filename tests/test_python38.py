@@ -136,8 +136,7 @@ def too_new_for_oldest_python(paths: Iterable[Path]) -> List[str]:
     ``from __future__ import annotations``) from one evaluated at run time (an alias, a cast,
     a dataclass that reads its types), so the runtime writes ``typing.List`` throughout.
     """
-    vermin = pytest.importorskip("vermin")
-    del vermin
+    pytest.importorskip("vermin")
     result = subprocess.run(
         [sys.executable, "-c", "import sys, vermin; sys.argv[0] = 'vermin'; sys.exit(vermin.main())",
          f"--target={OLDEST_PYTHON}-", "--violations", "--eval-annotations", "--no-tips", "--processes=1",

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError("--limit must be >= 1")
     spec = args.size if args.size else parse_input_size(args.input_size, "--input-size")
     scales = parse_scales(args.scales) if args.scales is not None else None
-    if scales and args.input_size:
+    if scales and (args.input_size or args.size):
         raise FcnDeployError("--scales and --input-size both choose the input size: give one")
     path = resolve_model(args.model)
     model = open_model(path, args.device, None, args.threads)

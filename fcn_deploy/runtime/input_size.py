@@ -196,7 +196,7 @@ def scale_from_facts(facts: Mapping[str, Any], dataset: Optional[str] = None) ->
     what = f"{dataset} frames {size_text(image)}" if dataset and image else f"validated at {size_text(reference)}"
     if image and scale != 1.0:
         what += f" at scale {scale:g}"
-    return TrainingScale(reference, scale, dataset, f"the model's training scale ({what})")
+    return TrainingScale(reference, scale, dataset, f"the model's training scale, {what}")
 
 
 def training_scale(metadata: Optional[ModelMetadata]) -> TrainingScale:
@@ -210,11 +210,11 @@ def training_scale(metadata: Optional[ModelMetadata]) -> TrainingScale:
     for place in (extra, metadata.exporter):  # an explicit size from an older exporter
         explicit = _size(place.get("input_size")) if isinstance(place, Mapping) else None
         if explicit:
-            return TrainingScale(explicit, 1.0, metadata.dataset, f"the model's input size {size_text(explicit)}")
+            return TrainingScale(explicit, 1.0, metadata.dataset, f"the model's input size, {size_text(explicit)}")
     image = dataset_image_size(metadata.dataset)
     if image is not None:
         return TrainingScale(image, 1.0, metadata.dataset,
-                             f"the model's training scale ({metadata.dataset} frames {size_text(image)})")
+                             f"the model's training scale, {metadata.dataset} frames {size_text(image)}")
     return TrainingScale(None, 1.0, metadata.dataset, "the model records no training scale")
 
 
@@ -441,9 +441,9 @@ class InputSizer:
         text = (f"{frame_text(key)} frames fed at their own size" if size == key
                 else f"{frame_text(key)} frames -> input {size_text(size)} (HxW)")
         if size != wanted:
-            text += (f", not {size_text(wanted)}: the engine's profile allows {self.profile.describe()}"  # type: ignore[union-attr]
-                     " (fcn-deploy build --shapes for others)")
-        return f"{text} ({why})"
+            text += (f", not {size_text(wanted)}, to fit the engine's profile ({self.profile.describe()}; "  # type: ignore[union-attr]
+                     "fcn-deploy build --shapes makes another)")
+        return f"{text}: {why}"
 
     def summary(self) -> str:
         """What the sizer does to every frame, in a few words, for reports."""
@@ -453,4 +453,4 @@ class InputSizer:
             return "each frame's own size"
         if self.own_dataset:
             return "each frame's own size" if self.scale.scale == 1.0 else f"each frame x {self.scale.scale:g}"
-        return f"short side {min(self.scale.reference_size)} ({self.scale.why})"  # type: ignore[arg-type]
+        return f"short side {min(self.scale.reference_size)}: {self.scale.why}"  # type: ignore[arg-type]
