@@ -12,40 +12,34 @@ everywhere. Hence ONNX Runtime's ``quantize_static`` with:
   plus the activations that follow convolutions (ReLU, and ReLU6 exported as ``Clip``).
   Listing the activations matters: ONNX Runtime then gives a convolution's output the range
   *after* the activation (``adjust_tensor_ranges``). Without them the Q/DQ pair between a
-  convolution and its ReLU6 is scaled by the raw pre-activation range. On the bundled
-  EfficientNet-Lite0 FCN-8s (batch norm folded) that is +-23 for the median layer and +-242
-  for the stem, so the [0, 6] that survives the Clip gets 33 of the 127 positive levels, or 3:
-  CamVid val mean IU 61.8 instead of FP32's 70.8. With the activations listed: 70.1.
-  The folded pre-processing stays in float, so the input normalisation is exact. The
-  upsamplers, convolutions in their exported sub-pixel form, are quantised like the rest:
-  on CamVid val that costs nothing measurable (70.96 for u8s8, 71.08 for s8s8, FP32 70.81)
-  and keeps the u8s8 graph integer from end to end.
+  convolution and its ReLU6 is scaled by the raw pre-activation range, many times wider
+  than the [0, 6] that survives the Clip, which then gets a handful of levels: on the bundled
+  model that cost about ten points of CamVid mean IU. The folded pre-processing stays in
+  float, so the input normalisation is exact. The upsamplers, convolutions in their exported
+  sub-pixel form, are quantised like the rest: it costs nothing measurable and keeps the
+  u8s8 graph integer from end to end (README: accuracy per backend).
 
 Then :func:`correct_bias` (Nagel et al., "Data-Free Quantization Through Weight Equalization
 and Bias Correction", 2019) removes the mean shift that rounding the weights puts on every
 convolution output: ``bias -= (W_int8 * scale - W) @ E[x]``, with ``E[x]`` the per-channel
 mean of the convolution's input over the calibration frames. Depthwise convolutions (nine
-weights per channel) suffer most. The biases stay float, as TensorRT wants them. On CamVid
-the weight rounding alone cost 0.7 points of mean IU, 0.1 after the correction; the INT8
-graph scores 70.74 against FP32's 70.81 on val (32 calibration images from train).
+weights per channel) suffer most. The biases stay float, as TensorRT wants them; the
+correction recovers most of what the rounding of the weights cost.
 
 MinMax calibration is kept: once the activations above are quantised after the ReLU6, every
-activation range is bounded and Percentile (99.99, 99.999) or more calibration images
-(64, 100) changed CamVid val mean IU by under 0.05 points.
+activation range is bounded, and Percentile calibration or more calibration images changed
+CamVid val mean IU by a few hundredths of a point.
 
 Weights get 7 bits (ONNX Runtime's ``reduce_range``: int8 in [-64, 64]), for the CPUs. x86
 CPUs without VNNI (AVX2; AVX-512 before Cascade Lake) multiply uint8 activations by int8 weights
 with VPMADDUBSW, which adds two neighbouring products into a saturating int16: with 8-bit
 weights 255 * 127 + 255 * 127 overflows, with 7-bit ones it cannot (255 * 128 <= 32767).
 ONNX Runtime runs u8s8 convolutions so, and since 1.21 also the s8s8 ones (activations shifted
-to uint8, so every product is large). On an AVX2-only EPYC the 8-bit graphs of the bundled
-model agreed with FP32 on 92.1% (u8s8) and 84.2% (s8s8) of the pixels of 8 CamVid train
-frames, against 99.2% for the same graphs evaluated in float (no fused kernels), which is
-what VNNI CPUs and TensorRT compute. With 7-bit weights: 98.8% on every CPU. The half of
-the levels given up costs about 0.4 points of agreement where 8 bits do not saturate (keeping
-the depthwise convolutions at 8 bits won none of it back) and no CamVid val mean IU: 71.02
-(u8s8) and 71.06 (s8s8) against FP32's 70.81, 32 calibration frames; the 8-bit graphs scored
-71.18 and 55.10 on the AVX2 CPU, so the s8s8 default is the one that saturation wrecks. :func:`check_weight_range` keeps
+to uint8, so every product is large). On an AVX2-only CPU the 8-bit graphs of the bundled
+model disagreed with FP32 on far more pixels than the same graphs evaluated in float (no
+fused kernels, which is what VNNI CPUs and TensorRT compute), the s8s8 one worst; with 7-bit
+weights they agree as well on every CPU, at a small cost in agreement where 8 bits do not
+saturate and none in mean IU (README: accuracy per backend). :func:`check_weight_range` keeps
 the limit whatever the quantizer version does with ``reduce_range``.
 
 :func:`check_symmetric_int8` then checks every zero point of the result.
@@ -60,8 +54,8 @@ Two schemes, because the two kinds of INT8 hardware want different graphs:
   the same range as the Clip and ONNX Runtime drops the Clip; the symmetric int8 pair spans
   [-6, 6], cannot, and leaves a float Clip between a DequantizeLinear and a QuantizeLinear
   after every convolution. And ``QLinearConv`` needs the bias as int32 at scale
-  ``input_scale * weight_scale``; a float bias keeps the convolution in float. On the bundled
-  model at 480x360 on two cores: s8s8 18 ms, u8s8 7 ms, FP32 11 ms. TensorRT rejects
+  ``input_scale * weight_scale``; a float bias keeps the convolution in float (README: the
+  latency table has what each graph costs). TensorRT rejects
   zero points other than 0, so a u8s8 file is for ONNX Runtime on CPUs only; its metadata says
   so and the engine builder refuses it.
 """
@@ -77,6 +71,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from fcn_deploy.errors import first_line
 from fcn_deploy.runtime.metadata import INT8_SCHEMES, ModelMetadata
 
 from .onnx_passes import ExportError, attribute, consumers, producers
@@ -415,7 +410,7 @@ def quantize_int8(
         except ExportError:
             raise
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ExportError(f"INT8 quantisation failed: {type(exc).__name__}: {first}") from None
         quantized = onnx.load_model(dst)
     check_weight_range(quantized)

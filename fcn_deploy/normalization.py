@@ -1,13 +1,16 @@
-"""Input normalisation: what pixel values a model's weights expect.
+"""Input normalisation: what pixel values a model's weights expect, and the one numpy
+function that applies it.
 
-Kept free of torch and numpy so that the runtime (which never imports torch) and the
-ONNX metadata share one definition with training.
+Free of torch (numpy is imported by :func:`normalize_pixels` alone), so that the runtime
+(which never imports torch), the training data pipeline, the ONNX metadata and the exported
+graph's folded pre-processing (:class:`converters.deploy_graph.DeployGraph`) share one
+definition.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Tuple
+from typing import Any, Tuple
 
 
 @dataclass(frozen=True)
@@ -39,3 +42,23 @@ TORCHVISION_IMAGENET = Normalization(
 )
 # EfficientNet-Lite (TF release): (x - 127) / 128 on RGB.
 EFFICIENTNET_LITE = Normalization("RGB", (127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
+
+
+def normalize_pixels(pixels: Any, normalization: Normalization, pixel_order: str) -> Any:
+    """``... x H x W x 3`` pixels (0..255, channels in ``pixel_order``, "RGB" or "BGR") ->
+    normalised float32 ``... x 3 x H x W``.
+
+    Cast, reorder the channels to the network's order, subtract the mean, divide by the
+    standard deviation, move the channels first: the operations, in the order and precision,
+    of the pre-processing the exporter folds into a graph, so both give identical values.
+    """
+    import numpy as np
+
+    order, given = normalization.channel_order.upper(), pixel_order.upper()
+    if order not in ("RGB", "BGR") or given not in ("RGB", "BGR"):
+        raise ValueError(f"unknown channel order {normalization.channel_order!r} or {pixel_order!r}; expected RGB or BGR")
+    x = np.asarray(pixels).astype(np.float32)
+    if order != given:
+        x = x[..., ::-1]
+    x = (x - np.asarray(normalization.mean, dtype=np.float32)) / np.asarray(normalization.std, dtype=np.float32)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))

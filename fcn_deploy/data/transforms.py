@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import FcnDeployError
-from ..normalization import Normalization
+from ..normalization import Normalization, normalize_pixels
 
 Pair = Tuple[np.ndarray, np.ndarray]
 RngLike = Union[np.random.Generator, int, None]
@@ -38,16 +38,10 @@ def normalize(image: np.ndarray, normalization: Normalization) -> np.ndarray:
     """
     if image.ndim < 3 or image.shape[-1] != 3:
         raise FcnDeployError(f"normalize expects ... x H x W x 3 RGB pixels, got shape {image.shape}")
-    if normalization.channel_order == "RGB":
-        order = [0, 1, 2]
-    elif normalization.channel_order == "BGR":
-        order = [2, 1, 0]
-    else:
-        raise FcnDeployError(f"unknown channel order {normalization.channel_order!r}; expected RGB or BGR")
-    mean = np.asarray(normalization.mean, dtype=np.float32)
-    std = np.asarray(normalization.std, dtype=np.float32)
-    x = (image[..., order].astype(np.float32) - mean) / std
-    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+    try:
+        return normalize_pixels(image, normalization, "RGB")
+    except ValueError:
+        raise FcnDeployError(f"unknown channel order {normalization.channel_order!r}; expected RGB or BGR") from None
 
 
 def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:

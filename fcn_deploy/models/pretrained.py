@@ -23,7 +23,7 @@ from typing import Dict, Iterable, Mapping, Optional, Set, Tuple
 import torch
 import torch.nn as nn
 
-from ..errors import FcnDeployError
+from ..errors import FcnDeployError, first_line
 from ..normalization import Normalization
 
 CHECKPOINT_FORMAT = "fcn-deploy-checkpoint"
@@ -79,7 +79,7 @@ def read_weight_file(path: str) -> Dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise PretrainedError(f"cannot read weight file {path}: {str(exc).splitlines()[0]}") from None
+        raise PretrainedError(f"cannot read weight file {path}: {first_line(exc)}") from None
 
 
 def _download(url: str, timeout_s: float = 15.0) -> Dict:
@@ -90,7 +90,7 @@ def _download(url: str, timeout_s: float = 15.0) -> Dict:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
     except Exception as exc:
         raise PretrainedError(
-            f"cannot download {url} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"cannot download {url} ({type(exc).__name__}: {first_line(exc)}); "
             "download it on a machine with network access and pass its path instead"
         ) from None
     finally:

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from ..errors import FcnDeployError
+from ..errors import FcnDeployError, first_line
 from ..fileio import atomic_write
 from ..models.pretrained import CHECKPOINT_FORMAT
 from ..normalization import Normalization
@@ -102,7 +102,7 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a fcn-deploy checkpoint (no format={CHECKPOINT_FORMAT!r})")

@@ -26,7 +26,7 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 
 from ...errors import FcnDeployError
-from ...normalization import Normalization
+from ...normalization import Normalization, normalize_pixels
 from ..metadata import ModelMetadata
 
 Dim = Union[int, str, None]
@@ -111,16 +111,10 @@ def normalize_frames(frames: np.ndarray, normalization: Normalization) -> np.nda
     exporter folds into a graph: cast, reorder channels, subtract the mean, divide by the
     standard deviation, transpose.
     """
-    order = normalization.channel_order.upper()
-    if order not in ("BGR", "RGB"):
-        raise BackendError(f"unknown channel order {normalization.channel_order!r} in the model's normalisation")
-    x = frames.astype(np.float32)
-    if order == "RGB":
-        x = x[..., ::-1]
-    mean = np.asarray(normalization.mean, dtype=np.float32)
-    std = np.asarray(normalization.std, dtype=np.float32)
-    x = (x - mean) / std
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    try:
+        return normalize_pixels(frames, normalization, "BGR")
+    except ValueError:
+        raise BackendError(f"unknown channel order {normalization.channel_order!r} in the model's normalisation") from None
 
 
 class Backend(abc.ABC):
