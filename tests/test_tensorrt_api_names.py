@@ -860,3 +860,34 @@ def test_open_backend_dispatches_engines_here(tmp_path):
     if not compat.tensorrt_available():
         with pytest.raises(compat.TensorRTError, match="TensorRT's Python package .* is not installed"):
             open_backend(backend.path, device="cuda")
+
+
+def test_close_waits_for_the_frame_in_flight(tmp_path):
+    """close() takes the lock a running frame holds, so buffers are never freed under
+    execute_async_v3 on another thread."""
+    import threading
+
+    backend, *_ = build_and_open(tmp_path, "10.3.0")
+    backend._lock.acquire()  # as the inference thread holds it while a frame runs
+    closer = threading.Thread(target=backend.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive() and backend.slots  # still waiting, nothing freed
+    backend._lock.release()
+    closer.join(5)
+    assert not closer.is_alive() and not backend.slots
+
+
+def test_an_engine_built_for_two_contexts_keeps_two_frames_in_flight(tmp_path):
+    device = FakeDevice()
+    trt, _ = fake("10.3.0", device)
+    onnx_path = exported_onnx(tmp_path / "m.onnx", precision="fp16")
+    result = tb.ensure_engine(onnx_path, options=tb.BuildOptions(contexts=2), trt=trt, cuda=device)
+    with trt_backend.TensorRTBackend(result.engine_path, "cuda", trt=trt, cuda=device) as backend:
+        assert backend.contexts == 2 and backend.in_flight == 2
+
+
+def test_build_names_its_gpu(tmp_path):
+    trt, _ = fake("10.3.0")
+    with pytest.raises(compat.TensorRTError, match="not on device 'cpu'"):
+        tb.ensure_engine(exported_onnx(tmp_path / "m.onnx", precision="fp16"), device="cpu", trt=trt)
