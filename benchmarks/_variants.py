@@ -27,6 +27,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.fileio import user_cache_root
 from fcn_deploy.runtime.model_files import MODEL_SUFFIXES, RUNTIME_KINDS, read_metadata
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,8 @@ RANDOM_INIT_SEED = 0
 
 
 def default_workdir() -> str:
-    """Where exported variants are cached: ``$FCN_DEPLOY_CACHE`` or ``~/.cache/fcn-deploy``."""
-    base = os.environ.get("FCN_DEPLOY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fcn-deploy"
-    )
-    return os.path.join(base, "benchmarks")
+    """Where exported variants are cached: ``benchmarks/`` in :func:`fcn_deploy.fileio.user_cache_root`."""
+    return os.path.join(user_cache_root(), "benchmarks")
 
 
 @dataclass

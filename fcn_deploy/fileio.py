@@ -49,3 +49,12 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def user_cache_root() -> str:
+    """fcn-deploy's folder in the user's cache: ``$FCN_DEPLOY_CACHE``, else
+    ``$XDG_CACHE_HOME/fcn-deploy``, else ``~/.cache/fcn-deploy`` (engine caches, benchmark
+    exports)."""
+    return os.environ.get("FCN_DEPLOY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fcn-deploy"
+    )

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ...errors import first_line
-from ...fileio import sha256_file
+from ...fileio import sha256_file, user_cache_root
 from ..metadata import (
     LAYOUT_NORMALIZED,
     LAYOUT_RAW_BGR,
@@ -162,14 +162,6 @@ def tensorrt_options(
 
 
 ENGINE_CACHE_SUFFIX = ".trt-cache"
-
-
-def user_cache_root() -> str:
-    """fcn-deploy's folder in the user's cache: ``$FCN_DEPLOY_CACHE``, else
-    ``$XDG_CACHE_HOME/fcn-deploy``, else ``~/.cache/fcn-deploy``."""
-    return os.environ.get("FCN_DEPLOY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fcn-deploy"
-    )
 
 
 def _usable_folder(folder: str) -> bool:
