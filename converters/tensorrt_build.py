@@ -131,6 +131,7 @@ class OnnxFacts:
     metadata: ModelMetadata
     inputs: List[Tuple[str, Tuple[Dim, ...]]]
     node_labels: List[str]  # "name (OpType)" by node index, for TensorRT 8.x parser errors
+    model: Any = None  # the loaded onnx.ModelProto, so the conformance check does not read the file again
 
 
 def read_onnx(path: str) -> OnnxFacts:
@@ -163,7 +164,7 @@ def read_onnx(path: str) -> OnnxFacts:
         )
         inputs.append((value.name, dims))
     labels = [f"{node.name or '#' + str(i)} ({node.op_type})" for i, node in enumerate(model.graph.node)]
-    return OnnxFacts(os.fspath(path), sha256_file(path), metadata, inputs, labels)
+    return OnnxFacts(os.fspath(path), sha256_file(path), metadata, inputs, labels, model)
 
 
 def require_tensorrt_int8_scheme(metadata: ModelMetadata, where: str) -> None:
@@ -438,7 +439,7 @@ def ensure_engine(
     plan = plan_build(version_tuple(trt), facts.metadata.precision, options, profile, onnx_path)
     # What this release's parser would refuse is our one line, before TensorRT's stack;
     # with --dla, the layers that fall back to the GPU are said here too.
-    report = require_tensorrt_conformance(onnx_path, (release_for_version(plan.version),),
+    report = require_tensorrt_conformance(facts.model, (release_for_version(plan.version),),
                                           dla=options.dla_core is not None, profile=profile, label=onnx_path)
     for note in report.notes:
         log.info("%s", note.line(onnx_path))
