@@ -88,6 +88,8 @@ class BuildOptions:
     on one. ``shapes``: ``--shapes`` values (:mod:`converters.tensorrt_shapes`).
     ``contexts``: how many copies of the optimisation profile to build, one per execution
     context that may run at the same time (the runtime's overlap of two frames needs 2).
+    ``max_batch``: the largest batch of the default profile (``fcn-deploy run`` with N
+    streams batches N frames); ``shapes`` overrides it.
     """
 
     precision: Optional[str] = None
@@ -98,6 +100,7 @@ class BuildOptions:
     timing_cache: Optional[str] = None
     version_compatible: bool = False
     contexts: int = 1
+    max_batch: int = 1
 
     def validate(self) -> None:
         if self.precision not in (None, "fp16", "int8"):
@@ -110,6 +113,10 @@ class BuildOptions:
             raise EngineBuildError(f"--dla must be a DLA core index (0 or 1), not {self.dla_core}")
         if self.contexts < 1:
             raise EngineBuildError(f"--contexts must be at least 1, not {self.contexts}")
+        if self.max_batch < 1:
+            raise EngineBuildError(f"--max-batch must be at least 1, not {self.max_batch}")
+        if self.max_batch > 1 and self.shapes:
+            raise EngineBuildError("--max-batch sets the default profile's batch; with --shapes give the batch there")
 
     def cache_options(self) -> Dict[str, Any]:
         """The options an engine depends on (the timing cache only changes build time)."""
@@ -432,7 +439,7 @@ def ensure_engine(
     if not os.path.isfile(onnx_path):
         raise EngineBuildError(f"ONNX file not found: {onnx_path}")
     facts = read_onnx(onnx_path)
-    profile = resolve_profile(facts.inputs, facts.metadata, options.shapes)
+    profile = resolve_profile(facts.inputs, facts.metadata, options.shapes, options.max_batch)
     if options.dla_core is not None:
         profile = static_profile_for_dla(profile, bool(options.shapes))
     trt = trt if trt is not None else import_tensorrt()

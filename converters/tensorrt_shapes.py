@@ -105,11 +105,12 @@ def typical_size(metadata: Optional[ModelMetadata]) -> Tuple[int, int]:
     return DEFAULT_OPT_HW
 
 
-def default_profile(dims: Sequence[Dim], metadata: Optional[ModelMetadata]) -> Dict[str, Shape]:
+def default_profile(dims: Sequence[Dim], metadata: Optional[ModelMetadata], max_batch: int = 1) -> Dict[str, Shape]:
     """min/opt/max for one input of declared ``dims`` (``None`` for dynamic).
 
-    Fixed dimensions stay as declared. A dynamic batch is 1 (video runs frame by frame;
-    ask for more with ``--shapes``). Dynamic H and W (placed by the metadata's input layout)
+    Fixed dimensions stay as declared. A dynamic batch is 1 to ``max_batch``, optimised for
+    ``max_batch`` (one camera runs frame by frame; N cameras batched by the runtime run N at
+    a time: ``fcn-deploy build --max-batch N``). Dynamic H and W (placed by the metadata's input layout)
     cover what the runtime's input-size rule gives for common cameras and the model's
     typical size (:func:`fcn_deploy.runtime.input_size.default_profile`), so the runtime
     never has to ask the engine for a size outside it.
@@ -125,7 +126,7 @@ def default_profile(dims: Sequence[Dim], metadata: Optional[ModelMetadata]) -> D
         elif axis in per_axis:
             lo, mid, hi = (getattr(spatial, key)[per_axis[axis]] for key in KEYS)
         elif axis == 0:
-            lo = mid = hi = 1
+            lo, mid, hi = 1, max_batch, max_batch
         else:
             raise ShapeError(
                 f"cannot choose a default size for dynamic axis {axis} of an input {_dims_text(dims)}; give --shapes"
@@ -143,10 +144,14 @@ def resolve_profile(
     inputs: Sequence[Tuple[str, Sequence[Dim]]],
     metadata: Optional[ModelMetadata],
     shapes_args: Sequence[str] = (),
+    max_batch: int = 1,
 ) -> Dict[str, Dict[str, List[int]]]:
     """One optimisation profile: ``{input name: {"min": [...], "opt": [...], "max": [...]}}``
     for every dynamic input among ``inputs`` (name, declared dims), from ``--shapes`` where
-    given, else from the defaults. Checks rank and fixed dimensions against the graph."""
+    given, else from the defaults (batch up to ``max_batch``). Checks rank and fixed
+    dimensions against the graph."""
+    if max_batch < 1:
+        raise ShapeError(f"--max-batch must be at least 1, not {max_batch}")
     dynamic = [(name, list(dims)) for name, dims in inputs if any(d is None for d in dims)]
     names = [name for name, _ in inputs]
     given: Dict[str, Dict[str, Shape]] = {}
@@ -168,7 +173,7 @@ def resolve_profile(
     for name, dims in inputs:
         if name not in given and all(d is not None for d in dims):
             continue
-        shapes = given.get(name) or default_profile(dims, metadata)
+        shapes = given.get(name) or default_profile(dims, metadata, max_batch)
         for key in KEYS:
             shape = shapes[key]
             if len(shape) != len(dims):

@@ -49,6 +49,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--contexts", type=int, default=1, metavar="N",
         help="optimisation profiles for N concurrent execution contexts (2 lets the runtime overlap frames)",
     )
+    parser.add_argument(
+        "--max-batch", type=int, default=1, metavar="N",
+        help="largest batch of the default profile: the number of streams `fcn-deploy run` batches (default 1)",
+    )
     parser.add_argument("--device", default="cuda", metavar="cuda[:N]", help="the GPU to build for (default cuda, GPU 0)")
     parser.add_argument("-o", "--output", metavar="ENGINE", help="engine file (default: the ONNX's name with .engine)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the engine is up to date; overwrite any file")
@@ -71,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         timing_cache=args.timing_cache,
         version_compatible=args.version_compatible,
         contexts=args.contexts,
+        max_batch=args.max_batch,
     )
     result = ensure_engine(args.onnx, args.output, options, force=args.force, device=args.device)
     side = result.sidecar

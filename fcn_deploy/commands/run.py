@@ -6,6 +6,7 @@ writes ``./fcn-deploy-out/camvid_clip_overlay.mp4``: the README's first command.
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
 OUT_DIR = "fcn-deploy-out"
 
@@ -25,7 +26,9 @@ def add_parser(subparsers) -> None:
         "examples:\n"
         "  fcn-deploy run --camera 0 --output display://0\n"
         "  fcn-deploy run --source csi://0 --width 1280 --height 720 --output http://0.0.0.0:8554\n"
-        "  fcn-deploy run --source images/ --labels-dir labels/ --output none   # batch prediction",
+        "  fcn-deploy run --source images/ --labels-dir labels/ --output none   # batch prediction\n"
+        "  fcn-deploy run --source front=rtsp://cam1/live --source rear=rtsp://cam2/live \\\n"
+        "      --output 'out_{stream}.mp4' --output http://0.0.0.0:8554   # several streams, batched",
     )
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="camvid", metavar="M",
@@ -40,9 +43,14 @@ def add_parser(subparsers) -> None:
                        "the model was trained at; labels always come back at the frame's size)")
 
     source = parser.add_argument_group("input")
-    which = source.add_mutually_exclusive_group()
-    which.add_argument("--source", default=None, metavar="URI", help="what to read (see below; default: the demo clip)")
-    which.add_argument("--camera", type=int, default=None, metavar="N", help="camera index N (same as --source N)")
+    source.add_argument("--source", dest="sources", action="append", default=None, metavar="[NAME=]URI",
+                        help="what to read (see below; default: the demo clip); repeat for several streams, "
+                        "batched into one inference call; NAME names the stream (default: its index from 0)")
+    source.add_argument("--camera", dest="sources", action="append", type=camera_source, metavar="N",
+                        help="camera index N (same as --source N); repeatable")
+    source.add_argument("--batch-timeout", type=float, default=DEFAULT_BATCH_TIMEOUT_MS, metavar="MS",
+                        help="with several streams, how long a batch waits for streams that have no frame yet "
+                        f"(default {DEFAULT_BATCH_TIMEOUT_MS:g})")
     source.add_argument("--loop", action="store_true", help="play a file or folder again when it ends")
     source.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     source.add_argument("--width", type=int, default=None, help="camera capture width (csi:// default 1280)")
@@ -55,9 +63,13 @@ def add_parser(subparsers) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--output", action="append", default=None, metavar="URI",
                         help="where to send the rendered frames; repeat for several (default: a video "
-                        f"in ./{OUT_DIR}/, or none when --labels-dir is given)")
+                        f"in ./{OUT_DIR}/, or none when --labels-dir is given). With several streams "
+                        "'{stream}' in a file or folder name makes one per stream (out_{stream}.mp4); "
+                        "http://HOST:PORT serves each stream at /NAME and a mosaic at /; any other "
+                        "output gets the mosaic")
     output.add_argument("--labels-dir", default=None, metavar="DIR",
-                        help="also write a single-channel PNG of class indices per frame, named after the source image")
+                        help="also write a single-channel PNG of class indices per frame, named after the source "
+                        "image (with several streams, in DIR/NAME/)")
     output.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
 
     look = parser.add_argument_group("visualisation")
@@ -72,6 +84,17 @@ def add_parser(subparsers) -> None:
     look.add_argument("--no-hud", action="store_true", help="hide the FPS and latency display")
     parser.add_argument("--queue-size", type=int, default=2, metavar="N", help="frames buffered between stages (default 2)")
     parser.set_defaults(func=run)
+
+
+DEFAULT_BATCH_TIMEOUT_MS = 20.0  # fcn_deploy.runtime.pipeline's; here so that --help imports nothing
+STREAM_FIELD = "{stream}"
+
+
+def camera_source(text: str) -> str:
+    """``--camera N``: the camera's source URI (checked here so that a bad N is a usage error)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"camera index must be a number, not {text!r}")
+    return str(int(text))
 
 
 def split_list(text):
@@ -99,17 +122,22 @@ def source_stem(uri: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem or path.name) or "output"
 
 
-def default_output(stem: str, mode: str):
-    """``./fcn-deploy-out/STEM_MODE.mp4``, numbered so that no earlier result is overwritten."""
+def default_output(stem: str, mode: str, streams: Sequence[str] = ()):
+    """``./fcn-deploy-out/STEM_MODE.mp4``, numbered so that no earlier result is overwritten.
+
+    With ``streams`` (names), ``STEM`` holds ``{stream}`` and the number is the first for
+    which no stream's file exists yet.
+    """
     from pathlib import Path
 
-    base = Path(OUT_DIR) / f"{stem}_{mode.replace('-', '')}"
-    path = base.with_suffix(".mp4")
-    number = 2
-    while path.exists():
-        path = Path(f"{base}_{number}.mp4")
+    base = f"{OUT_DIR}/{stem}_{mode.replace('-', '')}"
+    names = list(streams) or [""]
+    number = 1
+    while True:
+        candidate = f"{base}.mp4" if number == 1 else f"{base}_{number}.mp4"
+        if not any(Path(candidate.replace("{stream}", name)).exists() for name in names):
+            return candidate if streams else Path(candidate)
         number += 1
-    return path
 
 
 def refuse_source_as_output(uri: str, outputs, labels_dir) -> None:
@@ -145,9 +173,10 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.model_files import ONNX, default_device, model_kind, resolve_model_file
     from ..runtime.backends import open_backend
     from ..runtime.input_size import InputSizer, parse_input_size
-    from ..runtime.pipeline import Pipeline
-    from ..runtime.sinks import LabelSink, VideoFileSink, open_sink
-    from ..runtime.sources import CameraOptions, camera_uri, open_source
+    from ..runtime.pipeline import MultiStreamPipeline
+    from ..runtime.sinks import VideoFileSink
+    from ..runtime.sources import CameraOptions
+    from ..runtime.streams import StreamSpec, close_streams, open_streams, stream_specs
     from ..runtime.visualize import VisualOptions, Visualizer
 
     log = logging.getLogger("fcn_deploy.run")
@@ -155,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"--max-frames must be at least 1, not {args.max_frames}")
     if args.queue_size < 1:
         raise FcnDeployError(f"--queue-size must be at least 1, not {args.queue_size}")
+    if args.batch_timeout < 0:
+        raise FcnDeployError(f"--batch-timeout must be 0 or more milliseconds, not {args.batch_timeout:g}")
     input_size = parse_input_size(args.input_size, "--input-size")
     options = VisualOptions(
         mode=args.mode, alpha=args.alpha, upscale=args.upscale, legend=not args.no_legend, hud=not args.no_hud,
@@ -166,65 +197,70 @@ def run(args: argparse.Namespace) -> int:
     if args.threads and kind != ONNX:
         raise FcnDeployError(f"--threads sets ONNX Runtime's CPU threads; {model_path} is a TensorRT engine (leave it out)")
     device = args.device or default_device(kind)
-    if args.camera is not None:
-        uri = camera_uri(args.camera)
-    elif args.source is not None:
-        uri = args.source
-    else:
-        uri = str(demo_clip())
+    specs = stream_specs(args.sources) if args.sources else [StreamSpec("0", str(demo_clip()))]
+    many = len(specs) > 1
 
     outputs = args.output
     if outputs is None:
-        outputs = ["none"] if args.labels_dir else [str(default_output(source_stem(uri), args.mode))]
-
-    refuse_source_as_output(uri, outputs, args.labels_dir)
-    camera = CameraOptions(args.width, args.height, args.framerate, args.flip_method)
-    source = open_source(uri, loop=args.loop, camera=camera)
-    sinks, label_sink, backend = [], None, None
-    handed_over = False  # once the pipeline runs, it closes the sinks however it ends
-    try:
-        for output in outputs:
-            sinks.append(open_sink(output, fps=source.fps, overwrite=args.overwrite))
         if args.labels_dir:
-            label_sink = LabelSink(args.labels_dir, overwrite=args.overwrite)
+            outputs = ["none"]
+        elif many:
+            outputs = [default_output("{stream}", args.mode, [s.name for s in specs])]
+        else:
+            outputs = [str(default_output(source_stem(specs[0].uri), args.mode))]
+    for spec in specs:
+        targets = [o.replace("{stream}", spec.name) for o in outputs]
+        refuse_source_as_output(spec.uri, targets, args.labels_dir)
+
+    camera = CameraOptions(args.width, args.height, args.framerate, args.flip_method)
+    streams, mosaic_sinks = open_streams(specs, outputs, args.labels_dir, overwrite=args.overwrite, loop=args.loop,
+                                         camera=camera)
+    backend = None
+    try:
         backend_options = {"threads": args.threads} if args.threads else {}
         if kind == ONNX:
             backend_options["spinning"] = False  # spinning ORT threads starve capture and rendering
         backend = open_backend(model_path, device, **backend_options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, options)
-
-        log.info("%s on %s (%s) -> %s", meta.model_name, source.description, device,
-                 ", ".join([s.description for s in sinks] + ([label_sink.description] if label_sink else [])))
-        for sink in sinks:
-            if hasattr(sink, "url"):
-                log.info("watch the stream at %s", sink.url)
         sizer = InputSizer.for_backend(backend, input_size)
-        if getattr(source, "size", None):  # said once, at start: the size frames go in at, and why
-            width, height = source.size
+        for stream in streams:
+            outs = [s.description for s in stream.sinks] + ([stream.label_sink.description] if stream.label_sink else [])
+            log.info("%s%s on %s (%s) -> %s", f"stream {stream.name}: " if many else "", meta.model_name,
+                     stream.source.description, device, ", ".join(outs) or "mosaic only")
+        if mosaic_sinks:
+            log.info("mosaic of %d streams -> %s", len(streams), ", ".join(s.description for s in mosaic_sinks))
+        for sink in mosaic_sinks + ([] if many else list(streams[0].sinks)):
+            if hasattr(sink, "url"):
+                log.info("watch the stream%s at %s", "s" if many else "", sink.url)
+        if not many and getattr(streams[0].source, "size", None):
+            width, height = streams[0].source.size  # said once, at start: the size frames go in at, and why
             sizer.size_for((height, width))
-        pipeline = Pipeline(source, backend, visualizer, sinks, label_sink, input_size=sizer,
-                            max_frames=args.max_frames, queue_size=args.queue_size)
-        handed_over = True
+        pipeline = MultiStreamPipeline(streams, backend, visualizer, mosaic_sinks, input_size=sizer,
+                                       batch_timeout_ms=args.batch_timeout, max_frames=args.max_frames,
+                                       queue_size=args.queue_size)
         report = pipeline.run()
-    except BaseException:
-        if not handed_over:
-            for sink in sinks:
-                sink.close()
-            if label_sink is not None:
-                label_sink.close()
-        raise
     finally:
-        source.close()
+        close_streams(streams, mosaic_sinks)  # a second close of what the pipeline closed is harmless
         if backend is not None:
             backend.close()
 
     print(report.format())
-    for sink in sinks:
+    for stream in streams:
+        for sink in list(stream.sinks):
+            if isinstance(sink, VideoFileSink) and sink.frames:
+                print(f"wrote {sink.path} ({sink.frames} frames at {sink.fps:g} fps)")
+        if stream.label_sink is not None:
+            print(f"wrote {stream.label_sink.frames} label PNGs to {stream.label_sink.folder}")
+    for sink in mosaic_sinks:
         if isinstance(sink, VideoFileSink) and sink.frames:
-            print(f"wrote {sink.path} ({sink.frames} frames at {sink.fps:g} fps)")
-    if label_sink is not None:
-        print(f"wrote {label_sink.frames} label PNGs to {label_sink.folder}")
+            print(f"wrote {sink.path} (mosaic, {sink.frames} frames at {sink.fps:g} fps)")
+    if pipeline.stream_errors:
+        if not many:
+            raise next(iter(pipeline.stream_errors.values()))
+        failed = report.failed
+        raise FcnDeployError(f"{len(failed)} of {len(streams)} streams failed: "
+                             + "; ".join(f"{s.name}: {s.error}" for s in failed))
     if report.frames_rendered == 0:
-        raise FcnDeployError(f"no frame was processed from {source.description}")
+        raise FcnDeployError("no frame was processed from " + ", ".join(s.source.description for s in streams))
     return 0

@@ -347,6 +347,25 @@ def backend_profile(backend: Any) -> Optional[Profile]:
     return profile_from_shapes(per_input, layout)
 
 
+def backend_batch_limit(backend: Any) -> Optional[int]:
+    """The most frames ``backend`` takes in one call, or ``None`` when there is no limit: a
+    fixed batch dimension, the batch of ONNX Runtime's TensorRT provider's ``profile_shapes``,
+    or the largest batch every optimisation profile of a TensorRT engine accepts."""
+    spec = getattr(backend, "input_spec", None)
+    shape = getattr(spec, "shape", ())
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return int(shape[0])
+    given = getattr(backend, "profile_shapes", None)
+    if isinstance(given, Mapping) and "max" in given:
+        return int(given["max"][0])
+    sidecar = getattr(backend, "sidecar", None)
+    profiles = getattr(sidecar, "profiles", None) or []
+    name = getattr(spec, "name", None)
+    limits = [int((p[name] if name in p else next(iter(p.values())))["max"][0])
+              for p in profiles if isinstance(p, Mapping) and p]
+    return min(limits) if limits else None
+
+
 # -- what the runtime calls --------------------------------------------------------------------
 def parse_input_size(text: Optional[str], option: str = "--input-size") -> InputSizeSpec:
     """``None``/``""``/``"auto"`` -> ``None`` (the rule); ``"native"``; ``"HxW"`` -> ``(H, W)``."""
@@ -410,13 +429,18 @@ class InputSizer:
             return scaled_size(frame, self.scale.scale)
         return rule_size(frame, self.scale.reference_size)  # type: ignore[arg-type]
 
+    def fitted(self, frame: Size) -> Size:
+        """What :meth:`size_for` gives a frame of (H, W) ``frame``, without saying it."""
+        wanted = self._wanted((int(frame[0]), int(frame[1])))
+        return self.profile.fit(wanted) if self.profile is not None else wanted
+
     def size_for(self, frame: Size) -> Size:
         """The (H, W) to feed a frame of (H, W) ``frame`` at; never outside the profile."""
         key = (int(frame[0]), int(frame[1]))
         size = self._sizes.get(key)
         if size is None:
             wanted = self._wanted(key)
-            size = self.profile.fit(wanted) if self.profile is not None else wanted
+            size = self.fitted(key)
             self._sizes[key] = size
             if self.announce:
                 level = logging.WARNING if size != wanted else logging.INFO
@@ -454,3 +478,32 @@ class InputSizer:
         if self.own_dataset:
             return "each frame's own size" if self.scale.scale == 1.0 else f"each frame x {self.scale.scale:g}"
         return f"short side {min(self.scale.reference_size)}: {self.scale.why}"  # type: ignore[arg-type]
+
+
+def shared_input_size(sizer: "InputSizer", frames: Sequence[Size]) -> Size:
+    """One input size for frames of several streams that go into the network in one batch.
+
+    A batch is one tensor, so its frames share a size. When the rule (or ``--input-size``)
+    gives every stream's frame size the same input size, that is it: same-size cameras keep
+    their aspect ratio. Otherwise streams of different sizes meet at the engine profile's
+    ``opt`` size, else at the model's reference size (where its objects have the training
+    scale), else at the largest frame; each stream's labels are scaled back to its own size.
+    ``native`` cannot batch frames of different sizes and says so.
+    """
+    wanted = sorted({sizer.fitted(frame) for frame in frames})
+    if len(wanted) == 1:
+        return sizer.size_for(frames[0])  # said once, as for one stream
+    shapes = ", ".join(frame_text(f) for f in sorted(set(frames)))
+    if sizer.spec == NATIVE:
+        raise FcnDeployError(
+            f"--input-size native cannot batch streams of different sizes ({shapes}); give --input-size HxW"
+        )
+    if sizer.profile is not None:
+        size, why = sizer.profile.opt, "the engine profile's opt size"
+    elif sizer.scale.reference_size is not None:
+        size, why = tuple(sizer.scale.reference_size), sizer.scale.why
+    else:
+        size, why = max(wanted, key=lambda s: s[0] * s[1]), "the largest frame"
+    log.info("streams of sizes %s batched at input %s (HxW): %s; --input-size HxW sets another",
+             shapes, size_text(size), why)
+    return int(size[0]), int(size[1])

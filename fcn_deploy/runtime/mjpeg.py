@@ -6,13 +6,15 @@ published simply skip to the newest frame; the publisher never waits for a clien
 encoding is done by the caller only while someone is watching (:attr:`MjpegServer.clients`).
 
 ``GET /`` and ``GET /stream.mjpg`` serve the stream; ``GET /index.html`` a page that embeds it.
+With several streams, each is a *channel*: ``GET /NAME`` serves stream ``NAME``, ``/`` the
+mosaic of all of them, and ``/index.html`` links every channel.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import FcnDeployError
 
@@ -33,10 +35,10 @@ class MjpegServer:
 
     def __init__(self, host: str = "0.0.0.0", port: int = 8554):
         self._condition = threading.Condition()
-        self._jpeg: Optional[bytes] = None
-        self._sequence = 0
+        # channel -> (newest JPEG, its sequence number); "" is the main stream (or the mosaic)
+        self._frames: Dict[str, Tuple[Optional[bytes], int]] = {"": (None, 0)}
         self._closed = False
-        self.clients = 0
+        self._clients: Dict[str, int] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,15 +47,18 @@ class MjpegServer:
 
             def do_GET(self):
                 path = self.path.split("?", 1)[0]
+                channel = path.strip("/")
                 if path in ("/index.html", "/view"):
-                    body = PAGE.encode()
+                    body = server._page().encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html; charset=utf-8")
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
                 elif path in ("/", "/stream.mjpg", "/stream"):
-                    server._stream(self)
+                    server._stream(self, "")
+                elif channel in server.channels:
+                    server._stream(self, channel)
                 else:
                     self.send_error(404, "try / or /index.html")
 
@@ -71,14 +76,39 @@ class MjpegServer:
         host, port = self._httpd.server_address[:2]
         return host, port
 
-    def publish(self, jpeg: bytes) -> None:
-        """Make ``jpeg`` the frame every client gets next."""
+    @property
+    def channels(self) -> List[str]:
+        return list(self._frames)
+
+    def add_channel(self, name: str) -> None:
+        """Serve a stream at ``/name`` too (before or while running)."""
+        if not name or "/" in name or name in ("index.html", "view", "stream", "stream.mjpg"):
+            raise FcnDeployError(f"cannot serve a stream named {name!r} over HTTP")
         with self._condition:
-            self._jpeg = jpeg
-            self._sequence += 1
+            self._frames.setdefault(name, (None, 0))
+
+    def clients_of(self, channel: str = "") -> int:
+        """How many viewers ``channel`` has now: nobody watching means no JPEG to encode."""
+        return self._clients.get(channel, 0)
+
+    @property
+    def clients(self) -> int:
+        return self.clients_of("")
+
+    def publish(self, jpeg: bytes, channel: str = "") -> None:
+        """Make ``jpeg`` the frame every client of ``channel`` gets next."""
+        with self._condition:
+            self._frames[channel] = (jpeg, self._frames.get(channel, (None, 0))[1] + 1)
             self._condition.notify_all()
 
-    def _stream(self, handler: BaseHTTPRequestHandler) -> None:
+    def _page(self) -> str:
+        named = [c for c in self._frames if c]
+        if not named:
+            return PAGE
+        links = " ".join(f"<a style='color:#ccc' href='/{c}'>{c}</a>" for c in named)
+        return PAGE.replace("<img", f"<div style='padding:4px;font:14px sans-serif'>{links}</div><img")
+
+    def _stream(self, handler: BaseHTTPRequestHandler, channel: str) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         handler.send_header("Cache-Control", "no-cache, no-store")
@@ -86,17 +116,17 @@ class MjpegServer:
         handler.send_header("Connection", "close")
         handler.end_headers()
         with self._condition:
-            self.clients += 1
+            self._clients[channel] = self._clients.get(channel, 0) + 1
         seen = 0
         try:
             while True:
                 with self._condition:
-                    self._condition.wait_for(lambda: self._closed or self._sequence != seen, timeout=1.0)
+                    self._condition.wait_for(lambda: self._closed or self._frames[channel][1] != seen, timeout=1.0)
                     if self._closed:
                         return
-                    if self._sequence == seen:
+                    if self._frames[channel][1] == seen:
                         continue
-                    jpeg, seen = self._jpeg, self._sequence
+                    jpeg, seen = self._frames[channel]
                 handler.wfile.write(
                     f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
                 )
@@ -107,7 +137,7 @@ class MjpegServer:
             pass  # the viewer went away
         finally:
             with self._condition:
-                self.clients -= 1
+                self._clients[channel] -= 1
 
     def close(self) -> None:
         with self._condition:

@@ -182,7 +182,11 @@ class LabelSink:
 
 
 class MjpegSink(Sink):
-    """http://HOST:PORT: the rendered frames as an MJPEG stream (see :mod:`.mjpeg`)."""
+    """http://HOST:PORT: the rendered frames as an MJPEG stream (see :mod:`.mjpeg`).
+
+    :meth:`channel` makes a sink for another stream on the same server (``/NAME``); the
+    sink that opened the server closes it.
+    """
 
     def __init__(self, host: str, port: int, quality: int = 80):
         try:
@@ -190,23 +194,35 @@ class MjpegSink(Sink):
         except FcnDeployError as exc:
             raise SinkError(str(exc)) from None
         self.quality = quality
+        self.name = ""
+        self._owner = True
         bound_host, bound_port = self.server.address
+        self._host = host
         self.description = f"MJPEG stream http://{host}:{bound_port}/"
+
+    def channel(self, name: str) -> "MjpegSink":
+        """A sink that serves stream ``name`` at ``/name`` on this sink's server."""
+        self.server.add_channel(name)
+        sink = MjpegSink.__new__(MjpegSink)
+        sink.server, sink.quality, sink.name, sink._owner, sink._host = self.server, self.quality, name, False, self._host
+        sink.description = f"MJPEG stream http://{self._host}:{self.server.address[1]}/{name}"
+        return sink
 
     @property
     def url(self) -> str:
         host, port = self.server.address
-        return f"http://{host}:{port}/"
+        return f"http://{host}:{port}/{self.name}"
 
     def write(self, image: np.ndarray, frame: Frame) -> None:
-        if self.server.clients == 0:
+        if self.server.clients_of(self.name) == 0:
             return  # nobody watching: skip the JPEG encoding
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if ok:
-            self.server.publish(jpeg.tobytes())
+            self.server.publish(jpeg.tobytes(), self.name)
 
     def close(self) -> None:
-        self.server.close()
+        if self._owner:
+            self.server.close()
 
 
 def display_problem() -> Optional[str]:

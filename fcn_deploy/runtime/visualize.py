@@ -16,6 +16,7 @@ never interpolated, which would invent classes between two indices).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -31,11 +32,13 @@ RGB = Tuple[int, int, int]
 
 @dataclass
 class HudStats:
-    """What the heads-up display shows: end-to-end FPS and latencies in milliseconds."""
+    """What the heads-up display shows: end-to-end FPS and latencies in milliseconds, after
+    the stream's name when several streams run."""
 
     fps: float = 0.0
     latency_ms: float = 0.0
     inference_ms: float = 0.0
+    title: str = ""
 
 
 @dataclass
@@ -199,6 +202,8 @@ class Visualizer:
     def draw_hud(self, image: np.ndarray, stats: HudStats) -> None:
         """FPS and latencies in the bottom-left corner (in place)."""
         text = f"{stats.fps:5.1f} FPS  latency {stats.latency_ms:4.0f} ms  model {stats.inference_ms:4.0f} ms"
+        if stats.title:
+            text = f"[{stats.title}] {text}"
         font = cv2.FONT_HERSHEY_SIMPLEX
         scale = max(0.4, min(0.8, image.shape[0] / 700))
         (tw, th), base = cv2.getTextSize(text, font, scale, 1)
@@ -207,3 +212,41 @@ class Visualizer:
         region = image[y0:, x0:min(image.shape[1], tw + 12)]
         region //= 3  # darken behind the text so it reads on any frame
         cv2.putText(image, text, (6, y - base), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+# Widest mosaic drawn: a 1080p screen (or browser window) shows it without scaling.
+MOSAIC_MAX_WIDTH = 1920
+
+
+def mosaic(pictures: Sequence[Optional[np.ndarray]], names: Sequence[str] = (),
+           max_width: int = MOSAIC_MAX_WIDTH) -> np.ndarray:
+    """The newest picture of every stream in one grid (what ``display://0`` and the MJPEG
+    server's ``/`` show when several streams run), each tile named after its stream.
+
+    The grid is ``ceil(sqrt(N))`` tiles wide; every tile has the first picture's aspect ratio
+    and is sized so that the grid is at most ``max_width`` wide. A stream with no picture yet
+    is a dark tile.
+    """
+    shown = [p for p in pictures if p is not None]
+    if not shown:
+        raise ValueError("mosaic of no picture")
+    count = len(pictures)
+    cols = int(math.ceil(math.sqrt(count)))
+    rows = int(math.ceil(count / cols))
+    first_h, first_w = shown[0].shape[:2]
+    tile_w = min(first_w, max_width // cols)
+    tile_h = max(1, int(round(first_h * tile_w / first_w)))
+    grid = np.full((rows * tile_h, cols * tile_w, 3), 24, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.4, min(0.8, tile_h / 500))
+    for index, picture in enumerate(pictures):
+        y, x = (index // cols) * tile_h, (index % cols) * tile_w
+        if picture is not None:
+            grid[y:y + tile_h, x:x + tile_w] = cv2.resize(picture, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
+        if index < len(names) and names[index]:
+            (tw, th), base = cv2.getTextSize(names[index], font, scale, 1)
+            region = grid[y:y + th + base + 8, x + tile_w - tw - 12:x + tile_w]
+            region //= 3
+            cv2.putText(grid, names[index], (x + tile_w - tw - 6, y + th + 4), font, scale, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+    return grid
