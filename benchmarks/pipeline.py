@@ -19,6 +19,14 @@ pipeline, model-only, ...), each pipeline run is compared with the model-only ru
 side of it, and the median ratio over the rounds is reported, with the CPU time per frame
 (process time, which contention does not inflate) as a check on the host-side overhead.
 
+**Many streams** (``--streams 1,2,4``): for each N, N copies of the clip run as N streams of
+one :class:`~fcn_deploy.runtime.pipeline.MultiStreamPipeline` (one batched inference call
+per batch of N frames), against N separate ``fcn-deploy run`` processes on the same clips at
+the same time (what a user without stream batching runs), and against the model alone on
+batches of N frames (the ceiling). Reported: aggregate FPS of each, the pipeline's share of
+the batched model-only throughput (target 90% or more), each stream's FPS over the mean
+(fairness: target no stream below 90% for equal sources), and the batch sizes actually run.
+
 ``--model`` takes an ``.onnx`` file, ``camvid`` (the bundled model), or a zoo name, which is
 exported (untrained) to a temporary file first (that needs torch; the run itself does not).
 The default is ``camvid`` when installed, else ``fcn8s_efficientnet_lite0`` with CamVid's 11
@@ -45,7 +53,7 @@ from fcn_deploy.options import parse_size
 from fcn_deploy.runtime.assets import ASSETS, DEMO_CLIP, BUNDLED_MODELS
 from fcn_deploy.runtime.backends import open_backend
 from fcn_deploy.runtime.input_size import InputSizer, parse_input_size, resize_frame, size_text
-from fcn_deploy.runtime.pipeline import Pipeline
+from fcn_deploy.runtime.pipeline import MultiStreamPipeline, Pipeline, Stream
 from fcn_deploy.runtime.sinks import Sink, VideoFileSink
 from fcn_deploy.runtime.sources import open_source
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
@@ -118,6 +126,125 @@ def pipeline_run(backend, visualizer, clip: Path, frames: int, output: str, work
         source.close()
 
 
+def batched_model_fps(backend, frame: np.ndarray, batch: int, iterations: int) -> float:
+    """Frames per second of the model alone on batches of ``batch`` copies of ``frame``."""
+    frames = np.ascontiguousarray(np.repeat(frame[None], batch, axis=0))
+    start = time.perf_counter()
+    for _ in range(iterations):
+        backend.infer_labels(frames)
+    return batch * iterations / (time.perf_counter() - start)
+
+
+def multi_stream_run(backend, visualizer, clip: Path, streams: int, frames: int, output: str, workdir: Path,
+                     sizer: InputSizer):
+    """N streams of ``clip`` through one pipeline; ``output`` none (no drawing) or mp4 (one file each)."""
+    opened = []
+    for index in range(streams):
+        source = open_source(str(clip), loop=True)
+        sinks = []
+        if output == "mp4":
+            target = workdir / f"multi_{index}.mp4"
+            if target.exists():
+                target.unlink()
+            sinks.append(VideoFileSink(target, source.fps))
+        opened.append(Stream(source, sinks, name=str(index)))
+    try:
+        return MultiStreamPipeline(opened, backend, visualizer, input_size=sizer, max_frames=frames,
+                                   queue_size=2).run()
+    finally:
+        for stream in opened:
+            stream.source.close()
+
+
+def separate_processes_fps(model_path: Path, clip: Path, streams: int, frames: int, output: str, workdir: Path,
+                           input_size, threads, device: str) -> float:
+    """Aggregate FPS of ``streams`` ``fcn-deploy run`` processes started together on the clip:
+    the sum of each process's own end-to-end FPS (start-up not counted)."""
+    import re
+    import subprocess
+
+    processes = []
+    for index in range(streams):
+        target = workdir / f"separate_{index}.mp4"
+        if target.exists():
+            target.unlink()
+        command = [sys.executable, "-m", "fcn_deploy.cli", "run", "--model", str(model_path), "--source", str(clip),
+                   "--loop", "--max-frames", str(frames), "--device", device,
+                   "--output", str(target) if output == "mp4" else "none"]
+        if input_size:
+            command += ["--input-size", f"{input_size[0]}x{input_size[1]}"]
+        if threads:
+            command += ["--threads", str(threads)]
+        processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    total = 0.0
+    for process in processes:
+        out, err = process.communicate(timeout=900)
+        match = re.search(r"([0-9.]+) FPS end to end", out)
+        if process.returncode != 0 or not match:
+            raise SystemExit(f"fcn-deploy run failed: {err.strip().splitlines()[-1] if err.strip() else out}")
+        total += float(match.group(1))
+    return total
+
+
+def multi_stream_main(args, size, input_spec, outputs) -> int:
+    counts = [int(n) for n in args.streams.split(",") if n.strip()]
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--streams: expected stream counts such as 1,2,4, not {args.streams!r}")
+    results = {"size": list(size), "device": args.device, "threads": args.threads, "cpus": os.cpu_count(),
+               "machine": platform.processor() or platform.machine(), "frames_per_stream": args.frames,
+               "rounds": args.rounds, "streams": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        model_path = resolve_model(args.model, workdir, args.num_classes)
+        clip = make_clip(workdir / "clip.mp4", size, args.frames)
+        options = {"threads": args.threads} if args.threads else {}
+        if str(model_path).endswith(".onnx"):
+            options["spinning"] = False
+        backend = open_backend(model_path, args.device, **options)
+        meta = backend.metadata
+        visualizer = Visualizer(meta.classes, meta.palette, VisualOptions())
+        sizer = InputSizer.for_backend(backend, input_spec, announce=False)
+        frame = open_source(str(clip)).read().image
+        input_size = sizer.size_for(frame.shape[:2])
+        frame = resize_frame(frame, input_size)
+        forced = input_size if input_spec is not None else None
+        for count in counts:  # warm-up: every batch size once, the codecs, the thread pools
+            batched_model_fps(backend, frame, count, 1)
+        multi_stream_run(backend, visualizer, clip, 1, 3, outputs[0], workdir, sizer)
+        print(f"{meta.model_name} ({model_path.name}), frames {size_text(size)} -> input {size_text(input_size)}, "
+              f"{args.device}, ONNX Runtime threads={args.threads or 'default (cores)'}, {os.cpu_count()} CPUs, "
+              f"{args.frames} frames per stream x {args.rounds} rounds (medians)", flush=True)
+        for count in counts:
+            for output in outputs:
+                model, pipe, separate, fairness, reports = [], [], [], [], []
+                for _ in range(args.rounds):
+                    model.append(batched_model_fps(backend, frame, count, max(2, args.frames // count)))
+                    report = multi_stream_run(backend, visualizer, clip, count, args.frames, output, workdir, sizer)
+                    pipe.append(report.fps)
+                    rates = [s.fps for s in report.streams]
+                    fairness.append(min(rates) / (sum(rates) / len(rates)))
+                    reports.append(report)
+                    separate.append(separate_processes_fps(model_path, clip, count, args.frames, output, workdir,
+                                                           forced, args.threads, args.device))
+                m, p, sep, fair = (statistics.median(v) for v in (model, pipe, separate, fairness))
+                batches = dict(reports[pipe.index(statistics.median_low(pipe))].batch_sizes)
+                print(f"  {count} stream(s) -> {output:<4}  model-only batch {count}: {m:6.2f} FPS   "
+                      f"one pipeline: {p:6.2f} FPS ({100 * p / m:5.1f}% of model-only)   "
+                      f"{count} processes: {sep:6.2f} FPS   slowest stream {100 * fair:5.1f}% of mean   "
+                      f"batches {', '.join(f'{n} x {b}' for b, n in sorted(batches.items(), reverse=True))}",
+                      flush=True)
+                results["streams"].setdefault(str(count), {})[output] = {
+                    "model_only_fps": model, "pipeline_fps": pipe, "separate_processes_fps": separate,
+                    "slowest_stream_over_mean": fairness, "median_ratio": p / m, "batch_sizes": batches,
+                }
+        backend.close()
+    results["load_average"] = os.getloadavg()[0]
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="camvid", help="an .onnx file, 'camvid', or a zoo name")
@@ -130,12 +257,16 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=40, help="frames per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     parser.add_argument("--outputs", default="none,mp4", help="pipeline outputs to measure: none, mp4")
+    parser.add_argument("--streams", default=None, metavar="N,N,...",
+                        help="compare N streams in one pipeline with N processes and batched model-only (e.g. 1,2,4)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
     size = parse_size(args.size, "--size")
     input_spec = parse_input_size(args.input_size, "--input-size")
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
+    if args.streams:
+        return multi_stream_main(args, size, input_spec, outputs)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         model_path = resolve_model(args.model, workdir, args.num_classes)

@@ -342,3 +342,22 @@ def test_cli_default_batch_timeout_is_the_pipelines():
     from fcn_deploy.runtime import pipeline
 
     assert run.DEFAULT_BATCH_TIMEOUT_MS == pipeline.DEFAULT_BATCH_TIMEOUT_MS
+
+
+def test_pipeline_benchmark_compares_streams_processes_and_batched_model_only(tmp_path, tiny_onnx):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pipeline.py"), "--model", str(tiny_onnx), "--size", "48x64",
+         "--frames", "4", "--rounds", "1", "--streams", "1,2", "--outputs", "none", "--json", str(out)],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env(),
+    )
+    assert result.returncode == 0, result.stderr
+    import json
+
+    data = json.loads(out.read_text())
+    for count in ("1", "2"):
+        row = data["streams"][count]["none"]
+        assert row["model_only_fps"][0] > 0 and row["pipeline_fps"][0] > 0 and row["separate_processes_fps"][0] > 0
+        assert 0 < row["slowest_stream_over_mean"][0] <= 1
+    assert data["streams"]["2"]["none"]["batch_sizes"].get("2", 0) >= 1
+    assert "2 processes" in result.stdout
