@@ -328,3 +328,12 @@ def test_train_cli_smoke(tmp_path, capsys):
                  "--pretrained-backbone", "none"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "already holds a run" in err and len(err.splitlines()) == 1
+
+
+def test_epoch_log_line_says_when_the_run_will_end():
+    from fcn_deploy.training.loop import _eta_text
+
+    assert _eta_text(120.0, 100, 250) == "ETA 5m"  # 1.2 s per iteration, 250 to go
+    assert _eta_text(60.0, 117, 5850) == "ETA 50m"
+    assert _eta_text(150.0, 117, 5265) == "ETA 1h52m"
+    assert _eta_text(0.0, 0, 10) == "ETA unknown"

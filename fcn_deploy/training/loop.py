@@ -68,6 +68,15 @@ class TrainResult:
 StepCallback = Callable[[Dict[str, Any]], None]
 
 
+def _eta_text(epoch_seconds: float, epoch_iterations: int, remaining_iterations: int) -> str:
+    """``"ETA 1h05m"`` for the remaining iterations at this epoch's pace (validation aside):
+    a run on a shared or slow machine says when it will end, so it can be planned around."""
+    if epoch_iterations <= 0 or epoch_seconds <= 0:
+        return "ETA unknown"
+    minutes = int(round(remaining_iterations * epoch_seconds / epoch_iterations / 60))
+    return f"ETA {minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"ETA {minutes}m"
+
+
 def train(
     config: TrainConfig,
     resume_from: Optional[os.PathLike] = None,
@@ -359,14 +368,15 @@ class _Run:
             improved = last  # without validation, the final weights are the best we know
         if improved:
             self.best_metrics, self.best_epoch = dict(metrics), epoch_number
+        eta = "" if last else f", {_eta_text(self.epoch_time, self.batch_in_epoch, self.total_iters - self.iteration)}"
         if score is not None:
             log.info(
-                "epoch %d/%d: loss %.4f, mean IU %.2f (pixel acc %.2f)%s",
+                "epoch %d/%d: loss %.4f, mean IU %.2f (pixel acc %.2f)%s%s",
                 epoch_number, self.num_epochs, loss, 100 * metrics["mean_iu"], 100 * metrics["pixel_acc"],
-                " best" if improved else "",
+                " best" if improved else "", eta,
             )
         else:
-            log.info("epoch %d/%d: loss %.4f", epoch_number, self.num_epochs, loss)
+            log.info("epoch %d/%d: loss %.4f%s", epoch_number, self.num_epochs, loss, eta)
 
         self.epoch += 1
         self.batch_in_epoch = 0
