@@ -18,6 +18,7 @@ Standard library only and Python 3.8 compatible: the runtime (no PyTorch) uses i
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -25,7 +26,7 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from .errors import FcnDeployError, first_line
 from .fileio import user_cache_root
@@ -89,7 +90,10 @@ class Checksum:
 
 
 def _offline_hint(url: str, dest: str) -> str:
-    return f"download {url} on a machine with network access and place it at {dest}"
+    hint = f"download {url} on a machine with network access and place it at {dest}"
+    if os.path.isfile(dest):
+        hint += " (the file there now does not match its published checksum)"
+    return hint
 
 
 def _open(url: str, start: int, timeout_s: float):
@@ -152,6 +156,25 @@ def _fetch_once(url: str, part: str, timeout_s: float, progress: Optional[Progre
         raise http.client.IncompleteRead(b"", total - done)
 
 
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``.NAME.lock`` beside ``path`` (POSIX ``flock``, released if the process dies),
+    so that the processes of one ``torchrun`` job fetch a shared file once, not into one
+    ``.part`` together. Where ``fcntl`` is missing (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder, name = os.path.split(path)
+    with open(os.path.join(folder, "." + name + ".lock"), "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def download(
     url: str,
     dest: str,
@@ -170,12 +193,23 @@ def download(
     dest = os.path.abspath(dest)
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"not an http(s) URL: {url}")
-    if os.path.isfile(dest):
+    if os.path.isfile(dest) and checksum.mismatch(dest) is None:
+        return dest
+    try:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create {os.path.dirname(dest)} ({exc.strerror}); {_offline_hint(url, dest)}") from None
+    with _locked(dest):
+        return _download_locked(url, dest, checksum, progress, timeout_s, retries)
+
+
+def _download_locked(url: str, dest: str, checksum: Checksum, progress: Optional[Progress],
+                     timeout_s: float, retries: int) -> str:
+    if os.path.isfile(dest):  # another process may have fetched it while this one waited
         problem = checksum.mismatch(dest)
         if problem is None:
             return dest
         log.warning("%s does not match its published checksum (%s); downloading it again", dest, problem)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
     part = dest + ".part"
     attempt = 0
     while True:

@@ -6,7 +6,6 @@ and loaded into a small model through ``load_pretrained``.
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pytest
 from http_helpers import FileServer, refused_url
@@ -121,3 +120,26 @@ def test_cache_root_rule(monkeypatch, tmp_path):
     monkeypatch.delenv("FCN_DEPLOY_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert user_cache_root() == str(tmp_path / "xdg" / "fcn-deploy")
+
+
+def test_concurrent_downloads_of_one_file_fetch_it_once(server, tmp_path):
+    """Two processes of one torchrun job asking for the same weights: one GET, both get the file."""
+    import threading
+
+    dest = str(tmp_path / "w.bin")
+    results, errors = [], []
+
+    def fetch() -> None:
+        try:
+            results.append(download(server.url("/w.bin"), dest, Checksum(sha256=sha(PAYLOAD))))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == [dest, dest]
+    assert len(server.requests) == 1
+    assert open(dest, "rb").read() == PAYLOAD
