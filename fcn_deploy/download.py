@@ -232,6 +232,11 @@ def _download_locked(url: str, dest: str, checksum: Checksum, progress: Optional
             log.info("%s: interrupted after %d bytes (%s); resuming", url, have, type(exc).__name__)
     problem = checksum.mismatch(part)
     if problem is not None:
+        with open(part, "rb") as f:
+            head = f.read(512).lstrip().lower()
+        if head.startswith((b"<!doctype html", b"<html")):
+            # Google Drive answers a quota or sign-in problem with a page, not the file.
+            problem += "; the server sent a web page instead of the file: open the URL in a browser"
         os.unlink(part)
         kept = f"{dest} left as it was" if os.path.exists(dest) else "nothing was written"
         raise DownloadError(f"{url} does not match its published checksum ({problem}); {kept}")

@@ -353,3 +353,11 @@ def test_root_that_is_a_file_or_partly_filled(tmp_path, camvid, monkeypatch):
     (tmp_path / "part" / "train").mkdir(parents=True)
     with pytest.raises(FcnDeployError, match="already holds train but not all of camvid"):
         fetch_dataset("camvid", str(tmp_path / "part"), source=entry)
+
+
+def test_mirror_url_is_a_base_or_the_file_itself():
+    archive = DATASETS["voc"].archives[0]
+    assert data_download.archive_url(archive, None) == archive.url
+    assert data_download.archive_url(archive, "https://m.example/voc/") == "https://m.example/voc/VOCtrainval_11-May-2012.tar"
+    full = "https://m.example/x/VOCtrainval_11-May-2012.tar"
+    assert data_download.archive_url(archive, full) == full

@@ -143,3 +143,9 @@ def test_concurrent_downloads_of_one_file_fetch_it_once(server, tmp_path):
     assert not errors and results == [dest, dest]
     assert len(server.requests) == 1
     assert open(dest, "rb").read() == PAYLOAD
+
+
+def test_a_web_page_instead_of_the_file_is_named(server, tmp_path):
+    server.files["/drive"] = b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>"
+    with pytest.raises(DownloadError, match="sent a web page instead of the file"):
+        download(server.url("/drive"), str(tmp_path / "w.bin"), Checksum(md5="0" * 32))
