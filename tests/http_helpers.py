@@ -18,6 +18,7 @@ class FileServer:
         self.files: Dict[str, bytes] = {}
         self.cut: Dict[str, int] = {}
         self.ignore_range = False
+        self.redirects: Dict[str, str] = {}  # path -> path, answered with 302 (as GitHub's archive URLs)
         self.requests: List[Tuple[str, Optional[str]]] = []
         server = self
 
@@ -28,6 +29,12 @@ class FileServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = server.files.get(self.path)
                 if body is None:
                     self.send_error(404, "Not Found")

@@ -252,11 +252,13 @@ def test_voc_and_sbd_unpack_into_one_root_for_voc_aug(tmp_path, monkeypatch):
     (sbd / "train.txt").write_text("b\nd\n")
     (sbd / "val.txt").write_text("c\n")
 
-    def pack(top: str, mode: str) -> bytes:
-        files = {p.relative_to(src).as_posix(): p.read_bytes() for p in sorted((src / top).rglob("*")) if p.is_file()}
+    def pack(top: str, mode: str, prefix: str = "") -> bytes:
+        files = {prefix + p.relative_to(src).as_posix(): p.read_bytes()
+                 for p in sorted((src / top).rglob("*")) if p.is_file()}
         return tar_bytes(files, mode)
 
-    voc_tar, sbd_tgz = pack("VOCdevkit", "w"), pack("benchmark_RELEASE", "w:gz")
+    # Names as `tar -cf x.tar .` writes them ("./VOCdevkit/...") are read alike.
+    voc_tar, sbd_tgz = pack("VOCdevkit", "w", "./"), pack("benchmark_RELEASE", "w:gz")
     root = tmp_path / "data" / "VOC"
     with FileServer() as server:
         server.files["/VOCtrainval_11-May-2012.tar"] = voc_tar

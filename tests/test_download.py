@@ -149,3 +149,12 @@ def test_a_web_page_instead_of_the_file_is_named(server, tmp_path):
     server.files["/drive"] = b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>"
     with pytest.raises(DownloadError, match="sent a web page instead of the file"):
         download(server.url("/drive"), str(tmp_path / "w.bin"), Checksum(md5="0" * 32))
+
+
+def test_redirect_is_followed_and_range_kept(server, tmp_path):
+    """GitHub's archive URLs answer 302 to codeload; a resume must carry its Range through."""
+    server.redirects["/archive/w.bin"] = "/w.bin"
+    (tmp_path / "w.bin.part").write_bytes(PAYLOAD[:777])
+    download(server.url("/archive/w.bin"), str(tmp_path / "w.bin"), Checksum(sha256=sha(PAYLOAD)))
+    assert (tmp_path / "w.bin").read_bytes() == PAYLOAD
+    assert server.requests == [("/archive/w.bin", "bytes=777-"), ("/w.bin", "bytes=777-")]

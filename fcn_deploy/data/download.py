@@ -277,6 +277,14 @@ def _safe_member_path(top: str, name: str, archive: str) -> str:
     return target
 
 
+def _member_name(name: str) -> str:
+    """A member's name as ``keep`` sees it: forward slashes, no leading ``./``."""
+    name = name.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
 def _copy_stream(src, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as out:
@@ -293,7 +301,7 @@ def extract(archive: str, dest: str, keep: Callable[[str], bool] = lambda name: 
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
-                if not keep(info.filename):
+                if not keep(_member_name(info.filename)):
                     continue
                 target = _safe_member_path(dest, info.filename, archive)
                 if info.is_dir():
@@ -312,7 +320,7 @@ def extract(archive: str, dest: str, keep: Callable[[str], bool] = lambda name: 
     with tf:
         try:
             for member in tf:
-                if not keep(member.name):
+                if not keep(_member_name(member.name)):
                     continue
                 target = _safe_member_path(dest, member.name, archive)
                 if member.isdir():
