@@ -401,6 +401,7 @@ def _fetch_archives(source: DatasetSource, root: str, mirror: Optional[str], dow
             if problem is not None:
                 raise FcnDeployError(f"{path} does not match its published checksum ({problem})")
             if path.endswith(".zip"):
+                log.info("checking %s (the CRC of every member)", path)
                 check_zip(path)
         return paths
     folder = download_dir or cache_dir("downloads")
@@ -476,7 +477,9 @@ def fetch_dataset(
         _install(staging, root, source.entries, trash)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if not keep_archives and not source.manual:
+    if source.manual:
+        log.info("unpacked; %s can be deleted now", " and ".join(archives))
+    elif not keep_archives:
         for path in archives:
             os.unlink(path)
     items = _count_items(source, root)
