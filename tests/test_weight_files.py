@@ -122,10 +122,14 @@ def test_offline_names_the_file_and_place_and_a_placed_file_works(monkeypatch):
     assert torch.equal(model.score_pool3.weight, source.score_pool3.weight)
 
 
-def test_unknown_name_is_a_missing_file(tmp_path):
-    with pytest.raises(FcnDeployError, match="weight file not found: fcn9s-caffe"):
-        load_pretrained(build_model("fcn8s_vgg16", 21, width=WIDTH), "fcn9s-caffe")
-    assert weight_files.available_weights()[0] == "fcn16s-caffe"
+def test_unknown_name_or_missing_file_is_one_line(tmp_path):
+    model = build_model("fcn8s_vgg16", 21, width=WIDTH)
+    with pytest.raises(FcnDeployError, match="'fcn9s-caffe' is neither a file nor a published weight file; "
+                                             "names: fcn16s-caffe, fcn32s-caffe, "):
+        load_pretrained(model, "fcn9s-caffe")
+    with pytest.raises(FcnDeployError, match="weight file not found: .*nope.pth"):
+        load_pretrained(model, str(tmp_path / "nope.pth"))
+    assert weight_files.available_weights() == sorted(WEIGHT_FILES)
 
 
 @pytest.mark.slow  # ~10 s: a whole training run set up and written

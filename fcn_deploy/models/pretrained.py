@@ -100,8 +100,14 @@ def resolve_weights(model: nn.Module, source: str, progress: Optional[Progress] 
         if locate is None:
             raise PretrainedError(f"{getattr(model, 'name', 'model')} has no ImageNet weights")
         source = locate()
-    if source in WEIGHT_FILES and not os.path.exists(source):
+    if os.path.exists(source):
+        return source
+    if source in WEIGHT_FILES:
         return fetch_weights(source, progress)
+    if os.sep not in source and "/" not in source and "." not in source:  # meant as a name
+        raise PretrainedError(
+            f"{source!r} is neither a file nor a published weight file; names: {', '.join(sorted(WEIGHT_FILES))}"
+        )
     return source
 
 
