@@ -52,9 +52,15 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
 
 
 def user_cache_root() -> str:
-    """fcn-deploy's folder in the user's cache: ``$FCN_DEPLOY_CACHE``, else
-    ``$XDG_CACHE_HOME/fcn-deploy``, else ``~/.cache/fcn-deploy`` (engine caches, benchmark
-    exports)."""
-    return os.environ.get("FCN_DEPLOY_CACHE") or os.path.join(
+    """fcn-deploy's folder in the user's cache, the one rule for everything cached: downloaded
+    weights and dataset archives, engine caches, benchmark exports.
+
+    ``$FCN_DEPLOY_HOME``, else ``$FCN_DEPLOY_CACHE`` (its earlier name), else
+    ``$XDG_CACHE_HOME/fcn-deploy``, else ``~/.cache/fcn-deploy``.
+    """
+    explicit = os.environ.get("FCN_DEPLOY_HOME") or os.environ.get("FCN_DEPLOY_CACHE")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    return os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fcn-deploy"
     )

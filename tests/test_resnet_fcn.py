@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fcn_deploy.models import PretrainedError, build_model, load_pretrained
-from fcn_deploy.models.resnet import IMAGENET_URLS, ResNetBackbone
+from fcn_deploy.models.resnet import IMAGENET_WEIGHTS, ResNetBackbone
+from fcn_deploy.models.weight_files import WEIGHT_FILES
 from fcn_deploy.normalization import TORCHVISION_IMAGENET
 
 WIDTH = 16  # channel divisor: 4..32 channels per stage instead of 64..512
@@ -130,12 +131,16 @@ def test_learnable_upsampling_option():
 
 
 def test_imagenet_weight_urls():
-    assert IMAGENET_URLS[18] == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    urls = {}
     for depth in (18, 34, 50):
         model = build_model(f"fcn8s_resnet{depth}", 2, width=WIDTH)
-        assert model.imagenet_weights() == IMAGENET_URLS[depth]
-    assert build_model("fcn8s_resnet34", 2, width=WIDTH).imagenet_weights().endswith("resnet34-b627a593.pth")
-    assert build_model("fcn8s_resnet50", 2, width=WIDTH).imagenet_weights().endswith("resnet50-0676ba61.pth")
+        assert model.imagenet_weights() == IMAGENET_WEIGHTS[depth] == f"resnet{depth}-imagenet"
+        urls[depth] = WEIGHT_FILES[IMAGENET_WEIGHTS[depth]].url
+    assert urls == {
+        18: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        34: "https://download.pytorch.org/models/resnet34-b627a593.pth",
+        50: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    }
 
 
 @pytest.mark.parametrize("with_counters", [True, False])

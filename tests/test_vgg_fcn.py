@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from fcn_deploy.models import PretrainedError, build_model, load_pretrained
 from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
 from fcn_deploy.models.staged import init_from_coarser
-from fcn_deploy.models.vgg import IMAGENET_URL
+from fcn_deploy.models.vgg import IMAGENET_WEIGHTS
+from fcn_deploy.models.weight_files import WEIGHT_FILES
 from fcn_deploy.normalization import CAFFE_VGG, TORCHVISION_IMAGENET
 
 WIDTH = 16  # channel divisor: 4..32 conv channels and a 256-wide fc6/fc7
@@ -313,7 +314,8 @@ def test_staged_initialisation_from_a_coarser_net(tmp_path):
 
 def test_imagenet_weights_are_torchvisions_vgg16():
     model = build_model("fcn32s_vgg16", 2, width=WIDTH)
-    assert model.imagenet_weights() == IMAGENET_URL == "https://download.pytorch.org/models/vgg16-397923af.pth"
+    assert model.imagenet_weights() == IMAGENET_WEIGHTS == "vgg16-imagenet"
+    assert WEIGHT_FILES[IMAGENET_WEIGHTS].url == "https://download.pytorch.org/models/vgg16-397923af.pth"
 
 
 def test_loads_torchvision_vgg16_layout(tmp_path):

@@ -60,8 +60,10 @@ def add_parser(subparsers) -> None:
     m.add_argument("--width", type=int, default=None, help="channel divisor of the zoo model (1 = the real net)")
     m.add_argument("--model-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                    help="other build option, e.g. variant=16s, dropout=0.1; repeatable")
-    m.add_argument("--pretrained-backbone", default=None, metavar="imagenet|PATH|none",
-                   help="initial weights (default imagenet)")
+    m.add_argument("--pretrained-backbone", default=None, metavar="imagenet|NAME|PATH|none",
+                   help="initial weights (default imagenet): the model's ImageNet file, a published file "
+                   "by name (vgg16-imagenet, resnet18-imagenet, fcn32s-caffe, fcn8s-caffe, ...; "
+                   "downloaded once into ~/.cache/fcn-deploy, FCN_DEPLOY_HOME overrides), a file, or none")
     m.add_argument("--init-from", default=None, metavar="CKPT",
                    help="staged training: copy the shared layers of a coarser net's checkpoint (32s -> 16s -> 8s)")
     v = p.add_argument_group("validation and checkpoints")
@@ -165,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     bar = None
+    download_bar = None
     if main_process and not args.no_progress:
         try:
             from tqdm import tqdm
@@ -172,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
             tqdm = None
         if tqdm is not None:
             bar = tqdm(unit="it", dynamic_ncols=True, disable=None)
+        from ._progress import DownloadProgress
+
+        download_bar = DownloadProgress()
 
     def on_step(info: Dict[str, Any]) -> None:
         if bar is None:
@@ -184,8 +190,10 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        result = train(config, resume_from=ckpt_path, on_step=on_step)
+        result = train(config, resume_from=ckpt_path, on_step=on_step, on_download=download_bar)
     finally:
+        if download_bar is not None:
+            download_bar.close()
         if bar is not None:
             bar.close()
     if main_process:

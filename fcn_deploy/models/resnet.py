@@ -23,11 +23,8 @@ from ..normalization import TORCHVISION_IMAGENET
 from .pretrained import load_pretrained, strip_and_prefix
 from .skip_fcn import SkipFCN
 
-IMAGENET_URLS = {
-    18: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-    34: "https://download.pytorch.org/models/resnet34-b627a593.pth",
-    50: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-}
+# torchvision's ImageNet files by their names in fcn_deploy.models.weight_files.
+IMAGENET_WEIGHTS = {18: "resnet18-imagenet", 34: "resnet34-imagenet", 50: "resnet50-imagenet"}
 
 
 class BasicBlock(nn.Module):
@@ -161,8 +158,8 @@ class ResNetFCN(SkipFCN):
         self.backbone_name = f"resnet{depth}"
 
     def imagenet_weights(self) -> str:
-        """torchvision's ImageNet file for this depth (fetched through ``torch.hub``)."""
-        return IMAGENET_URLS[self.depth]
+        """torchvision's ImageNet file for this depth, by its name in :mod:`fcn_deploy.models.weight_files`."""
+        return IMAGENET_WEIGHTS[self.depth]
 
     def adapt_pretrained(self, state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Set[str]]:
         """Map a torchvision ResNet file (or a whole-net state dict of this model) to our keys.

@@ -51,7 +51,7 @@ from .upsampling import bilinear_deconv
 
 log = logging.getLogger(__name__)
 
-IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+IMAGENET_WEIGHTS = "vgg16-imagenet"  # torchvision's file; see fcn_deploy.models.weight_files
 
 # VGG16's five blocks of 3x3 convolutions (configuration "D" of Simonyan and Zisserman).
 VGG16_BLOCKS: Tuple[Tuple[int, ...], ...] = (
@@ -158,8 +158,8 @@ class VGG16FCN(nn.Module):
         return {f"{n}.{p}" for n in conv_names() + ["fc6", "fc7"] for p in ("weight", "bias")}
 
     def imagenet_weights(self) -> str:
-        """torchvision's ImageNet VGG16 (fetched through ``torch.hub``)."""
-        return IMAGENET_URL
+        """torchvision's ImageNet VGG16, by its name in :mod:`fcn_deploy.models.weight_files`."""
+        return IMAGENET_WEIGHTS
 
     def adapt_pretrained(self, state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Set[str]]:
         """Map a foreign VGG16/FCN file onto this net's keys; see :func:`load_pretrained`.
@@ -306,7 +306,7 @@ class FCN8s(VGG16FCN):
 def _build(name: str, cls, num_classes: int, learnable_upsampling: bool = True, width: int = 1,
            pretrained: Optional[str] = None, **extra) -> VGG16FCN:
     if pretrained is not None and not isinstance(pretrained, str):
-        raise FcnDeployError(f"pretrained must be a file path or 'imagenet', not {pretrained!r}")
+        raise FcnDeployError(f"pretrained must be a file path, a weight-file name or 'imagenet', not {pretrained!r}")
     model = cls(num_classes, learnable_upsampling=learnable_upsampling, width=width, **extra)
     model.name = name  # set before loading, so that load errors name the model
     if pretrained:
@@ -315,7 +315,7 @@ def _build(name: str, cls, num_classes: int, learnable_upsampling: bool = True, 
 
 
 def fcn32s_vgg16(num_classes: int, **options) -> FCN32s:
-    """FCN-32s (options: learnable_upsampling, width, pretrained = path or "imagenet")."""
+    """FCN-32s (options: learnable_upsampling, width, pretrained = path, weight-file name or "imagenet")."""
     return _build("fcn32s_vgg16", FCN32s, num_classes, **options)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..download import Progress
 from ..errors import FcnDeployError
 from ..models import build_model, load_pretrained
 from ..models.pretrained import PretrainedError
@@ -68,12 +69,13 @@ def build_network(config: TrainConfig, num_classes: int) -> nn.Module:
         raise FcnDeployError(f"model {config.model}: {exc}") from None
 
 
-def initialise_weights(model: nn.Module, config: TrainConfig) -> None:
-    """A new run's starting weights: a coarser net's checkpoint if given, else the backbone's."""
+def initialise_weights(model: nn.Module, config: TrainConfig, progress: Optional[Progress] = None) -> None:
+    """A new run's starting weights: a coarser net's checkpoint if given, else the backbone's
+    (``progress`` follows the download of a published file)."""
     if config.init_from:
         init_from_checkpoint(model, config.init_from)
     else:
-        load_backbone(model, config.pretrained_backbone)
+        load_backbone(model, config.pretrained_backbone, progress)
 
 
 def init_from_checkpoint(model: nn.Module, path: str) -> int:
@@ -101,13 +103,14 @@ def init_from_checkpoint(model: nn.Module, path: str) -> int:
     return len(copied)
 
 
-def load_backbone(model: nn.Module, source: str) -> None:
-    """Pretrained weights from ``source`` (``imagenet``, a path), or none for ``none``."""
+def load_backbone(model: nn.Module, source: str, progress: Optional[Progress] = None) -> None:
+    """Pretrained weights from ``source`` (``imagenet``, a published name such as
+    ``fcn32s-caffe``, a path), or none for ``none``."""
     if source in ("none", "", None):
         log.info("training %s from scratch (no pretrained backbone)", model.name)
         return
     try:
-        load_pretrained(model, source)
+        load_pretrained(model, source, progress)
     except FcnDeployError as exc:
         raise FcnDeployError(f"{exc} (or train from scratch with --pretrained-backbone none)") from None
     log.info("loaded pretrained weights into %s from %s", model.name, source)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from ..download import Progress
 from ..errors import FcnDeployError
 from ..models.pretrained import load_state_dict_checked
 from . import distributed as ddp
@@ -82,11 +83,14 @@ def train(
     resume_from: Optional[os.PathLike] = None,
     on_step: Optional[StepCallback] = None,
     on_epoch: Optional[StepCallback] = None,
+    on_download: Optional[Progress] = None,
 ) -> TrainResult:
     """Run (or, with ``resume_from`` a ``last.pt``, continue) the training ``config`` describes.
 
     ``on_step(info)`` is called after every iteration with ``iteration``, ``total_iters``,
     ``epoch``, ``loss`` and ``lr``; ``on_epoch(row)`` after every epoch with its log row.
+    ``on_download(done_bytes, total_bytes)`` follows the download of published starting
+    weights (``--pretrained-backbone imagenet`` the first time).
     Under torchrun every process calls this; rank 0 alone writes files.
     """
     validate_config(config)
@@ -103,7 +107,7 @@ def train(
             elif device.index is None:
                 device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(device)
-        result = _Run(config, device, info, resume_from, on_step, on_epoch).run()
+        result = _Run(config, device, info, resume_from, on_step, on_epoch, on_download).run()
         finished = True
         return result
     finally:
@@ -115,8 +119,9 @@ def train(
 class _Run:
     """The state of one training run; :meth:`run` is the loop."""
 
-    def __init__(self, config, device, info, resume_from, on_step, on_epoch) -> None:
+    def __init__(self, config, device, info, resume_from, on_step, on_epoch, on_download=None) -> None:
         self.config = config
+        self.on_download = on_download
         self.device = device
         self.info = info
         self.on_step = on_step
@@ -150,7 +155,7 @@ class _Run:
         probe = open_dataset(c, c.train_split)
         model = build_network(c, probe.num_classes)
         if self.resume_ckpt is None:
-            initialise_weights(model, c)
+            initialise_weights(model, c, self.on_download)
         self.normalization = model.normalization
         self.train_set = open_dataset(c, c.train_split, build_transform(c, probe.ignore_index, self.normalization))
         self.val_set = open_dataset(c, c.val_split) if c.val_split else None
