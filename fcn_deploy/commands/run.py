@@ -227,4 +227,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {label_sink.frames} label PNGs to {label_sink.folder}")
     if report.frames_rendered == 0:
         raise FcnDeployError(f"no frame was processed from {source.description}")
+    skipped = getattr(source, "skipped", None)  # an image folder's unreadable files, each warned about
+    if skipped:
+        names = ", ".join(str(p) for p in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        raise FcnDeployError(f"skipped {len(skipped)} of {len(source.paths)} images that cannot be read "
+                             f"(corrupt or not images): {names}; the others were processed")
     return 0
