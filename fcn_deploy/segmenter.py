@@ -149,6 +149,9 @@ class Segmenter:
         docstring for what each kind of input gives back."""
         if isinstance(source, np.ndarray):
             if source.ndim == 4:
+                if source.shape[3] != 3:
+                    raise FcnDeployError(f"a batch of frames has shape {'x'.join(map(str, source.shape))}; "
+                                         "expected BGR uint8 N x H x W x 3")
                 frames = [_check_frame(f, f"frame {i}") for i, f in enumerate(source)]
                 return np.stack(self._segment(frames)) if frames else np.zeros((0,) + source.shape[1:3], np.uint8)
             return self._segment([_check_frame(source, "frame")])[0]
