@@ -22,7 +22,7 @@ import numpy as np
 
 from .commands._requirements import require_training
 from .errors import FcnDeployError
-from .fileio import check_output_file
+from .fileio import check_output_file, make_folder
 
 if TYPE_CHECKING:  # pragma: no cover - names for annotations only
     from converters.onnx_export import ExportResult
@@ -182,6 +182,8 @@ def train(
         if isinstance(val_split, str) and val_split.lower() == NONE:
             options["val_split"] = ""
         folder = os.fspath(out) if out is not None else os.path.join("runs", f"{model}-{dataset}")
+        if int(os.environ.get("RANK", "0")) == 0:  # the process that writes it; before any download or epoch
+            make_folder(folder, "run folder")
         try:
             config = make_config(model, dataset, preset, root=resolve_root(dataset, os.fspath(root) if root else None),
                                  out=folder, **options)
