@@ -237,3 +237,21 @@ def test_u8s8_export_does_not_point_at_tensorrt(tmp_path):
     assert "TensorRT: not for TensorRT" in result.stdout
     assert "fcn-deploy build" not in result.stdout and "build the engine" not in result.stdout
     assert "fcn-deploy run --model u8.onnx" in result.stdout
+
+
+@pytest.mark.runtime
+def test_image_source_skips_unreadable_images_once_even_when_looping(tmp_path, caplog):
+    from fcn_deploy.runtime.sources import open_source
+
+    images = clip_images(tmp_path / "images", 2)
+    (images / "a_bad.png").write_bytes(b"garbage")
+    (images / "g_bad.jpg").write_bytes(b"garbage")
+    with caplog.at_level("WARNING", logger="fcn_deploy.runtime.sources"):
+        with open_source(str(images), loop=True) as source:
+            names = [source.read().name for _ in range(5)]
+    assert names == ["f0", "f1", "f0", "f1", "f0"]  # the first readable image comes first, then in loops
+    assert [p.name for p in source.skipped] == ["a_bad.png", "g_bad.jpg"]
+    assert caplog.text.count("skipped") == 2  # each warned about once, not once per loop
+    with open_source(str(images)) as source:
+        assert [f.name for f in source] == ["f0", "f1"]
+        assert source.size == (96, 72)
