@@ -308,6 +308,8 @@ def read_image(path: Path) -> np.ndarray:
 
 def image_files(folder: Path) -> List[Path]:
     """The images of ``folder`` (by suffix), sorted by name; an error when there are none."""
+    if folder.is_file():
+        raise FcnDeployError(f"{folder} is a file; give a folder of images (or a list of image paths)")
     if not folder.is_dir():
         raise FcnDeployError(f"no such folder: {folder}")
     paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

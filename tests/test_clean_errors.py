@@ -76,8 +76,7 @@ def test_a_missing_module_of_the_train_extra_is_named_in_one_line(tmp_path, comm
     pytest.importorskip("onnxslim")
     result = cli(*command, cwd=tmp_path, block=block)
     line = assert_one_line_error(result)
-    assert line == (f"fcn-deploy: error: fcn-deploy {command[0]} needs {missing} (pip install -e '.[train]'; "
-                    "Python >= 3.10)"), line
+    assert line == f"fcn-deploy: error: fcn-deploy {command[0]} needs {missing} (pip install -e '.[train]')", line
     assert os.listdir(tmp_path) == []  # nothing started, nothing written
 
 

@@ -330,6 +330,8 @@ def test_bad_inputs_are_one_clear_error(seg, tmp_path):
     (tmp_path / "not-an-image.png").write_bytes(b"text")
     with pytest.raises(FcnDeployError, match="cannot read image"):
         seg(tmp_path / "not-an-image.png")
+    with pytest.raises(FcnDeployError, match="is a file; give a folder of images"):
+        list(seg.stream(tmp_path / "not-an-image.png"))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")

@@ -58,10 +58,13 @@ def missing_modules(modules: Sequence[str]) -> List[str]:
 def extra_message(what: str, missing: Sequence[str] = ("torch",)) -> str:
     """The one line that says what ``what`` (``fcn-deploy export``, ``fcn_deploy.train()``)
     needs and how to get it."""
+    missing = list(missing or ("torch",))
+    names = ", ".join(TRAIN_EXTRA.get(m, m) for m in missing)
+    if "torch" not in missing and sys.version_info[:2] >= TRAINING_PYTHON:
+        return f"{what} needs {names} ({INSTALL})"  # PyTorch is here, so is a Python it runs on
     wanted = f"Python >= {TRAINING_PYTHON[0]}.{TRAINING_PYTHON[1]}"
     if sys.version_info[:2] < TRAINING_PYTHON:
         wanted += f", this is {platform.python_version()}"
-    names = ", ".join(TRAIN_EXTRA.get(m, m) for m in (missing or ("torch",)))
     return f"{what} needs {names} ({INSTALL}; {wanted})"
 
 
