@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 from . import __version__
 from .commands import build, check, compare, data, export, models, run, train
 from .commands import eval as eval_
-from .commands._requirements import require_torch, torch_message
+from .commands._requirements import missing_module_message, require_torch
 from .errors import FcnDeployError
 
 # Order is the order shown by --help.
@@ -65,9 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"fcn-deploy: error: {exc}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:  # e.g. `eval` of a checkpoint where only the runtime is installed
-        if (exc.name or "").split(".")[0] != "torch":
+        message = missing_module_message(args.command, exc)
+        if not message:
             raise
-        print(f"fcn-deploy: error: {torch_message(args.command)}", file=sys.stderr)
+        print(f"fcn-deploy: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fcn-deploy: interrupted", file=sys.stderr)

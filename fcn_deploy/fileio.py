@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 Writer = Callable[[BinaryIO], None]
@@ -41,6 +41,66 @@ def atomic_write(path: PathLike, data: Union[bytes, memoryview, str, Writer]) ->
         except OSError:
             pass
         raise
+
+
+# -- folders a user names: one line when one cannot be used ---------------------------------------
+def _blocking_file(path: str) -> Optional[str]:
+    """The nearest existing ancestor of ``path`` when it is a file (so nothing below it can be
+    made), else ``None``."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        up = os.path.dirname(parent)
+        if up == parent:
+            return None
+        parent = up
+    return parent if parent and not os.path.isdir(parent) else None
+
+
+def _folder_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be made into (or used as) a folder to write in, or ``None`` once it
+    exists and a file can be created in it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"{path} is a file, not a folder"
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {path}: {exc.strerror or exc}"
+    try:  # a real file: os.access says yes to root on a read-only mount or in /proc
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"cannot write in {path}: {exc.strerror or exc}"
+    return None
+
+
+def make_folder(folder: PathLike, what: str) -> str:
+    """Create ``folder`` (and its parents) for writing, or raise one
+    :class:`~fcn_deploy.errors.FcnDeployError` line naming ``what`` (``--labels-dir``, say):
+    a file in its place or on its path, a place where nothing can be created (``/proc``), a
+    folder that cannot be written. Checked before any work starts, not at the first write."""
+    from .errors import FcnDeployError
+
+    path = os.path.expanduser(os.fspath(folder))
+    problem = _folder_problem(path)
+    if problem is not None:
+        raise FcnDeployError(f"{what} {os.fspath(folder)}: {problem}")
+    return path
+
+
+def check_output_file(path: PathLike, what: str) -> None:
+    """Fail now, in one line, where the file ``path`` could not be written later: it is a
+    folder, or its folder cannot be created or written in. The folder is created."""
+    from .errors import FcnDeployError
+
+    text = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if os.path.isdir(text):
+        raise FcnDeployError(f"{what} {os.fspath(path)} is a folder; give a file name")
+    problem = _folder_problem(os.path.dirname(text))
+    if problem is not None:
+        raise FcnDeployError(f"{what} {os.fspath(path)}: {problem}")
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from fcn_deploy.runtime.backends import BackendError, open_backend
 from fcn_deploy.runtime.pipeline import Pipeline
-from fcn_deploy.runtime.sinks import LabelSink, NullSink, Sink, VideoFileSink
+from fcn_deploy.runtime.sinks import LabelSink, NullSink, Sink, SinkError, VideoFileSink
 from fcn_deploy.runtime.sources import Frame, Source, SourceError, open_source
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
 from onnx_helpers import graph_failing_off_8x8
@@ -161,12 +161,27 @@ def test_a_stage_error_stops_the_run_closes_the_sinks_and_is_raised(tmp_path, ba
     folder.mkdir()
     for i, img in enumerate(synthetic_frames(4)):
         cv2.imwrite(str(folder / f"{i}.png"), img)
-    (folder / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    source = open_source(str(folder))
+    labels = LabelSink(tmp_path / "labels")
+    (tmp_path / "labels" / "2.png").write_bytes(b"the user's file")  # appears after the sink opened
+    out = tmp_path / "out.avi"
+    with pytest.raises(SinkError, match="2.png already exists"):
+        Pipeline(source, backend, visualizer_for(backend), [VideoFileSink(out, 10)], labels).run()
+    assert count_frames(out) == 2  # everything before the failing frame is in a playable file
+    assert (tmp_path / "labels" / "2.png").read_bytes() == b"the user's file"
+
+
+def test_a_corrupt_image_is_skipped_and_the_others_go_through(tmp_path, backend):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(synthetic_frames(4)):
+        cv2.imwrite(str(folder / f"{i}.png"), img)
+    (folder / "2b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     source = open_source(str(folder))
     out = tmp_path / "out.avi"
-    with pytest.raises(SourceError, match="5.png"):
-        Pipeline(source, backend, visualizer_for(backend), [VideoFileSink(out, 10)]).run()
-    assert count_frames(out) == 4  # everything before the bad image is in a playable file
+    report = Pipeline(source, backend, visualizer_for(backend), [VideoFileSink(out, 10)]).run()
+    assert report.frames_rendered == 4 and count_frames(out) == 4
+    assert source.skipped == [folder / "2b.png"]  # for the caller to report (`run` exits 1 naming it)
 
 
 def _label_maps(folder):

@@ -85,6 +85,8 @@ def resolve_root(dataset: str, root: Optional[str]) -> Optional[str]:
     """``--root``, else ``$FCN_DEPLOY_DATA/<dataset folder>`` (matched case-insensitively), else
     ``$FCN_DEPLOY_DATA`` itself; ``synthetic`` needs none."""
     if root:
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise FcnDeployError(f"dataset root {root} is a file; give the dataset's folder")
         if not os.path.isdir(root):
             raise FcnDeployError(f"dataset root not found: {root}")
         return root

@@ -64,8 +64,14 @@ def run(args: argparse.Namespace) -> int:
     from converters.tensorrt_build import BuildOptions, ensure_engine
     from converters.tensorrt_shapes import parse_shapes_arg, profile_text
 
+    from ..fileio import check_output_file
+
     for text in args.shapes:  # bad syntax is reported before anything heavy happens
         parse_shapes_arg(text)
+    if args.output:  # and a path that cannot be written, before minutes of building
+        check_output_file(args.output, "--output")
+    if args.timing_cache:
+        check_output_file(args.timing_cache, "--timing-cache")
     options = BuildOptions(
         precision=args.precision,
         shapes=list(args.shapes),

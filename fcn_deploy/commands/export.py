@@ -5,7 +5,7 @@ import argparse
 
 from ..runtime.metadata import INT8_SCHEMES, UPSAMPLING_FORMS
 
-DEFAULT_CALIB_IMAGES = 64
+DEFAULT_CALIB_IMAGES = 64  # fcn_deploy.workflows.DEFAULT_CALIB_IMAGES
 
 
 def add_parser(subparsers) -> None:
@@ -56,13 +56,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def default_output(model_name: str, precision: str, logits: bool, int8_scheme: str = "s8s8") -> str:
-    suffix = "" if precision == "fp32" else f"_{precision}"
-    if precision == "int8" and int8_scheme != "s8s8":
-        suffix += f"_{int8_scheme}"
-    return f"{model_name}{suffix}{'_logits' if logits else ''}.onnx"
-
-
 def describe_io(meta) -> tuple:
     if meta.folds_preprocessing:
         inp = "N x H x W x 3 uint8 BGR (pre-processing folded in)"
@@ -78,50 +71,39 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from tqdm import tqdm
-
     from converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
-    from converters.calibration import load_calibration_frames
-    from converters.onnx_export import check_export_options, export
-    from converters.resolve import resolve_model
-    from fcn_deploy.runtime.assets import BUNDLED_MODELS
-
-    from ..errors import FcnDeployError
-    from ..options import parse_key_values, parse_size
+    from ..options import parse_key_values
+    from ..workflows import export
 
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    keep_fp32 = [n.strip() for n in args.keep_fp32.split(",") if n.strip()]
-    check_export_options(precision, calibration=bool(args.calib), keep_fp32=keep_fp32,
-                         int8_scheme=args.int8_scheme, opset=args.opset)
-
-    resolved = resolve_model(args.model, args.num_classes, **parse_key_values(args.model_option))
-    # A bundled model is named as the user named it (camvid_fp16.onnx), anything else by its net.
-    name = args.model if args.model in BUNDLED_MODELS else getattr(resolved.model, "name", "model")
-    output = args.output or default_output(name, precision, args.logits, args.int8_scheme)
-    if os.path.exists(output) and not args.overwrite:
-        raise FcnDeployError(f"{output} exists; pass --overwrite to replace it, or choose --output")
-    frames = None
-    if args.calib:
-        size = parse_size(args.calib_size, "--calib-size") if args.calib_size else None
-        frames = load_calibration_frames(args.calib, args.calib_images, size)
 
     def progress(iterable):
-        return tqdm(iterable, total=len(frames), desc="calibrating", unit="img", file=sys.stderr, leave=False)
+        try:
+            from tqdm import tqdm
+        except ImportError:  # the train extra brings it; without it, no bar
+            return iterable
+        return tqdm(iterable, total=len(iterable) if hasattr(iterable, "__len__") else None, desc="calibrating",
+                    unit="img", file=sys.stderr, leave=False)
 
     result = export(
-        resolved,
-        output,
+        args.model,
+        args.output,
         precision=precision,
-        fold_preprocessing=not args.logits,
-        fold_argmax=not args.logits,
-        opset=args.opset,
-        keep_fp32=keep_fp32,
-        calib_frames=frames,
-        progress=progress,
-        upsampling=args.upsampling,
+        logits=args.logits,
+        calib=args.calib,
+        calib_images=args.calib_images,
+        calib_size=args.calib_size,
         int8_scheme=args.int8_scheme,
+        upsampling=args.upsampling,
+        keep_fp32=args.keep_fp32.split(","),
+        opset=args.opset,
+        num_classes=args.num_classes,
+        model_options=parse_key_values(args.model_option),
+        overwrite=args.overwrite,
+        progress=progress,
     )
+    trained = bool(result.metadata.source.get("trained"))
     meta = result.metadata
     inp, out = describe_io(meta)
     size_mb = os.path.getsize(result.path) / 1e6
@@ -133,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if result.agreement is not None:
         print(f"  arg-max agreement with FP32 on {result.calibration_images} calibration images: "
               f"{100 * result.agreement:.2f}%")
-    if not resolved.trained:
+    if not trained:
         print("  note: untrained weights (zoo name given); export a checkpoint for real use")
     rel = os.path.relpath(result.path)
     rel = result.path if rel.startswith("..") else rel
@@ -153,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Built TensorRT engine {built.engine_path} "
               f"(TensorRT {built.sidecar.tensorrt_version}, {built.sidecar.gpu_name})")
     steps = []
-    if resolved.trained:
+    if trained:
         # INT8 is judged on the kind of image it was calibrated on, not on noise.
         on_images = f" --images {args.calib}" if precision == "int8" else ""
         steps.append((f"fcn-deploy compare {rel}{on_images}", "parity with the PyTorch checkpoint"))

@@ -263,4 +263,10 @@ def run(args: argparse.Namespace) -> int:
                              + "; ".join(f"{s.name}: {s.error}" for s in failed))
     if report.frames_rendered == 0:
         raise FcnDeployError("no frame was processed from " + ", ".join(s.source.description for s in streams))
+    skipped = [(stream, path) for stream in streams for path in getattr(stream.source, "skipped", None) or []]
+    if skipped:  # an image folder's unreadable files, each warned about as it was met
+        names = ", ".join(str(p) for _, p in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        total = sum(len(getattr(s.source, "paths", ())) for s in streams)
+        raise FcnDeployError(f"skipped {len(skipped)} of {total} images that cannot be read "
+                             f"(corrupt or not images): {names}; the others were processed")
     return 0

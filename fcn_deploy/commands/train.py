@@ -10,16 +10,7 @@ import os
 from typing import Any, Dict
 
 from ..errors import FcnDeployError
-from ._args import (
-    NONE,
-    BooleanOptionalAction,
-    add_data_arguments,
-    or_none,
-    parse_option,
-    parse_range,
-    resolve_root,
-    size_or_none,
-)
+from ._args import BooleanOptionalAction, add_data_arguments, or_none, parse_option, parse_range, size_or_none
 
 
 def add_parser(subparsers) -> None:
@@ -86,21 +77,13 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _config_from_args(args: argparse.Namespace):
-    from ..training import make_config
-
-    if not args.model or not args.dataset:
-        raise FcnDeployError("train needs --model and --dataset (or --resume RUN_DIR)")
+def _options_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """The recipe options of :func:`fcn_deploy.train` that the command line gives (``None``:
+    the preset's value; ``"none"``: a preset's crop or random scale turned off)."""
     model_options: Dict[str, Any] = dict(args.model_option)
     if args.width is not None:
         model_options["width"] = args.width
-    val_split = args.val_split
-    if val_split is not None and val_split.lower() == "none":
-        val_split = ""
-    out = args.out or os.path.join("runs", f"{args.model}-{args.dataset}")
-    options = dict(
-        root=resolve_root(args.dataset, args.root),
-        out=out,
+    return dict(
         model_options=model_options,
         dataset_options=dict(args.dataset_option),
         epochs=args.epochs,
@@ -122,7 +105,7 @@ def _config_from_args(args: argparse.Namespace):
         pretrained_backbone=args.pretrained_backbone,
         init_from=args.init_from,
         train_split=args.train_split,
-        val_split=val_split,
+        val_split=args.val_split,
         val_every=args.val_every,
         val_size=args.val_size,
         checkpoint_every=args.checkpoint_every,
@@ -134,36 +117,17 @@ def _config_from_args(args: argparse.Namespace):
         seed=args.seed,
         deterministic=args.deterministic,
     )
-    # `--crop none` / `--scale-range none` override a preset's value, so they arrive as the
-    # marker NONE rather than as None ("not given").
-    crop_none, scale_none = args.crop == NONE, args.scale_range == NONE
-    if crop_none:
-        options["crop"] = None
-    if scale_none:
-        options["scale_range"] = None
-    config = make_config(args.model, args.dataset, args.preset, **options)
-    if crop_none:
-        config.crop = None
-    if scale_none:
-        config.scale_range = None
-    if config.val_split == "":
-        config.val_split = None
-    return config
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ..training import config_for_resume, train
     from ..training.distributed import launched_by_torchrun
+    from ..workflows import train
 
     log = logging.getLogger("fcn_deploy.train")
-    if args.resume:
-        config, ckpt_path = config_for_resume(
-            args.resume, device=args.device, threads=args.threads, num_workers=args.workers
-        )
-    else:
-        config, ckpt_path = _config_from_args(args), None
+    if not args.resume and (not args.model or not args.dataset):
+        raise FcnDeployError("train needs --model and --dataset (or --resume RUN_DIR)")
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     bar = None
@@ -190,12 +154,18 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        result = train(config, resume_from=ckpt_path, on_step=on_step, on_download=download_bar)
+        if args.resume:
+            result = train(resume=args.resume, on_step=on_step, on_download=download_bar, device=args.device,
+                           threads=args.threads, num_workers=args.workers)
+        else:
+            result = train(args.model, args.dataset, root=args.root, out=args.out, preset=args.preset,
+                           on_step=on_step, on_download=download_bar, **_options_from_args(args))
     finally:
         if download_bar is not None:
             download_bar.close()
         if bar is not None:
             bar.close()
+    config = result.config
     if main_process:
         best = result.best_metrics.get("mean_iu")
         best_text = f"best val mean IU {100 * best:.2f} at epoch {result.best_epoch}" if best is not None else "no validation"

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..errors import FcnDeployError
+from ..fileio import check_output_file, make_folder
 from .mjpeg import MjpegServer
 from .sources import Frame
 
@@ -43,6 +44,14 @@ class SinkError(FcnDeployError):
 def refuse_overwrite(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise SinkError(f"{path} already exists; pass --overwrite to replace it, or choose another output")
+
+
+def writable_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` now, or one :class:`SinkError` line (a file in the way, ``/proc``, no write access)."""
+    try:
+        make_folder(folder, what)
+    except FcnDeployError as exc:
+        raise SinkError(str(exc)) from None
 
 
 def frame_file_name(frame: Frame, suffix: str) -> str:
@@ -91,6 +100,10 @@ class VideoFileSink(Sink):
         if suffix not in VIDEO_CODECS:
             raise SinkError(f"unsupported video file type {suffix!r} for {path}: use .mp4 or .avi")
         refuse_overwrite(self.path, overwrite)
+        try:  # its folder is made now: a path that cannot be written fails before any frame is processed
+            check_output_file(self.path, "output")
+        except FcnDeployError as exc:
+            raise SinkError(str(exc)) from None
         self.fourcc = VIDEO_CODECS[suffix]
         self.fps = fps or DEFAULT_FPS
         self.description = f"video file {self.path}"
@@ -140,7 +153,7 @@ class ImageFolderSink(Sink):
         if self.folder.exists() and not self.folder.is_dir():
             raise SinkError(f"{folder} exists and is not a folder")
         _refuse_nonempty(self.folder, f"*{suffix}", "image folder", overwrite)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        writable_folder(self.folder, "output folder")
         self.suffix = suffix
         self.overwrite = overwrite
         self.params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix == ".jpg" else []
@@ -165,7 +178,7 @@ class LabelSink:
         if self.folder.exists() and not self.folder.is_dir():
             raise SinkError(f"--labels-dir {folder} exists and is not a folder")
         _refuse_nonempty(self.folder, "*.png", "--labels-dir", overwrite)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        writable_folder(self.folder, "--labels-dir")
         self.overwrite = overwrite
         self.description = f"label PNGs in {self.folder}"
         self.frames = 0

@@ -261,7 +261,12 @@ class CaptureSource(Source):
 # -- image folders -----------------------------------------------------------------------------
 class ImageSource(Source):
     """Still images (a folder, a glob or one file), in name order, each a :class:`Frame` named
-    after its file stem."""
+    after its file stem.
+
+    An image that cannot be decoded (corrupt, truncated, not an image) is skipped with a
+    warning and listed in :attr:`skipped`, so one bad file does not stop a batch run; the
+    caller reports them at the end. A source none of whose images can be read is an error.
+    """
 
     live = False
 
@@ -275,29 +280,47 @@ class ImageSource(Source):
         self.loop = loop
         self.fps = fps
         self.frame_count = len(paths)
+        self.skipped: List[Path] = []
         self._position = 0
         self._index = 0
-        self._first: Optional[np.ndarray] = self._load(paths[0])  # fail now, not mid-run
+        self._first: Optional[np.ndarray] = self._next_image()  # fail now, not mid-run
+        if self._first is None:
+            if len(paths) == 1:
+                raise SourceError(f"cannot read image {paths[0]}: corrupt or not an image")
+            raise SourceError(f"none of the {len(paths)} images of {description} can be read (corrupt or not images)")
         self.size = (self._first.shape[1], self._first.shape[0])
 
     @staticmethod
-    def _load(path: Path) -> np.ndarray:
+    def _load(path: Path) -> Optional[np.ndarray]:
         with quiet_opencv():
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise SourceError(f"cannot read image {path}: corrupt or not an image")
-        return image
+            return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+    def _next_image(self) -> Optional[np.ndarray]:
+        """The next readable image from the current position (advancing past it), or ``None``
+        at the end; unreadable ones are skipped, each warned about once."""
+        while self._position < len(self.paths):
+            path = self.paths[self._position]
+            self._position += 1
+            image = self._load(path)
+            if image is not None:
+                self._current = path
+                return image
+            if path not in self.skipped:
+                self.skipped.append(path)
+                log.warning("skipped %s: cannot read it (corrupt or not an image)", path)
+        return None
 
     def read(self) -> Optional[Frame]:
-        if self._position >= len(self.paths):
-            if not self.loop:
+        if self._first is not None:
+            image, self._first = self._first, None
+        else:
+            image = self._next_image()
+            if image is None and self.loop and len(self.skipped) < len(self.paths):
+                self._position = 0
+                image = self._next_image()
+            if image is None:
                 return None
-            self._position = 0
-        path = self.paths[self._position]
-        image = self._first if self._index == 0 else self._load(path)
-        self._first = None
-        self._position += 1
-        frame = Frame(image, self._index, path.stem, time.perf_counter())
+        frame = Frame(image, self._index, self._current.stem, time.perf_counter())
         self._index += 1
         return frame
 

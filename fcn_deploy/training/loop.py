@@ -64,6 +64,7 @@ class TrainResult:
     epochs: int
     wall_time_s: float
     history: List[Dict[str, Any]]
+    config: Optional[TrainConfig] = None  # the recipe the run followed (a resumed run's own)
 
 
 StepCallback = Callable[[Dict[str, Any]], None]
@@ -344,7 +345,7 @@ class _Run:
                     break
             self._end_epoch()
         return TrainResult(self.run_dir, self.best_metrics, self.best_epoch, self.iteration, self.epoch,
-                           self.wall_time, self.history)
+                           self.wall_time, self.history, self.config)
 
     def _end_epoch(self) -> None:
         c = self.config
