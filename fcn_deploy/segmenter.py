@@ -41,14 +41,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
 from .errors import FcnDeployError
 from .runtime.backends import Backend, open_backend
-from .runtime.input_size import InputSizer, InputSizeSpec, Size, parse_input_size, resize_frame
+from .runtime.input_size import InputSizer, InputSizeSpec, Size, backend_batch_limit, parse_input_size, resize_frame
 from .runtime.metadata import ModelMetadata
 from .runtime.model_files import default_device, model_kind, resolve_model_file
 from .runtime.sources import IMAGE_EXTENSIONS, quiet_opencv
@@ -323,21 +323,9 @@ def _batch_limits(backend: Backend) -> Tuple[int, int]:
     (any batch) or no fixed batch.
 
     A graph with a fixed batch dimension takes exactly that many frames; a TensorRT engine (or
-    ONNX Runtime's TensorRT provider) takes at most its optimisation profile's largest batch.
+    ONNX Runtime's TensorRT provider) takes at most its optimisation profile's largest batch
+    (:func:`~fcn_deploy.runtime.input_size.backend_batch_limit`, which the video pipeline uses too).
     """
-    spec = getattr(backend, "input_spec", None)
-    shape = getattr(spec, "shape", ())
-    if shape and isinstance(shape[0], int) and shape[0] > 0:
-        return int(shape[0]), int(shape[0])
-    limits: List[int] = []
-    given = getattr(backend, "profile_shapes", None)  # ONNX Runtime's TensorRT provider
-    if isinstance(given, Mapping) and "max" in given:
-        limits.append(int(given["max"][0]))
-    sidecar = getattr(backend, "sidecar", None)
-    name = getattr(spec, "name", None)
-    for profile in getattr(sidecar, "profiles", None) or []:
-        if isinstance(profile, Mapping) and profile:
-            shapes = profile[name] if name in profile else next(iter(profile.values()))
-            if isinstance(shapes, Mapping) and "max" in shapes:
-                limits.append(int(shapes["max"][0]))
-    return (min(limits) if limits else 0), 0
+    shape = getattr(getattr(backend, "input_spec", None), "shape", ())
+    fixed = int(shape[0]) if shape and isinstance(shape[0], int) and shape[0] > 0 else 0
+    return backend_batch_limit(backend) or 0, fixed
