@@ -111,8 +111,7 @@ class TritonModelConfig:
     def __post_init__(self) -> None:
         if (self.platform is None) == (self.backend is None):
             raise FcnDeployError("a Triton model config names a platform or a backend, not both or neither")
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise FcnDeployError(f"bad Triton model name {self.name!r}: a plain folder name, e.g. camvid")
+        self.check_name(self.name)
         if self.max_batch_size < 1:
             raise FcnDeployError(f"max batch size must be >= 1, not {self.max_batch_size}")
         if self.instance_kind not in INSTANCE_KINDS:
@@ -124,6 +123,12 @@ class TritonModelConfig:
         clash = set(self.parameters) & set(self.metadata.to_props())
         if clash:
             raise FcnDeployError(f"parameters {sorted(clash)} would hide the model's metadata")
+
+    @staticmethod
+    def check_name(name: str) -> None:
+        """A model name is a folder name in the repository (and part of the URL)."""
+        if not name or any(c in name for c in "/\\ :") or name.startswith("."):
+            raise FcnDeployError(f"bad Triton model name {name!r}: a plain folder name, e.g. camvid")
 
     def _accelerator_lines(self) -> List[str]:
         """ONNX Runtime's TensorRT execution provider inside Triton's ORT backend, on GPUs only.
