@@ -216,3 +216,20 @@ def test_server_dying_mid_run_is_one_line_and_keeps_the_labels_written(tmp_path)
     assert len(written) >= 5 and all(cv2.imread(str(p), cv2.IMREAD_UNCHANGED) is not None for p in written)
     # and `serve` says its server stopped by itself, in one line
     assert code == 1 and "Triton stopped by itself" in server.proc.stderr.read()
+
+
+def test_latency_concurrency_sweep_against_local_onnx_runtime(served, tmp_path, capsys):
+    from benchmarks import latency
+
+    out = tmp_path / "sweep.json"
+    assert latency.main(["--model", served.url(), "--concurrency", "1,2", "--seconds", "0.3", "--warmup", "1",
+                         "--sizes", "36x48", "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {(r["backend"], r["clients"]): r for r in report["records"]}
+    assert set(rows) == {("triton", 1), ("triton", 2), ("ort-cpu", 1), ("ort-cpu", 2)}
+    for row in rows.values():
+        assert row["fps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] and row["iters"] >= 1
+    assert "frames/s" in capsys.readouterr().out
+    (port,) = free_ports(1)
+    assert latency.main(["--model", f"triton://127.0.0.1:{port}/camvid", "--seconds", "0.1"]) == 1
+    assert "cannot reach the Triton server" in capsys.readouterr().err
