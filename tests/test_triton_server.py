@@ -233,3 +233,10 @@ def test_latency_concurrency_sweep_against_local_onnx_runtime(served, tmp_path, 
     (port,) = free_ports(1)
     assert latency.main(["--model", f"triton://127.0.0.1:{port}/camvid", "--seconds", "0.1"]) == 1
     assert "cannot reach the Triton server" in capsys.readouterr().err
+
+
+def test_compare_a_served_model_with_its_pytorch_checkpoint(served, capsys):
+    pytest.importorskip("torch", reason="compare runs the PyTorch checkpoint")
+    assert main(["compare", served.url(), "--sizes", "36x48"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"A: {served.url()}") and "PASSED (1/1 sizes)" in out

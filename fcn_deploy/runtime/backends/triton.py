@@ -135,12 +135,14 @@ class TritonBackend(Backend):
     Options: ``timeout`` (seconds for connecting and for one request, default 30),
     ``in_flight`` (requests on the wire at once through :meth:`submit`, default 1),
     ``require_metadata`` (refuse a model whose config carries no fcn-deploy metadata, default True).
+    ``threads`` is accepted as ``None`` only (callers that pass the CLI's ``--threads`` through):
+    the server's instances own their threads.
     ``device`` is where the *server* runs the model, which its config decides: only ``remote``
     (or ``cpu``, the CLI's default for files) is accepted here.
     """
 
     def __init__(self, url: str, device: Optional[str] = "remote", *, timeout: float = 30.0, in_flight: int = 1,
-                 require_metadata: bool = True) -> None:
+                 require_metadata: bool = True, threads: Optional[int] = None) -> None:
         self._local = threading.local()
         self._clients: List[Any] = []
         self._clients_lock = threading.Lock()
@@ -153,6 +155,9 @@ class TritonBackend(Backend):
         if device not in (None, "remote", "cpu"):
             raise BackendError(f"{url}: the Triton server decides where the model runs (its instance_group); "
                                f"leave --device out, not {device!r}")
+        if threads is not None:
+            raise BackendError(f"{url}: the Triton server sets its own threads (fcn-deploy serve --threads); leave "
+                               "--threads out")
         if timeout <= 0:
             raise BackendError(f"timeout must be > 0 seconds, not {timeout}")
         if in_flight < 1:
