@@ -240,3 +240,9 @@ def test_compare_a_served_model_with_its_pytorch_checkpoint(served, capsys):
     assert main(["compare", served.url(), "--sizes", "36x48"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"A: {served.url()}") and "PASSED (1/1 sizes)" in out
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(served):
+    result = run_cli(["serve", "--http-port", str(served.http), "--grpc-port", str(served.grpc + 1000),
+                      "--metrics-port", str(served.metrics + 1000)])
+    assert_one_line_error(result, f"--http-port {served.http} is in use")

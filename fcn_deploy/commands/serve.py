@@ -67,7 +67,13 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.start(args.start_timeout)
+        try:
+            server.start(args.start_timeout)
+        except FcnDeployError:
+            if stopping:  # Ctrl-C while the model was loading: a stop, not a failure
+                log.info("stopped before the model was ready")
+                return 130
+            raise
         host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
         print(f"serving {metadata.model_name} ({metadata.precision}, {device}) as {name!r} with Triton "
               f"(max batch {args.max_batch}, queue delay {args.queue_delay_us} us, {args.instances} instance(s))",
