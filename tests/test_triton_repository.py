@@ -118,3 +118,19 @@ def test_tensorrt_plans_per_compute_capability(tmp_path, meta):
     assert (tmp_path / "models" / "camvid_trt" / "1" / "model_sm87.plan").read_bytes() == b"plan bytes for Orin"
     with pytest.raises(FcnDeployError, match="both for compute capability 8.7"):
         write_plan_model([engines[0], engines[0]], tmp_path / "other", "x")
+
+
+def test_export_triton_from_engines_writes_a_plan_model(tmp_path, meta, capsys):
+    from fcn_deploy.cli import main
+
+    engine = tmp_path / "camvid_fp16_sm87.engine"
+    engine.write_bytes(b"plan")
+    profile = {"input": {"min": [1, 64, 64, 3], "opt": [2, 360, 480, 3], "max": [2, 720, 960, 3]}}
+    write_sidecar(engine, Sidecar("8.5.2", "Orin", "8.7", "fp16", [profile], "0" * 64, {}, "1" * 64, 4,
+                                  metadata=meta.to_dict()))
+    assert main(["export", "--triton", str(tmp_path / "repo"), "--engine", str(engine)]) == 0
+    assert "tensorrt_plan" in capsys.readouterr().out
+    config = parse((tmp_path / "repo" / "camvid_fp16" / "config.pbtxt").read_text())
+    assert dict(config.cc_model_filenames) == {"8.7": "model_sm87.plan"} and config.max_batch_size == 2
+    assert main(["export", "--engine", str(engine)]) == 1  # --engine without --triton: one line
+    assert "--engine goes with --triton" in capsys.readouterr().err

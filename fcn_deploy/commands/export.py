@@ -53,6 +53,9 @@ def add_parser(subparsers) -> None:
     scale_out.add_argument("--deepstream", metavar="DIR",
                            help="write what DeepStream's nvinfer needs into DIR: a float NCHW -> per-class scores "
                                 "ONNX, config_infer_primary_fcn.txt, labels.txt and a deepstream-app config")
+    parser.add_argument("--engine", action="append", default=[], metavar="ENGINE",
+                        help="with --triton: a TensorRT engine from `fcn-deploy build` (repeatable, one per GPU kind) "
+                             "to serve as a tensorrt_plan model instead of exporting ONNX")
     parser.add_argument("--name", default=None,
                         help="with --triton: the model's name in the repository (default: camvid, or the net's name)")
     parser.add_argument("--max-batch", type=int, default=8, metavar="N",
@@ -108,9 +111,36 @@ def _deepstream(result, folder: str, size, overwrite: bool) -> int:
     return 0
 
 
+def _plan_repository(args: argparse.Namespace) -> int:
+    """``--triton REPO --engine E ...``: a tensorrt_plan model from built engines (nothing exported)."""
+    import os
+
+    from converters.triton_repository import ngc_command, write_plan_model
+
+    from ..errors import FcnDeployError
+
+    name = args.name or os.path.splitext(os.path.basename(args.engine[0]))[0].split("_sm")[0]
+    repo = write_plan_model(args.engine, args.triton, name, overwrite=args.overwrite)
+    ccs = ", ".join(sorted(repo.config.cc_model_filenames))
+    if not ccs:
+        raise FcnDeployError("no engine was written")
+    print(f"Triton model repository: {repo.config_path} (platform tensorrt_plan, compute capability {ccs}, "
+          f"max batch {repo.config.max_batch_size})")
+    print(f"  serve it with NVIDIA's container:  {ngc_command(args.triton)}")
+    print(f"  then run against it:               fcn-deploy run --model triton://localhost:8000/{name}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import sys
+
+    if args.engine:
+        from ..errors import FcnDeployError
+
+        if not args.triton:
+            raise FcnDeployError("--engine goes with --triton REPO (a tensorrt_plan model from built engines)")
+        return _plan_repository(args)
 
     from tqdm import tqdm
 
