@@ -188,6 +188,12 @@ class TritonServer:
                     process.kill()
                     process.wait()
             code = process.returncode
+            # Triton's Python backend stubs outlive a server that was killed (they are its children,
+            # in the process group it leads): end whatever is left of the group.
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
