@@ -26,6 +26,13 @@ the achieved GFLOP/s (at p50) against the machine's measured fp32 GEMM peak. A b
 precision that cannot run here is listed as skipped, with the reason.
 
 ``--compare A.json B.json`` prints the ratios of two earlier runs instead.
+
+``--model triton://HOST:PORT/NAME`` (a model on a Triton server, e.g. ``fcn-deploy serve``)
+measures what a server is for instead: ``--concurrency 1,2,4,8`` clients, each on its own
+connection sending one frame at a time, for ``--seconds`` each (default 5), against the same
+number of threads sharing one local ONNX Runtime session of ``--local`` (default the bundled
+model). Reported per client count: throughput (frames/s over the wall time) and the
+per-request p50/p99 latency, frames in to labels out, the network included.
 """
 from __future__ import annotations
 
@@ -107,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="write a PNG chart of latency by backend and size")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="print the ratios of two earlier reports and exit")
+    p.add_argument("--concurrency", default="1,2,4,8", metavar="LIST",
+                   help="with --model triton://...: concurrent clients to sweep (default 1,2,4,8)")
+    p.add_argument("--local", default="camvid", metavar="M",
+                   help="with --model triton://...: the local ONNX model to compare against (default camvid; "
+                        "'none' leaves it out)")
     p.add_argument("-v", "--verbose", action="store_true", help="log exports and cache use")
     return p
 
@@ -345,6 +357,122 @@ def print_report(report: Dict[str, Any]) -> None:
     print(_report.format_skipped(report["skipped"]))
 
 
+# --------------------------------------------------------------------------------------------
+# A Triton server under concurrent clients (--model triton://...)
+# --------------------------------------------------------------------------------------------
+CONCURRENCY_COLUMNS = [("backend", "backend", "s"), ("clients", "clients", "d"), ("size", "size", "s"),
+                       ("fps", "frames/s", ".1f"), ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
+                       ("mean_ms", "mean ms", ".1f"), ("iters", "requests", "d")]
+
+
+def clients_sweep(open_client, clients: int, frame, warmup: int, seconds: float) -> Dict[str, Any]:
+    """``clients`` threads, each with ``open_client()``'s backend, sending ``frame`` until ``seconds``
+    pass; per-request latencies pooled, throughput over the wall time."""
+    import threading
+
+    backends = [open_client() for _ in range(clients)]
+    latencies: List[List[float]] = [[] for _ in range(clients)]
+    errors: List[BaseException] = []
+    start_line = threading.Barrier(clients + 1)
+    clock = time.perf_counter
+    stop_at = [0.0]
+
+    def work(k: int) -> None:
+        try:
+            for _ in range(warmup):
+                backends[k].infer(frame)
+            start_line.wait()
+            while clock() < stop_at[0]:
+                t0 = clock()
+                backends[k].infer(frame)
+                latencies[k].append(clock() - t0)
+        except BaseException as exc:  # reported after the sweep
+            errors.append(exc)
+            start_line.abort()
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        try:
+            stop_at[0] = clock() + 1e9
+            start_line.wait()
+            begin = clock()
+            stop_at[0] = begin + seconds
+        except threading.BrokenBarrierError:
+            pass
+        for t in threads:
+            t.join()
+        wall = clock() - begin if not errors else 0.0
+    finally:
+        closed = {id(b): b for b in backends}
+        for b in closed.values():
+            b.close()
+    if errors:
+        raise FcnDeployError(f"{first_line(errors[0])}")
+    pooled = [x for per in latencies for x in per]
+    stats = _report.latency_stats(pooled, 1)
+    stats["fps"] = len(pooled) / wall
+    return stats
+
+
+def run_concurrency(args: argparse.Namespace) -> Dict[str, Any]:
+    from fcn_deploy.runtime.backends import open_backend
+    from fcn_deploy.runtime.model_files import resolve_model_file
+
+    clients = parse_ints(args.concurrency, "--concurrency")
+    (height, width), *_ = parse_sizes(args.sizes, "--sizes")
+    seconds = args.seconds or 5.0
+    frame = _variants.random_frames(1, height, width)
+    with open_backend(args.model) as probe:  # one clear line if the server is not there
+        remote = probe.providers[0]
+        model = f"{probe.metadata.model_name} ({probe.metadata.precision}) at {args.model}"
+    def remote_clients():  # a connection per client
+        return lambda: open_backend(args.model)
+
+    targets = [("triton", remote, remote_clients)]
+    if args.local.lower() != "none":
+        path = str(resolve_model_file(args.local))
+
+        def local_clients():  # one session shared by every thread, as one box serving several cameras
+            session: List[Any] = []
+
+            def get():
+                if not session:
+                    session.append(open_backend(path, "cpu", threads=args.threads))
+                return session[0]
+            return get
+
+        targets.append(("ort-cpu", f"ONNX Runtime CPU, {os.path.basename(path)}, one session", local_clients))
+    records = []
+    for name, where, clients_of in targets:
+        for count in clients:
+            print(f"  running {name} with {count} client(s) ...", file=sys.stderr, flush=True)
+            stats = clients_sweep(clients_of(), count, frame, args.warmup, seconds)
+            records.append(_report.rounded({"backend": name, "where": where, "clients": count,
+                                            "size": f"{height}x{width}", **stats}))
+    return {
+        "benchmark": "latency-concurrency",
+        "command": " ".join(["python3", "benchmarks/latency.py"] + list(args.argv)),
+        "model": model,
+        "timed": "one uint8 BGR frame per request, labels back, host to host (network and server queueing "
+                 "included for Triton); each client sends its next frame when the last one is back",
+        "machine": _machine.describe_machine(args.threads or _machine.available_cores()),
+        "settings": {"seconds": seconds, "warmup": args.warmup, "clients": clients, "size": f"{height}x{width}"},
+        "records": records,
+        "skipped": [],
+    }
+
+
+def print_concurrency(report: Dict[str, Any]) -> None:
+    print(f"model:   {report['model']}")
+    print("\n".join(_report.machine_lines(report["machine"])))
+    print(f"timed:   {report['timed']}")
+    s = report["settings"]
+    print(f"method:  {s['warmup']} warm-up requests per client, then {s['seconds']:g} s per client count\n")
+    print(_report.format_table(report["records"], CONCURRENCY_COLUMNS))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -356,6 +484,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             a, b = (_report.load_report(p) for p in args.compare)
             text, _ = _report.compare(a, b, os.path.basename(args.compare[0]), os.path.basename(args.compare[1]))
             print(text)
+            return 0
+        from fcn_deploy.runtime.model_files import is_remote
+
+        if is_remote(args.model):
+            report = run_concurrency(args)
+            print_concurrency(report)
+            _report.write_outputs(args, report, CONCURRENCY_COLUMNS)
             return 0
         report = run_benchmark(args)
         print_report(report)

@@ -60,7 +60,12 @@ from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
 
 
 def resolve_model(spec: str, workdir: Path, num_classes: int) -> Path:
-    """An ONNX path for ``spec``: a file, the bundled model, or a zoo name exported here."""
+    """An ONNX path for ``spec``: a file, the bundled model, or a zoo name exported here; a
+    ``triton://`` URL as it is (a model on a Triton server)."""
+    from fcn_deploy.runtime.model_files import is_remote
+
+    if is_remote(spec):
+        return spec
     if spec in BUNDLED_MODELS and (ASSETS / BUNDLED_MODELS[spec]).is_file():
         return ASSETS / BUNDLED_MODELS[spec]
     if spec.endswith(".onnx"):
@@ -247,7 +252,8 @@ def multi_stream_main(args, size, input_spec, outputs) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="camvid", help="an .onnx file, 'camvid', or a zoo name")
+    parser.add_argument("--model", default="camvid",
+                        help="an .onnx file, 'camvid', a zoo name, or triton://HOST:PORT/NAME (a Triton server)")
     parser.add_argument("--num-classes", type=int, default=11, help="classes of an exported zoo model")
     parser.add_argument("--size", default="360x480", help="video frame HxW (default CamVid's 360x480)")
     parser.add_argument("--input-size", default=None, metavar="native|HxW",
@@ -310,7 +316,7 @@ def main() -> int:
 
     model = statistics.median(model_fps)
     print()
-    print(f"{meta.model_name} ({model_path.name}), frames {size_text(size)} -> input {size_text(input_size)}, {args.device}, "
+    print(f"{meta.model_name} ({os.path.basename(str(model_path))}), frames {size_text(size)} -> input {size_text(input_size)}, {args.device}, "
           f"ONNX Runtime threads={args.threads or 'default (cores)'}, {os.cpu_count()} CPUs, "
           f"{args.frames} frames x {args.rounds} rounds (medians), load average {os.getloadavg()[0]:.1f}")
     print(f"  model only          {model:7.2f} FPS  {1000 / model:7.1f} ms/frame  "

@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
         "agreement, with pass/fail against tolerances. B defaults to the checkpoint A was "
         "exported from. Exit status 0 when every size passes, 1 otherwise.",
     )
-    parser.add_argument("a", metavar="A.onnx", help="the model under test")
+    parser.add_argument("a", metavar="A.onnx", help="the model under test (an .onnx file, or triton://HOST:PORT/NAME)")
     parser.add_argument("b", nargs="?", metavar="B",
                         help="reference: a checkpoint or an ONNX file (default: A's source checkpoint)")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, metavar="HxW,...",
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import FcnDeployError
     from ..options import parse_sizes
-    from ..runtime.model_files import ONNX, resolve_model_file
+    from ..runtime.model_files import ONNX, TRITON, resolve_model_file
 
     sizes = parse_sizes(args.sizes, "--sizes")
     if not sizes:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"--batch must be >= 1, not {args.batch}")
     if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
         raise FcnDeployError(f"--min-agreement is a fraction in [0, 1], not {args.min_agreement}")
-    a = OnnxSide(str(resolve_model_file(args.a, (ONNX,))), args.device)
+    a = OnnxSide(str(resolve_model_file(args.a, (ONNX, TRITON))), args.device)
     b = reference_side(a, args.b)
     images = load_calibration_frames(args.images, 64) if args.images else None
     precision = a.metadata.precision

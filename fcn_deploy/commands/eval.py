@@ -27,7 +27,8 @@ def add_parser(subparsers) -> None:
         description="Score a checkpoint (.pt), an exported model (.onnx, .engine) or the bundled "
         "model (camvid) on a dataset split with the paper's four metrics and per-class IU.",
     )
-    p.add_argument("--model", required=True, help="checkpoint .pt, model .onnx/.engine, or camvid (bundled)")
+    p.add_argument("--model", required=True, help="checkpoint .pt, model .onnx/.engine, camvid (bundled), or "
+                   "triton://HOST:PORT/NAME (a model on a Triton server; triton+grpc:// for gRPC)")
     add_data_arguments(p, dataset_required=False)
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--input-size", default=None, metavar="native|HxW",
@@ -63,10 +64,10 @@ def parse_scales(text: str) -> List[float]:
 
 def resolve_model(spec: str) -> str:
     """``camvid`` -> the bundled ONNX (or, where only that is installed, its checkpoint); a
-    path of any model kind as is."""
-    from ..runtime.model_files import CHECKPOINT, ENGINE, ONNX, resolve_model_file
+    path of any model kind, or a ``triton://`` URL, as is."""
+    from ..runtime.model_files import CHECKPOINT, ENGINE, ONNX, TRITON, resolve_model_file
 
-    return str(resolve_model_file(spec, (ONNX, ENGINE, CHECKPOINT)))
+    return str(resolve_model_file(spec, (ONNX, ENGINE, CHECKPOINT, TRITON)))
 
 
 class _Model:

@@ -46,6 +46,22 @@ def add_parser(subparsers) -> None:
                              "as trained. The outputs are the same")
     parser.add_argument("--keep-fp32", metavar="NODE,...", default="",
                         help="with --fp16: graph node names kept in float32")
+    scale_out = parser.add_mutually_exclusive_group()
+    scale_out.add_argument("--triton", metavar="REPO",
+                           help="write a Triton model repository: REPO/NAME/config.pbtxt and REPO/NAME/1/model.onnx "
+                                "(ONNX Runtime backend, dynamic batching, the metadata as parameters)")
+    scale_out.add_argument("--deepstream", metavar="DIR",
+                           help="write what DeepStream's nvinfer needs into DIR: a float NCHW -> per-class scores "
+                                "ONNX, config_infer_primary_fcn.txt, labels.txt and a deepstream-app config")
+    parser.add_argument("--engine", action="append", default=[], metavar="ENGINE",
+                        help="with --triton: a TensorRT engine from `fcn-deploy build` (repeatable, one per GPU kind) "
+                             "to serve as a tensorrt_plan model instead of exporting ONNX")
+    parser.add_argument("--name", default=None,
+                        help="with --triton: the model's name in the repository (default: camvid, or the net's name)")
+    parser.add_argument("--max-batch", type=int, default=8, metavar="N",
+                        help="with --triton: max_batch_size of the model config (default 8)")
+    parser.add_argument("--infer-size", default=None, metavar="HxW",
+                        help="with --deepstream: nvinfer's network input size (default: the model's training scale)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--opset", type=int, default=17,
                         help="ONNX opset (default 17: TensorRT 8.6 and later parse it)")
@@ -67,16 +83,99 @@ def describe_io(meta) -> tuple:
     return inp, out
 
 
+def _deepstream(result, folder: str, size, overwrite: bool) -> int:
+    """The DeepStream files from the logits graph just exported (removed afterwards)."""
+    import os
+
+    from converters.deepstream import write_deepstream
+
+    try:
+        files = write_deepstream(result.path, folder, size=size, overwrite=overwrite)
+    finally:
+        os.remove(result.path)
+    keys = files.keys
+    print(f"DeepStream files for {result.metadata.model_name} in {folder}:")
+    print(f"  {os.path.basename(files.onnx_path)}: input N x 3 x H x W float (nvinfer normalises), output scores "
+          f"N x {result.metadata.num_classes} x H x W (softmax)")
+    print(f"  {os.path.basename(files.infer_config)}: network-type=2, infer-dims={keys['infer-dims']}, "
+          f"net-scale-factor={keys['net-scale-factor']}, offsets={keys['offsets']}, network-mode={keys['network-mode']}")
+    print(f"  {os.path.basename(files.labels)}, {os.path.basename(files.app_config)} (nvsegvisual)")
+    print(f"On the Jetson:  cd {folder} && deepstream-app -c {os.path.basename(files.app_config)}")
+    return 0
+
+
+def _plan_repository(args: argparse.Namespace) -> int:
+    """``--triton REPO --engine E ...``: a tensorrt_plan model from built engines (nothing exported)."""
+    import os
+
+    from converters.triton_repository import ngc_command, write_plan_model
+
+    from ..errors import FcnDeployError
+
+    name = args.name or os.path.splitext(os.path.basename(args.engine[0]))[0].split("_sm")[0]
+    repo = write_plan_model(args.engine, args.triton, name, overwrite=args.overwrite)
+    ccs = ", ".join(sorted(repo.config.cc_model_filenames))
+    if not ccs:
+        raise FcnDeployError("no engine was written")
+    print(f"Triton model repository: {repo.config_path} (platform tensorrt_plan, compute capability {ccs}, "
+          f"max batch {repo.config.max_batch_size})")
+    print(f"  serve it with NVIDIA's container:  {ngc_command(args.triton)}")
+    print(f"  then run against it:               fcn-deploy run --model triton://localhost:8000/{name}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
+    if args.engine:
+        from ..errors import FcnDeployError
+
+        if not args.triton:
+            raise FcnDeployError("--engine goes with --triton REPO (a tensorrt_plan model from built engines)")
+        return _plan_repository(args)
     from converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
     from ..options import parse_key_values
     from ..workflows import export
 
+    from ..errors import FcnDeployError
+    from ..options import parse_size
+    from ..runtime.assets import BUNDLED_MODELS
+
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
+
+    if args.name and not args.triton:
+        raise FcnDeployError("--name names the model in a Triton repository; it goes with --triton REPO")
+    if args.deepstream and (args.int8 or args.logits or args.output):
+        raise FcnDeployError("--deepstream writes its own float NCHW scores graph (fp32 or --fp16) into DIR; "
+                             "leave out --int8, --logits and --output")
+    if args.triton and args.output:
+        raise FcnDeployError("--triton writes the model into REPO/NAME/1/model.onnx; leave out --output")
+    infer_size = parse_size(args.infer_size, "--infer-size") if args.infer_size else None
+    # A bundled model or zoo net is named as the user named it, a checkpoint by its file.
+    name = args.model if args.model in BUNDLED_MODELS or not os.path.exists(args.model) else \
+        os.path.splitext(os.path.basename(args.model))[0]
+    output, overwrite = args.output, args.overwrite
+    triton_name = None
+    if args.triton:
+        from converters.triton_repository import TritonModelConfig, check_free, model_dir
+
+        triton_name = args.name or name
+        TritonModelConfig.check_name(triton_name)
+        if args.max_batch < 1:
+            raise FcnDeployError(f"--max-batch must be >= 1, not {args.max_batch}")
+        check_free(args.triton, triton_name, args.overwrite)
+        output = os.path.join(model_dir(args.triton, triton_name), "1", "model.onnx")
+    logits = args.logits or bool(args.deepstream)
+    if args.deepstream:
+        from converters.deepstream import ONNX_FILE
+
+        if os.path.exists(os.path.join(args.deepstream, ONNX_FILE)) and not args.overwrite:
+            raise FcnDeployError(f"{os.path.join(args.deepstream, ONNX_FILE)} exists; pass --overwrite to replace the "
+                                 "DeepStream files")
+        os.makedirs(args.deepstream, exist_ok=True)
+        output, overwrite = os.path.join(args.deepstream, f".{name}_logits.onnx"), True  # a working file
 
     def progress(iterable):
         try:
@@ -88,9 +187,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = export(
         args.model,
-        args.output,
+        output,
         precision=precision,
-        logits=args.logits,
+        logits=logits,
         calib=args.calib,
         calib_images=args.calib_images,
         calib_size=args.calib_size,
@@ -100,11 +199,13 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         num_classes=args.num_classes,
         model_options=parse_key_values(args.model_option),
-        overwrite=args.overwrite,
+        overwrite=overwrite,
         progress=progress,
     )
     trained = bool(result.metadata.source.get("trained"))
     meta = result.metadata
+    if args.deepstream:
+        return _deepstream(result, args.deepstream, infer_size, args.overwrite)
     inp, out = describe_io(meta)
     size_mb = os.path.getsize(result.path) / 1e6
     print(f"Exported {meta.model_name} ({precision}) to {result.path} ({size_mb:.1f} MB) in {result.seconds:.1f} s")
@@ -135,6 +236,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"Built TensorRT engine {built.engine_path} "
               f"(TensorRT {built.sidecar.tensorrt_version}, {built.sidecar.gpu_name})")
     steps = []
+    if triton_name:
+        from converters.triton_repository import ngc_command, write_onnx_model
+
+        repo = write_onnx_model(result.path, args.triton, triton_name, max_batch_size=args.max_batch, overwrite=True)
+        print(f"Triton model repository: {repo.config_path} (platform onnxruntime_onnx, max batch {args.max_batch}, "
+              "dynamic batching)")
+        print(f"  serve it with NVIDIA's container:  {ngc_command(args.triton)}")
+        print(f"  then run against it:               fcn-deploy run --model triton://localhost:8000/{triton_name}")
+        return 0
     if trained:
         # INT8 is judged on the kind of image it was calibrated on, not on noise.
         on_images = f" --images {args.calib}" if precision == "int8" else ""

@@ -195,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     model_path = resolve_model_file(args.model)
     kind = model_kind(model_path)
     if args.threads and kind != ONNX:
-        raise FcnDeployError(f"--threads sets ONNX Runtime's CPU threads; {model_path} is a TensorRT engine (leave it out)")
+        what = "served by Triton, which sets its own" if kind == "triton" else "a TensorRT engine"
+        raise FcnDeployError(f"--threads sets ONNX Runtime's CPU threads; {model_path} is {what} (leave it out)")
     device = args.device or default_device(kind)
     specs = stream_specs(args.sources) if args.sources else [StreamSpec("0", str(demo_clip()))]
     many = len(specs) > 1

@@ -10,7 +10,9 @@ A model is one of three kinds:
 * ``checkpoint`` (``.pt``, ``.pth``, ``.ckpt``): a training checkpoint; PyTorch runs it;
 * ``onnx`` (``.onnx``): an exported graph; ONNX Runtime runs it (CPU, CUDA or the TensorRT EP);
 * ``engine`` (``.engine``, ``.plan``, ``.trt``): a serialized TensorRT plan with its sidecar
-  ``NAME.engine.json``; the native TensorRT backend runs it, on a GPU only.
+  ``NAME.engine.json``; the native TensorRT backend runs it, on a GPU only;
+* ``triton`` (``triton://HOST:PORT/NAME``, ``triton+grpc://...``): not a file but a model on a
+  Triton Inference Server; :mod:`fcn_deploy.runtime.backends.triton` talks to it.
 
 :func:`read_metadata` reads an ONNX file's or an engine's fcn-deploy metadata without
 opening a session or touching a GPU (for the benchmarks' tables, export's next steps, and
@@ -30,6 +32,7 @@ from .metadata import ModelMetadata, has_fcn_deploy_metadata
 CHECKPOINT = "checkpoint"
 ONNX = "onnx"
 ENGINE = "engine"
+TRITON = "triton"
 
 MODEL_SUFFIXES: Dict[str, str] = {
     ".pt": CHECKPOINT,
@@ -41,7 +44,14 @@ MODEL_SUFFIXES: Dict[str, str] = {
     ".trt": ENGINE,
 }
 # The kinds the runtime (no PyTorch) can run.
-RUNTIME_KINDS = (ONNX, ENGINE)
+RUNTIME_KINDS = (ONNX, ENGINE, TRITON)
+# URL schemes of models on a Triton server (fcn_deploy.runtime.backends.triton.SCHEMES).
+TRITON_SCHEMES = ("triton://", "triton+http://", "triton+grpc://")
+
+
+def is_remote(spec: "str | os.PathLike[str]") -> bool:
+    """True when ``spec`` names a model on a Triton server rather than a file."""
+    return str(spec).lower().startswith(TRITON_SCHEMES)
 
 
 def suffixes(*kinds: str) -> Tuple[str, ...]:
@@ -50,11 +60,14 @@ def suffixes(*kinds: str) -> Tuple[str, ...]:
 
 
 def _listing(kinds: Tuple[str, ...]) -> str:
-    return ", ".join(suffixes(*kinds))
+    return ", ".join(suffixes(*kinds)) + (" or a triton:// URL" if TRITON in kinds else "")
 
 
 def model_kind(path: "str | os.PathLike[str]") -> str:
-    """``checkpoint``, ``onnx`` or ``engine`` from the file's suffix, or one clear error."""
+    """``checkpoint``, ``onnx`` or ``engine`` from the file's suffix, ``triton`` for a Triton URL,
+    or one clear error."""
+    if is_remote(path):
+        return TRITON
     suffix = Path(os.fspath(path)).suffix.lower()
     kind = MODEL_SUFFIXES.get(suffix)
     if kind is None:
@@ -65,8 +78,9 @@ def model_kind(path: "str | os.PathLike[str]") -> str:
 
 
 def default_device(kind: str) -> str:
-    """Where a model of ``kind`` runs unless told otherwise: an engine only runs on a GPU."""
-    return "cuda" if kind == ENGINE else "cpu"
+    """Where a model of ``kind`` runs unless told otherwise: an engine only runs on a GPU; a
+    Triton model where its server puts it."""
+    return "cuda" if kind == ENGINE else "remote" if kind == TRITON else "cpu"
 
 
 def bundled_checkpoint(name: str) -> Path:
@@ -79,13 +93,18 @@ def bundled_onnx(name: str) -> Path:
     return assets.ASSETS / BUNDLED_MODELS[name]
 
 
-def resolve_model_file(spec: str, kinds: Tuple[str, ...] = RUNTIME_KINDS) -> Path:
+def resolve_model_file(spec: str, kinds: Tuple[str, ...] = RUNTIME_KINDS) -> "Path | str":
     """What ``--model SPEC`` names, as a file of one of ``kinds``.
 
     ``camvid`` (a bundled model) is its shipped ONNX, or its checkpoint where only that is
     installed and checkpoints are accepted; a path must exist and have a known suffix of one
-    of ``kinds``. Every failure is one line that says what to do.
+    of ``kinds``. A Triton URL comes back as it is (a string), where ``kinds`` has ``triton``.
+    Every failure is one line that says what to do.
     """
+    if is_remote(spec):
+        if TRITON not in kinds:
+            raise FcnDeployError(f"--model {spec}: this command takes {_listing(kinds)} files, not a Triton URL")
+        return str(spec)
     if spec in BUNDLED_MODELS:
         onnx_path, checkpoint = bundled_onnx(spec), bundled_checkpoint(spec)
         if ONNX in kinds and onnx_path.is_file():

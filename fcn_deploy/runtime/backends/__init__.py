@@ -4,7 +4,9 @@
 an ONNX file runs in ONNX Runtime (on the CPU, CUDA or TensorRT execution provider); a
 serialized TensorRT plan runs in the native TensorRT backend, ``backends/tensorrt.py``. Each
 backend module imports its engine only when opened, so a device with only one of them
-installed runs the other's files, and says clearly what is missing for the rest.
+installed runs the other's files, and says clearly what is missing for the rest. A
+``triton://HOST:PORT/NAME`` URL (or ``triton+grpc://``) opens ``backends/triton.py``, a client
+of a model served by Triton Inference Server.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import os
 from typing import Any
 
 from ...errors import FcnDeployError
-from ..model_files import ENGINE, ONNX, model_kind
+from ..model_files import ENGINE, ONNX, is_remote, model_kind
 from .base import Backend, BackendError, TensorSpec, check_frames, normalize_frames
 
 __all__ = ["Backend", "BackendError", "TensorSpec", "check_frames", "normalize_frames", "open_backend"]
@@ -30,6 +32,10 @@ def open_backend(path: "str | os.PathLike[str]", device: str = "cpu", **options:
     missing or unreadable file, an unknown device or a missing execution provider.
     """
     path = os.fspath(path)
+    if is_remote(path):  # triton://HOST:PORT/NAME: a model on a Triton server, not a file
+        from .triton import TritonBackend
+
+        return TritonBackend(path, device, **options)
     if not os.path.isfile(path):
         raise BackendError(f"model file not found: {path}")
     try:
