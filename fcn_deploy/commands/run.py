@@ -31,7 +31,9 @@ def add_parser(subparsers) -> None:
     model.add_argument("--model", default="camvid", metavar="M",
                        help="an exported .onnx or .engine file, or 'camvid' (the bundled model; default)")
     model.add_argument("--device", default=None, metavar="D",
-                       help="cpu, cuda[:N] or tensorrt (default: cuda for a TensorRT engine, else cpu)")
+                       help="cpu, ort-cpu, openvino[:GPU], cuda[:N] or tensorrt (default: cuda for a TensorRT engine, "
+                       "else cpu, which runs an ONNX file in the faster installed CPU engine, ONNX Runtime or "
+                       "OpenVINO, measured once per machine and model; ort-cpu and openvino name one)")
     model.add_argument("--threads", type=int, default=None, metavar="N",
                        help="inference threads on the CPU (default: one per core)")
     model.add_argument("--input-size", default=None, metavar="native|HxW",
