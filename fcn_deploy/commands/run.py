@@ -192,6 +192,11 @@ def run(args: argparse.Namespace) -> int:
         backend_options = {"threads": args.threads} if args.threads else {}
         if kind == ONNX:
             backend_options["spinning"] = False  # spinning ORT threads starve capture and rendering
+        if kind == ONNX and device.strip().lower() == "cpu":  # the faster installed CPU engine for this model
+            from ..runtime.engine_choice import choose_cpu_backend
+
+            device, why = choose_cpu_backend(model_path, args.threads, spinning=False)
+            log.info("%s", why)
         backend = open_backend(model_path, device, **backend_options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, options)
