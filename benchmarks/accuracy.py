@@ -30,10 +30,11 @@ from fcn_deploy.runtime.input_size import InputSizer, scale_from_facts, training
 log = logging.getLogger("benchmarks.accuracy")
 
 ACCURACY_COLUMNS = (
-    ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""),
+    ("path", "path", ""), ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""),
     ("mean_iu_pct", "mean IU %", ".2f"), ("delta_pts", "vs ref pts", "+.2f"), ("pixel_acc_pct", "pixel acc %", ".2f"),
     ("p50_ms", "p50 ms", ".1f"), ("p90_ms", "p90 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
-    ("mean_ms", "mean ms", ".1f"), ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"), ("images", "images", "d"),
+    ("mean_ms", "mean ms", ".1f"), ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"),
+    ("vs_peer", "x best peer", ".2f"), ("images", "images", "d"),
 )
 
 
@@ -176,7 +177,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
             finally:
                 if runner is not None:
                     runner.close()
-            record = {"model": source.name, "backend": backend, "precision": precision,
+            record = {"model": source.name, "path": _runners.path_of(backend), "backend": backend, "precision": precision,
                       "int8_scheme": runner.int8_scheme, "prec": _report.precision_label(precision, runner.int8_scheme),
                       "size": f"{h}x{w}",
                       "height": h, "width": w, "batch": 1, "dataset": args.dataset, "split": args.split}
@@ -186,6 +187,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
             records.append(_report.rounded(record))
     add_deltas(records)
     _report.add_speedups(records)
+    _report.add_peer_ratios(records)
     return {
         "benchmark": "accuracy",
         "command": " ".join(["python3", "benchmarks/accuracy.py"] + list(args.argv)),
@@ -194,7 +196,8 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                     "classes": list(dataset.classes)},
         "calibration": calibration.key(),
         "timed": ("per image, batch 1: uint8 BGR frame in -> uint8 labels out, pre-processing and arg-max inside "
-                  "the graph; resizing to the network size and back excluded"),
+                  "the graph (peer path: in numpy around the plain export, timed too); resizing to the network "
+                  "size and back excluded"),
         "machine": {**_machine.describe_machine(threads), "allocator": allocator},
         "records": records,
         "skipped": skipped,
