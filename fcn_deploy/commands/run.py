@@ -192,14 +192,16 @@ def run(args: argparse.Namespace) -> int:
         backend_options = {"threads": args.threads} if args.threads else {}
         if kind == ONNX:
             backend_options["spinning"] = False  # spinning ORT threads starve capture and rendering
+        engine_choice = None
         if kind == ONNX and device.strip().lower() == "cpu":  # the faster installed CPU engine for this model
             from ..runtime.engine_choice import choose_cpu_backend
 
-            device, why = choose_cpu_backend(model_path, args.threads, spinning=False)
-            log.info("%s", why)
+            device, engine_choice = choose_cpu_backend(model_path, args.threads, spinning=False)
         backend = open_backend(model_path, device, **backend_options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, options)
+        if engine_choice:
+            log.info("%s", engine_choice)  # said once the options are known to be good
 
         log.info("%s on %s (%s) -> %s", meta.model_name, source.description, device,
                  ", ".join([s.description for s in sinks] + ([label_sink.description] if label_sink else [])))
