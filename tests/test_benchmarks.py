@@ -343,3 +343,36 @@ def test_openvino_and_peer_path_rows(tmp_path, capsys):
                          "--iters", "1", "--no-peak", "--json", str(tmp_path / "f.json")]) == 0
     skipped = json.loads((tmp_path / "f.json").read_text())["skipped"]
     assert skipped and "peer path exports" in skipped[0]["reason"]
+
+
+def test_versus_peer_picks_the_fastest_of_each_path(tmp_path, capsys):
+    from benchmarks import versus_peer
+
+    def record(path, backend, precision, p50, scheme=None):
+        return {"model": "m", "path": path, "backend": backend, "precision": precision, "int8_scheme": scheme,
+                "size": "360x480", "batch": 1, "device": "cpu", "p50_ms": p50}
+
+    latency_report = {"command": "python3 benchmarks/latency.py", "machine": {"cpu": "x", "threads": 2,
+                                                                            "load_average_at_start": [0.1]},
+                      "records": [record("ours", "ort-cpu", "fp32", 20.0), record("ours", "openvino", "fp32", 25.0),
+                                  record("peer", "peer-ort-cpu", "fp32", 40.0),
+                                  record("peer", "peer-openvino", "fp32", 30.0),
+                                  record("ours", "openvino", "int8", 10.0, "u8s8"),
+                                  record("peer", "peer-ort-cpu", "int8", 30.0)]}
+    accuracy_report = {"command": "python3 benchmarks/accuracy.py", "records": [
+        dict(record("ours", "ort-cpu", "fp32", 1.0), mean_iu_pct=70.0),
+        dict(record("peer", "peer-openvino", "fp32", 1.0), mean_iu_pct=69.5),
+        dict(record("ours", "openvino", "int8", 1.0, "u8s8"), mean_iu_pct=70.2)]}
+    (tmp_path / "l.json").write_text(json.dumps(latency_report))
+    (tmp_path / "a.json").write_text(json.dumps(accuracy_report))
+    fp32, int8 = versus_peer.rows(latency_report, accuracy_report)
+    assert fp32["ours"] == "ONNX Runtime, our graph" and fp32["peer"] == "OpenVINO, plain export"
+    assert fp32["ratio"] == pytest.approx(1.5) and fp32["iu_delta"] == pytest.approx(0.5)
+    assert int8["ours"] == "OpenVINO, our graph (u8s8)" and int8["peer"] == "ONNX Runtime, plain export + quantize_static INT8"
+    assert int8["ratio"] == pytest.approx(3.0) and int8["peer_iu"] is None
+    assert versus_peer.main(["--latency", str(tmp_path / "l.json"), "--accuracy", str(tmp_path / "a.json"),
+                             "--markdown"]) == 0
+    assert "| m | fp32 | ONNX Runtime, our graph | 20.0 |" in capsys.readouterr().out
+    (tmp_path / "ours.json").write_text(json.dumps(dict(latency_report, records=latency_report["records"][:2])))
+    assert versus_peer.main(["--latency", str(tmp_path / "ours.json")]) == 1
+    assert "no size with both" in capsys.readouterr().err
