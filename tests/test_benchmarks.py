@@ -376,3 +376,15 @@ def test_versus_peer_picks_the_fastest_of_each_path(tmp_path, capsys):
     (tmp_path / "ours.json").write_text(json.dumps(dict(latency_report, records=latency_report["records"][:2])))
     assert versus_peer.main(["--latency", str(tmp_path / "ours.json")]) == 1
     assert "no size with both" in capsys.readouterr().err
+
+
+def test_accuracy_reports_openvino_label_agreement_with_onnx_runtime(tmp_path):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    out = tmp_path / "a.json"
+    assert accuracy.main(TINY + ["--dataset", "synthetic", "--limit", "2", "--backends", "ort-cpu,openvino",
+                                 "--precisions", "fp32", "--warmup", "1", "--workdir", str(tmp_path / "w"),
+                                 "--json", str(out)]) == 0
+    by = {r["backend"]: r for r in json.loads(out.read_text())["records"]}
+    assert by["ort-cpu"]["agreement_pct"] is None and by["ort-cpu"]["path"] == "ours"
+    assert by["openvino"]["agrees_with"] == "ort-cpu" and by["openvino"]["agreement_pct"] >= 99.9
+    assert "_labels" not in by["openvino"]
