@@ -37,9 +37,11 @@ def _config(r: Dict[str, Any]) -> str:
 
 
 def rows(latency: Dict[str, Any], accuracy: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """One row per size and precision class that has both an ``ours`` and a ``peer`` record."""
+    """One row per size and precision class that has both an ``ours`` and a ``peer`` record
+    (``accuracy``: one report, or a list of them, for the mean IU)."""
     scores = {}
-    for r in (accuracy or {}).get("records", []):
+    reports = accuracy if isinstance(accuracy, list) else [accuracy or {}]
+    for r in (r for report in reports for r in report.get("records", [])):
         scores[(r["backend"], r["precision"], r.get("int8_scheme"))] = r["mean_iu_pct"]
     records = latency["records"]
     out = []
@@ -69,12 +71,13 @@ COLUMNS = (
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/versus_peer.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--latency", required=True, metavar="FILE", help="JSON of benchmarks/latency.py with peer-* rows")
-    p.add_argument("--accuracy", metavar="FILE", help="JSON of benchmarks/accuracy.py on the same model (mean IU)")
+    p.add_argument("--accuracy", metavar="FILE", nargs="+",
+                   help="JSON of benchmarks/accuracy.py on the same model (mean IU); several are merged")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = p.parse_args(argv)
     try:
         latency = _report.load_report(args.latency)
-        accuracy = _report.load_report(args.accuracy) if args.accuracy else None
+        accuracy = [_report.load_report(path) for path in args.accuracy] if args.accuracy else None
         table = rows(latency, accuracy)
         if not table:
             raise FcnDeployError(f"{args.latency} has no size with both an 'ours' and a 'peer' row; "
@@ -84,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     m = latency["machine"]
     print(f"{m['cpu']}, {m['threads']} threads, load average at start {m['load_average_at_start']}; "
-          f"{latency['command']}" + (f"; {accuracy['command']}" if accuracy else ""))
+          f"{latency['command']}" + "".join(f"; {a['command']}" for a in accuracy or []))
     print(_report.markdown_table(table, COLUMNS) if args.markdown else _report.format_table(table, COLUMNS))
     return 0
 
