@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 log = logging.getLogger(__name__)
 
 # Libraries whose version changes the numbers.
-LIBRARIES = ("numpy", "torch", "onnxruntime", "onnx", "tensorrt", "cv2", "fcn_deploy")
+LIBRARIES = ("numpy", "torch", "onnxruntime", "openvino", "onnx", "tensorrt", "cv2", "fcn_deploy")
 
 
 def available_cores() -> int:

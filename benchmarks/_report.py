@@ -17,9 +17,9 @@ from fcn_deploy.errors import FcnDeployError
 
 # The columns of the CSV, in order (every record's keys; nested values are JSON text).
 CSV_FIELDS = (
-    "model", "backend", "precision", "int8_scheme", "size", "height", "width", "batch", "graph",
+    "model", "path", "backend", "precision", "int8_scheme", "size", "height", "width", "batch", "graph",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "std_ms", "fps", "iters", "warmup",
-    "speedup", "h2d_ms", "compute_ms", "d2h_ms", "gflops", "achieved_gflops_s", "peak_gflops_s",
+    "speedup", "vs_peer", "best_peer", "h2d_ms", "compute_ms", "d2h_ms", "gflops", "achieved_gflops_s", "peak_gflops_s",
     "pct_of_peak", "peak_rss_mb", "peak_rss_added_mb", "threads", "device", "providers", "notes",
     "mean_iu", "pixel_acc", "images",
 )
@@ -60,6 +60,22 @@ def add_speedups(records: List[Dict[str, Any]], reference: Tuple[str, str] = ("p
         r["speedup"] = round(ref / r["p50_ms"], 3) if ref and r.get("p50_ms") else None
 
 
+def add_peer_ratios(records: List[Dict[str, Any]]) -> None:
+    """``vs_peer``: the best peer-path p50 of the same precision and size over this record's
+    (above 1: faster than the fastest peer configuration); ``best_peer`` names it. Only where
+    peer rows were measured."""
+    best: Dict[Tuple[str, str, Any], Dict[str, Any]] = {}
+    for r in records:
+        if r.get("path") == "peer" and r.get("p50_ms"):
+            key = (r["precision"], r["size"], r["batch"])
+            if key not in best or r["p50_ms"] < best[key]["p50_ms"]:
+                best[key] = r
+    for r in records:
+        peer = best.get((r["precision"], r["size"], r["batch"]))
+        r["vs_peer"] = round(peer["p50_ms"] / r["p50_ms"], 3) if peer and r.get("p50_ms") else None
+        r["best_peer"] = f"{peer['backend']} {peer['precision']}" if peer else None
+
+
 # --------------------------------------------------------------------------------------------
 # Terminal
 # --------------------------------------------------------------------------------------------
@@ -84,7 +100,8 @@ def format_table(rows: List[Dict[str, Any]], columns: Sequence[Tuple[str, str, s
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = []
     for index, line in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        lines.append("  ".join(c.ljust(w) if spec == "" else c.rjust(w)
+                               for (c, w, (_, _, spec)) in zip(line, widths, columns)))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -93,7 +110,7 @@ def format_table(rows: List[Dict[str, Any]], columns: Sequence[Tuple[str, str, s
 def markdown_table(rows: List[Dict[str, Any]], columns: Sequence[Tuple[str, str, str]]) -> str:
     """The same table as :func:`format_table`, as GitHub markdown (for a README)."""
     lines = ["| " + " | ".join(header for _, header, _ in columns) + " |",
-             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(columns))) + "|"]
+             "|" + "|".join("---" if spec == "" else "---:" for _, _, spec in columns) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(_fmt(row.get(key), spec) for key, _, spec in columns) + " |")
     return "\n".join(lines)
@@ -119,10 +136,10 @@ def write_markdown(path: str, report: Dict[str, Any], columns: Sequence[Tuple[st
 
 
 LATENCY_COLUMNS = (
-    ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""), ("batch", "batch", "d"),
+    ("path", "path", ""), ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""), ("batch", "batch", "d"),
     ("p50_ms", "p50 ms", ".1f"), ("p90_ms", "p90 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
     ("mean_ms", "mean ms", ".1f"), ("std_ms", "std", ".1f"), ("min_ms", "min ms", ".1f"),
-    ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"), ("h2d_ms", "h2d", ".2f"),
+    ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"), ("vs_peer", "x best peer", ".2f"), ("h2d_ms", "h2d", ".2f"),
     ("compute_ms", "compute", ".2f"), ("d2h_ms", "d2h", ".2f"), ("achieved_gflops_s", "GFLOP/s", ".0f"),
     ("pct_of_peak", "% peak", ".1f"), ("peak_rss_mb", "peak MB", ".0f"),
 )

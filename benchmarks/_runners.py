@@ -11,9 +11,13 @@ Every runner has the same contract, so latency and accuracy measure the same thi
   backend lets them be told apart (``None`` elsewhere, with the reason in ``split_note``).
 
 Backends: ``pytorch`` (eager, CPU), ``pytorch-cuda`` (fp16 or fp32, channels-last, CUDA
-graphs), ``ort-cpu``, ``ort-cuda``, ``ort-tensorrt`` (ONNX Runtime's execution providers)
-and ``tensorrt`` (the native TensorRT backend on an engine built from the same ONNX). A
-backend that cannot run here is reported by :func:`unavailable_reason`, never dropped.
+graphs), ``ort-cpu``, ``ort-cuda``, ``ort-tensorrt`` (ONNX Runtime's execution providers),
+``openvino``, ``openvino-gpu`` (OpenVINO on the CPU and an Intel GPU) and ``tensorrt`` (the
+native TensorRT backend on an engine built from the same ONNX): our graphs, path ``ours``.
+``peer-ort-cpu`` and ``peer-openvino`` are path ``peer``: the same checkpoint exported
+plainly and quantised by each engine's own tool (:class:`~benchmarks._variants.PeerExports`),
+normalised and arg-maxed in numpy inside the timed call, as a user of that path does.
+A backend that cannot run here is reported by :func:`unavailable_reason`, never dropped.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from fcn_deploy.runtime.metadata import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("pytorch", "pytorch-cuda", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
+BACKENDS = ("pytorch", "pytorch-cuda", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt",
+            "openvino", "openvino-gpu", "peer-ort-cpu", "peer-openvino")
 DEVICE = {
     "pytorch": "cpu",
     "pytorch-cuda": "cuda",
@@ -37,7 +42,21 @@ DEVICE = {
     "ort-cuda": "cuda",
     "ort-tensorrt": "cuda",
     "tensorrt": "cuda",
+    "openvino": "cpu",
+    "openvino-gpu": "intel-gpu",
+    "peer-ort-cpu": "cpu",
+    "peer-openvino": "cpu",
 }
+_OPENVINO_DEVICE = {"openvino": "openvino", "openvino-gpu": "openvino:GPU"}
+PEER_BACKENDS = ("peer-ort-cpu", "peer-openvino")
+
+
+def path_of(backend: str) -> str:
+    """``ours`` (our exported graphs), ``peer`` (the plain export and the engines' own INT8) or
+    ``eager`` (PyTorch): what a record's numbers stand for."""
+    if backend in PEER_BACKENDS:
+        return "peer"
+    return "eager" if backend.startswith("pytorch") else "ours"
 _ORT_DEVICE = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}
 _ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
                  "ort-tensorrt": "TensorrtExecutionProvider"}
@@ -95,6 +114,20 @@ def unavailable_reason(backend: str) -> Optional[str]:
             return (f"onnxruntime {ort.__version__} has no {_ORT_PROVIDER[backend]} (providers: "
                     f"{', '.join(available)}); install onnxruntime-gpu")
         return None
+    if backend in ("openvino", "openvino-gpu", "peer-openvino"):
+        try:
+            import openvino as ov
+        except ImportError:
+            return "openvino is not installed (pip install 'fcn-deploy[openvino]')"
+        if backend == "openvino-gpu" and not any(d.startswith("GPU") for d in ov.Core().available_devices):
+            return f"OpenVINO {ov.__version__.split('-')[0]} sees no Intel GPU (devices: {', '.join(ov.Core().available_devices)})"
+        return None
+    if backend == "peer-ort-cpu":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed (pip install 'fcn-deploy[cpu]')"
+        return None
     if backend == "tensorrt":
         from fcn_deploy.runtime.backends.tensorrt import TensorRTError, import_tensorrt
 
@@ -119,6 +152,17 @@ def unsupported_reason(backend: str, precision: str, source) -> Optional[str]:
             return "PyTorch has no INT8 path comparable to the INT8 Q/DQ graph; INT8 runs in ONNX Runtime and TensorRT"
         if backend == "pytorch" and precision == "fp16":
             return "PyTorch eager on the CPU has no fast fp16 kernels; fp16 is measured on CUDA"
+        return None
+    if backend in PEER_BACKENDS:
+        if not source.has_torch_model:
+            return f"--model is an exported {source.kind} file; the peer path exports a zoo name or checkpoint itself"
+        if precision == "fp16":
+            return "the peer path on a CPU has no fp16 (fp32 and each engine's own INT8)"
+        if precision == "int8" and backend == "peer-openvino":
+            try:
+                import nncf  # noqa: F401
+            except ImportError:
+                return "OpenVINO's INT8 path needs NNCF (pip install nncf)"
         return None
     if source.kind == "engine" and backend != "tensorrt":
         return "--model is a TensorRT engine; only the native TensorRT backend runs it"
@@ -350,6 +394,90 @@ class OrtRunner(Runner):
         self.impl.close()
 
 
+class OpenVINORunner(Runner):
+    """An ONNX file in OpenVINO through the runtime's own backend (``open_backend(path, "openvino")``)."""
+
+    def __init__(self, path: str, backend: str, precision: str, threads: int) -> None:
+        from fcn_deploy.runtime.backends import open_backend
+
+        device = _OPENVINO_DEVICE[backend]
+        self.impl = open_backend(path, device, **({"threads": threads} if backend == "openvino" else {}))
+        self.backend, self.precision, self.device = backend, precision, DEVICE[backend]
+        self.providers = list(self.impl.providers)
+        self.output_kind = self.impl.output_kind
+        self.notes = ["model cache in the user cache"]
+        if backend != "openvino":
+            self.split_note = "not exposed by OpenVINO's infer request"
+
+    def prepare(self, frames: np.ndarray) -> np.ndarray:
+        return self.impl.prepare(frames)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.impl.run_graph(x)
+
+    def close(self) -> None:
+        self.impl.close()
+
+
+class PeerRunner(Runner):
+    """The peers' path: a plain export (or the engine's own INT8 of it) opened as a user of
+    ONNX Runtime or OpenVINO opens it, with ``threads`` threads; the timed call normalises the
+    BGR uint8 frames in numpy, runs the graph, and takes the arg-max of the logits in numpy,
+    so it does the same work as our graph (uint8 frames in, uint8 labels out)."""
+
+    def __init__(self, path: str, backend: str, precision: str, threads: int, normalization, tool: str) -> None:
+        self.backend, self.precision, self.device = backend, precision, "cpu"
+        self.normalization = normalization
+        self.output_kind = "labels"
+        self.notes = ["plain torch.onnx.export; normalisation and arg-max in numpy, timed"]
+        if precision == "int8":
+            self.notes.append(tool)
+        if backend == "peer-ort-cpu":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+            self.input_name = self.session.get_inputs()[0].name
+            self.providers = [f"onnxruntime {ort.__version__} CPUExecutionProvider, {threads} threads"]
+            self._infer = lambda x: self.session.run(None, {self.input_name: x})[0]
+        else:
+            import openvino as ov
+
+            core = ov.Core()
+            self.compiled = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                             "PERFORMANCE_HINT": "LATENCY"})
+            self.request = self.compiled.create_infer_request()
+            self.providers = [f"OpenVINO {ov.__version__.split('-')[0]} CPU, {threads} threads"]
+            self._infer = lambda x: self.request.infer({0: x})[0]
+
+    def run(self, frames: np.ndarray) -> np.ndarray:
+        from fcn_deploy.runtime.backends.base import normalize_frames
+
+        logits = self._infer(normalize_frames(frames, self.normalization))
+        return np.asarray(logits).argmax(axis=1).astype(np.uint8)
+
+    def close(self) -> None:
+        self.session = self.compiled = self.request = None
+
+
+def open_peer_runner(backend: str, precision: str, source, workdir: str, shape: Tuple[int, int, int], threads: int,
+                     calibration=None) -> Runner:
+    """The peer path of ``backend`` at ``precision`` for inputs of ``shape`` (exported at that shape)."""
+    from ._variants import PEER_INT8_TOOLS, Calibration, PeerExports
+
+    exports = PeerExports(workdir)
+    engine = "onnxruntime" if backend == "peer-ort-cpu" else "openvino"
+    if precision == "fp32":
+        path = exports.fp32(source, shape)
+    elif precision == "int8":
+        calibration = calibration or Calibration()
+        path = (exports.int8_onnxruntime if engine == "onnxruntime" else exports.int8_openvino)(source, shape, calibration)
+    else:
+        raise FcnDeployError(f"the peer path runs fp32 and int8, not {precision}")
+    return PeerRunner(path, backend, precision, threads, source.resolved.model.normalization, PEER_INT8_TOOLS[engine])
+
+
 class TensorRTRunner(Runner):
     """A TensorRT engine (built and cached from the same ONNX) in the native backend."""
 
@@ -406,6 +534,8 @@ def open_runner(backend: str, precision: str, source, cache, graph: str, shape: 
 
         module = torch_module(source, precision, graph, capturable=True)
         return TorchCudaRunner(module, graph, source.resolved.model.normalization, precision, shape)
+    if backend in PEER_BACKENDS:
+        return open_peer_runner(backend, precision, source, cache.workdir, shape, threads, calibration)
     if source.kind == "engine":
         return TensorRTRunner(source.file, precision)
     scheme = None
@@ -418,6 +548,8 @@ def open_runner(backend: str, precision: str, source, cache, graph: str, shape: 
     path = cache.onnx(source, precision, graph, calibration, scheme or "s8s8")
     if backend in _ORT_DEVICE:
         runner: Runner = OrtRunner(path, backend, precision, threads, shape, cache.workdir)
+    elif backend in _OPENVINO_DEVICE:
+        runner = OpenVINORunner(path, backend, precision, threads)
     elif backend == "tensorrt":
         runner = TensorRTRunner(build_engine(path, graph, shape, cache.workdir), precision)
     else:

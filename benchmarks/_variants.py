@@ -22,7 +22,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -242,8 +242,8 @@ class Calibration:
     and which INT8 scheme each backend gets.
 
     ``scheme`` ``auto`` gives each backend the INT8 graph it is built for: ``u8s8`` to ONNX
-    Runtime's CPU provider (integer kernels on x86), ``s8s8`` to everything on a GPU (TensorRT
-    accepts nothing else). ``s8s8`` or ``u8s8`` forces one, e.g. to score the TensorRT graph
+    Runtime's CPU provider and OpenVINO on the CPU (integer kernels on x86), ``s8s8`` to
+    everything on a GPU (TensorRT accepts nothing else). ``s8s8`` or ``u8s8`` forces one, e.g. to score the TensorRT graph
     on the CPU.
     """
 
@@ -258,7 +258,7 @@ class Calibration:
     def scheme_for(self, backend: str) -> str:
         if self.scheme != "auto":
             return self.scheme
-        return "u8s8" if backend == "ort-cpu" else "s8s8"
+        return "u8s8" if backend in ("ort-cpu", "openvino") else "s8s8"
 
 
 class ExportCache:
@@ -334,3 +334,116 @@ def random_frames(batch: int, height: int, width: int, seed: int = 0) -> np.ndar
     """A batch of random BGR uint8 frames: the input every latency configuration gets."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(batch, height, width, 3), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# The peers' path: the same checkpoint exported plainly, quantised by each engine's own tool
+# --------------------------------------------------------------------------------------------
+PEER_INT8_TOOLS = {"onnxruntime": "onnxruntime.quantization.quantize_static (default settings)",
+                   "openvino": "NNCF nncf.quantize (default settings)"}
+
+
+class PeerExports:
+    """What a user of the common path gets from the same checkpoint, cached like :class:`ExportCache`.
+
+    FP32: ``torch.onnx.export`` of the trained network as it is, with default settings but for
+    ``dynamo=False`` (the TorchScript exporter; torch 2.13's default dynamo exporter needs
+    onnxscript, which is not installed here): float32 ``N x 3 x H x W`` input at the one size
+    it is exported at, logits out, no pre-processing or arg-max folded in, no rewrite (the
+    upsamplers stay ``ConvTranspose``), no simplification. INT8: each engine's own post-training
+    quantisation of that file with its default settings, calibrated on the same frames as our
+    INT8 graphs, normalised in numpy: ONNX Runtime's ``quantize_static`` (an ONNX file) and
+    OpenVINO's NNCF ``quantize`` (an OpenVINO IR, ``.xml`` + ``.bin``).
+    """
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = workdir
+        os.makedirs(workdir, exist_ok=True)
+
+    def _path(self, source: ModelSource, what: str, shape: Tuple[int, int, int], calibration: Optional[Calibration],
+              suffix: str) -> str:
+        import torch
+
+        key = {"model": source.identity(), "peer": what, "shape": list(shape), "torch": torch.__version__}
+        if calibration is not None:
+            key["calibration"] = calibration.key()
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        n, h, w = shape
+        return os.path.join(self.workdir, f"peer-{source.name}-{what}-{n}x{h}x{w}-{digest}{suffix}")
+
+    def fp32(self, source: ModelSource, shape: Tuple[int, int, int]) -> str:
+        """The plain FP32 export at ``shape`` (N, H, W), made once."""
+        import torch
+
+        path = self._path(source, "fp32", shape, None, ".onnx")
+        if os.path.isfile(path):
+            log.info("using cached %s", path)
+            return path
+        model = copy.deepcopy(source.resolved.model).eval()
+        n, h, w = shape
+        log.info("exporting %s plainly (torch.onnx.export, TorchScript exporter) to %s", source.name, path)
+        tmp = path + ".tmp.onnx"
+        with torch.no_grad():
+            torch.onnx.export(model, (torch.zeros(n, 3, h, w),), tmp, dynamo=False)
+        os.replace(tmp, path)
+        return path
+
+    def _calibration_inputs(self, source: ModelSource, shape: Tuple[int, int, int],
+                            calibration: Calibration) -> List[np.ndarray]:
+        """The calibration frames at the export's size, normalised in numpy, one batch each."""
+        import cv2
+
+        from converters.calibration import load_calibration_frames
+        from fcn_deploy.runtime.backends.base import normalize_frames
+
+        n, h, w = shape
+        frames = load_calibration_frames(calibration.source, calibration.images, (h, w))
+        frames = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+        batches = [np.stack(frames[i:i + n]) for i in range(0, len(frames) - n + 1, n)]
+        return [normalize_frames(b, source.resolved.model.normalization) for b in batches]
+
+    def int8_onnxruntime(self, source: ModelSource, shape: Tuple[int, int, int], calibration: Calibration) -> str:
+        """ONNX Runtime's ``quantize_static`` of the plain export, default settings (QDQ,
+        uint8 activations, int8 weights, MinMax calibration)."""
+        path = self._path(source, "int8-ort", shape, calibration, ".onnx")
+        if os.path.isfile(path):
+            log.info("using cached %s", path)
+            return path
+        from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+        plain = self.fp32(source, shape)
+        inputs = self._calibration_inputs(source, shape, calibration)
+        import onnxruntime as ort
+
+        name = ort.InferenceSession(plain, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.items = iter([{name: x} for x in inputs])
+
+            def get_next(self):
+                return next(self.items, None)
+
+        log.info("quantising %s with onnxruntime.quantization.quantize_static to %s", plain, path)
+        tmp = path + ".tmp.onnx"
+        quantize_static(plain, tmp, Reader())
+        os.replace(tmp, path)
+        return path
+
+    def int8_openvino(self, source: ModelSource, shape: Tuple[int, int, int], calibration: Calibration) -> str:
+        """NNCF's post-training quantisation of the plain export read by OpenVINO, default
+        settings; saved as an OpenVINO IR (the ``.xml`` path is returned)."""
+        path = self._path(source, "int8-nncf", shape, calibration, ".xml")
+        if os.path.isfile(path) and os.path.isfile(path[:-4] + ".bin"):
+            log.info("using cached %s", path)
+            return path
+        import nncf
+        import openvino as ov
+
+        plain = self.fp32(source, shape)
+        inputs = self._calibration_inputs(source, shape, calibration)
+        model = ov.Core().read_model(plain)
+        log.info("quantising %s with NNCF %s to %s", plain, nncf.__version__, path)
+        quantized = nncf.quantize(model, nncf.Dataset(inputs))
+        ov.save_model(quantized, path)
+        return path

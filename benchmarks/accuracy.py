@@ -30,10 +30,12 @@ from fcn_deploy.runtime.input_size import InputSizer, scale_from_facts, training
 log = logging.getLogger("benchmarks.accuracy")
 
 ACCURACY_COLUMNS = (
-    ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""),
+    ("path", "path", ""), ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""),
     ("mean_iu_pct", "mean IU %", ".2f"), ("delta_pts", "vs ref pts", "+.2f"), ("pixel_acc_pct", "pixel acc %", ".2f"),
+    ("agreement_pct", "labels = first engine %", ".3f"),
     ("p50_ms", "p50 ms", ".1f"), ("p90_ms", "p90 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
-    ("mean_ms", "mean ms", ".1f"), ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"), ("images", "images", "d"),
+    ("mean_ms", "mean ms", ".1f"), ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"),
+    ("vs_peer", "x best peer", ".2f"), ("images", "images", "d"),
 )
 
 
@@ -95,11 +97,18 @@ def score(runner: _runners.Runner, dataset, indices: List[int], size, warmup: in
     from fcn_deploy.evaluation import BackendPredictor, evaluate
 
     timed = TimedRunner(runner)
-    predict = BackendPredictor(timed, size)
+    backend_predict = BackendPredictor(timed, size)
     image = dataset[indices[0]][0]
     for _ in range(warmup):
-        predict(image)
+        backend_predict(image)
     timed.times = []
+    labels: List[np.ndarray] = []
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        out = backend_predict(image)
+        labels.append(np.asarray(out, dtype=np.uint8))  # kept to compare engines label by label
+        return out
+
     scores = evaluate(dataset, predict, indices).scores()
     record = _report.latency_stats(timed.times, 1)
     record.update({
@@ -107,7 +116,27 @@ def score(runner: _runners.Runner, dataset, indices: List[int], size, warmup: in
         "fw_iu": scores["fw_iu"], "mean_iu_pct": 100.0 * scores["mean_iu"], "pixel_acc_pct": 100.0 * scores["pixel_acc"],
         "images": len(indices),
     })
+    record["_labels"] = labels
     return record
+
+
+def add_agreements(records: List[Dict[str, Any]]) -> None:
+    """``agreement_pct``: the share of pixels on which a row's labels equal those of the first
+    row of the same path, precision and INT8 scheme (``agrees_with`` names it): OpenVINO
+    against ONNX Runtime on the same graph. Drops the kept labels."""
+    first: Dict[Any, Dict[str, Any]] = {}
+    for r in records:
+        key = (r["path"], r["precision"], r.get("int8_scheme"))
+        ref = first.setdefault(key, r)
+        if ref is r:
+            r["agreement_pct"], r["agrees_with"] = None, None
+            continue
+        same = sum(int(np.count_nonzero(a == b)) for a, b in zip(r["_labels"], ref["_labels"]))
+        total = sum(a.size for a in ref["_labels"])
+        r["agreement_pct"] = 100.0 * same / total if total else None
+        r["agrees_with"] = ref["backend"]
+    for r in records:
+        r.pop("_labels", None)
 
 
 def add_deltas(records: List[Dict[str, Any]]) -> None:
@@ -176,16 +205,19 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
             finally:
                 if runner is not None:
                     runner.close()
-            record = {"model": source.name, "backend": backend, "precision": precision,
+            record = {"model": source.name, "path": _runners.path_of(backend), "backend": backend, "precision": precision,
                       "int8_scheme": runner.int8_scheme, "prec": _report.precision_label(precision, runner.int8_scheme),
                       "size": f"{h}x{w}",
                       "height": h, "width": w, "batch": 1, "dataset": args.dataset, "split": args.split}
             record.update(result)
             record.update({"device": runner.device, "providers": runner.providers,
                            "threads": threads if runner.device == "cpu" else None})
-            records.append(_report.rounded(record))
+            records.append(record)
+    add_agreements(records)
+    records = [_report.rounded(r) for r in records]
     add_deltas(records)
     _report.add_speedups(records)
+    _report.add_peer_ratios(records)
     return {
         "benchmark": "accuracy",
         "command": " ".join(["python3", "benchmarks/accuracy.py"] + list(args.argv)),
@@ -194,7 +226,8 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                     "classes": list(dataset.classes)},
         "calibration": calibration.key(),
         "timed": ("per image, batch 1: uint8 BGR frame in -> uint8 labels out, pre-processing and arg-max inside "
-                  "the graph; resizing to the network size and back excluded"),
+                  "the graph (peer path: in numpy around the plain export, timed too); resizing to the network "
+                  "size and back excluded"),
         "machine": {**_machine.describe_machine(threads), "allocator": allocator},
         "records": records,
         "skipped": skipped,

@@ -60,6 +60,10 @@ TIMED = {
 }
 
 
+PEER_TIMED = ("; peer path (peer-*): uint8 BGR frames in -> numpy normalisation -> the plain export's logits -> "
+              "numpy arg-max -> uint8 labels, all timed")
+
+
 def parse_ints(text: str, what: str) -> List[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -201,7 +205,8 @@ def measure_round(config: Config, source, cache, args, calibration, threads: int
 
 def make_record(config: Config, source, args, flops, peaks, threads: int) -> Dict[str, Any]:
     record: Dict[str, Any] = {
-        "model": source.name, "backend": config.backend, "precision": config.precision,
+        "model": source.name, "path": _runners.path_of(config.backend), "backend": config.backend,
+        "precision": config.precision,
         "int8_scheme": config.runner["int8_scheme"],
         "prec": _report.precision_label(config.precision, config.runner["int8_scheme"]),
         "size": config.size, "height": config.height, "width": config.width, "batch": config.batch, "graph": args.graph,
@@ -296,11 +301,12 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         else:
             records.append(make_record(config, source, args, flops, peaks, threads))
     _report.add_speedups(records)
+    _report.add_peer_ratios(records)
     return {
         "benchmark": "latency",
         "command": " ".join(["python3", "benchmarks/latency.py"] + list(args.argv)),
         "model": source.describe(),
-        "timed": TIMED[args.graph],
+        "timed": TIMED[args.graph] + (PEER_TIMED if any(b in _runners.PEER_BACKENDS for b in backends) else ""),
         "machine": machine,
         "peaks": peaks,
         "settings": settings,

@@ -258,7 +258,9 @@ def main() -> int:
     parser.add_argument("--size", default="360x480", help="video frame HxW (default CamVid's 360x480)")
     parser.add_argument("--input-size", default=None, metavar="native|HxW",
                         help="network input size (default: the model's training scale, as fcn-deploy run)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu",
+                        help="as fcn-deploy run: cpu (the faster installed CPU engine), ort-cpu, openvino[:GPU], "
+                             "cuda, tensorrt (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: cores)")
     parser.add_argument("--frames", type=int, default=40, help="frames per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
@@ -280,6 +282,11 @@ def main() -> int:
         options = {"threads": args.threads} if args.threads else {}
         if str(model_path).endswith(".onnx"):
             options["spinning"] = False  # spinning ORT threads starve capture and rendering
+        if str(model_path).endswith(".onnx") and args.device.strip().lower() == "cpu":  # as fcn-deploy run chooses
+            from fcn_deploy.runtime.engine_choice import choose_cpu_backend
+
+            args.device, why = choose_cpu_backend(model_path, args.threads, spinning=False)
+            print(why)
         backend = open_backend(model_path, args.device, **options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, VisualOptions())

@@ -35,15 +35,16 @@ class Outputs:
 
 
 class OnnxSide:
-    """An ONNX file in ONNX Runtime, fed raw frames through the runtime backend."""
+    """An ONNX file in ONNX Runtime (or OpenVINO, ``device="openvino"``), fed raw frames through the runtime backend."""
 
     def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None) -> None:
         self.backend = open_backend(path, device, threads=threads)
         self.metadata = self.backend.metadata
         m = self.metadata
-        self.description = (
-            f"{path} (ONNX Runtime {self.backend.providers[0]}, {m.precision}, {m.input_layout} -> {m.output})"
-        )
+        engine = self.backend.providers[0]
+        if not engine.startswith("OpenVINO"):
+            engine = f"ONNX Runtime {engine}"
+        self.description = f"{path} ({engine}, {m.precision}, {m.input_layout} -> {m.output})"
 
     def run(self, frames: np.ndarray) -> Outputs:
         out = self.backend.infer(frames)

@@ -21,6 +21,9 @@ from benchmarks import _machine, _report, _runners, _variants
 from benchmarks import accuracy, latency
 
 TINY = ["--model", "fcn8s_resnet18", "--option", "width=16"]
+# The fixture's sweep: every backend on our graphs but OpenVINO's (the OpenVINO and peer-path
+# rows have their own tests below, at one batch size, so that this file stays fast).
+SWEPT = ("pytorch", "pytorch-cuda", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
 REQUIRED = ("backend", "precision", "size", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "fps")
 
 
@@ -28,7 +31,7 @@ REQUIRED = ("backend", "precision", "size", "batch", "p50_ms", "p90_ms", "p99_ms
 def latency_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("latency")
     argv = TINY + [
-        "--backends", "all", "--precisions", "fp32,int8", "--sizes", "32x48", "--batch", "1,2",
+        "--backends", ",".join(SWEPT), "--precisions", "fp32,int8", "--sizes", "32x48", "--batch", "1,2",
         "--warmup", "1", "--iters", "2", "--calib-images", "2", "--workdir", str(out / "work"),
         "--json", str(out / "l.json"), "--csv", str(out / "l.csv"), "--plot", str(out / "l.png"),
     ]
@@ -65,7 +68,7 @@ def test_latency_lists_every_backend_it_did_not_run_with_a_reason(latency_run):
     _, stdout, report = latency_run
     ran = {r["backend"] for r in report["records"]}
     skipped = report["skipped"]
-    for backend in _runners.BACKENDS:
+    for backend in SWEPT:
         assert backend in ran or any(s["backend"] == backend for s in skipped), backend
     assert all(s["reason"] for s in skipped)
     int8 = [s for s in skipped if s["backend"] == "pytorch" and s["precision"] == "int8"]
@@ -227,7 +230,7 @@ def test_accuracy_scores_every_backend_on_the_same_images(tmp_path):
     assert len(rows) == 3 and "mean_iu" in rows[0] and "p50_ms" in rows[0]
     markdown = (tmp_path / "a.md").read_text()
     assert "python3 benchmarks/accuracy.py --model fcn8s_resnet18" in markdown
-    assert "| backend | prec | size HxW | mean IU % |" in markdown and markdown.count("| ort-cpu |") == 2
+    assert "| path | backend | prec | size HxW | mean IU % |" in markdown and markdown.count("| ort-cpu |") == 2
 
 
 def test_accuracy_refuses_a_model_with_other_classes(latency_run, tmp_path, capsys):
@@ -290,3 +293,98 @@ def test_pytorch_cuda_fp16_with_cuda_graphs_reports_the_copy_split(tmp_path):
         assert "CUDA graph" in r["notes"] and "channels-last" in r["notes"]
         assert r["h2d_ms"] > 0 and r["compute_ms"] > 0 and r["d2h_ms"] > 0
         assert r["h2d_ms"] + r["compute_ms"] + r["d2h_ms"] <= r["max_ms"] * 1.05
+
+
+def test_openvino_and_peer_path_rows(tmp_path, capsys):
+    """OpenVINO on our graphs, and the peers' path (plain export, the engine's own INT8,
+    numpy normalisation and arg-max) on both engines: rows marked ``ours`` and ``peer``, each
+    compared with the fastest peer row of its precision."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    backends = "ort-cpu,openvino,peer-ort-cpu,peer-openvino"
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        nncf = None
+    out = tmp_path / "p.json"
+    work = tmp_path / "work"
+    argv = TINY + ["--backends", backends, "--precisions", "fp32,fp16,int8", "--sizes", "32x48", "--warmup", "1",
+                   "--iters", "2", "--calib-images", "2", "--no-peak", "--workdir", str(work), "--json", str(out),
+                   "--markdown", str(tmp_path / "p.md")]
+    assert latency.main(argv) == 0
+    report = json.loads(out.read_text())
+    by = {(r["backend"], r["precision"]): r for r in report["records"]}
+    expected = {(b, p) for b in backends.split(",") for p in ("fp32", "int8")}
+    if nncf is None:
+        expected.discard(("peer-openvino", "int8"))
+    assert set(by) - {("ort-cpu", "fp16"), ("openvino", "fp16")} == expected
+    for (backend, precision), r in by.items():
+        assert r["path"] == ("peer" if backend.startswith("peer-") else "ours")
+        if precision in ("fp32", "int8"):
+            best = min(p["p50_ms"] for p in report["records"] if p["path"] == "peer" and p["precision"] == precision)
+            assert r["vs_peer"] == pytest.approx(best / r["p50_ms"], rel=1e-2)
+    assert by[("openvino", "int8")]["int8_scheme"] == "u8s8"  # the CPU's INT8 graph, as on ONNX Runtime
+    assert by[("openvino", "fp32")]["providers"][0].startswith("OpenVINO")
+    assert by[("peer-ort-cpu", "int8")]["int8_scheme"] is None and "quantize_static" in by[("peer-ort-cpu", "int8")]["notes"]
+    # The peer path has no CPU fp16; it says so.
+    assert any(s["backend"] == "peer-ort-cpu" and s["precision"] == "fp16" and "no fp16" in s["reason"]
+               for s in report["skipped"])
+    assert "peer path" in report["timed"]
+    # One plain export per shape, reused by both engines; each INT8 made once.
+    assert len(list(work.glob("peer-*-fp32-1x32x48-*.onnx"))) == 1
+    assert len(list(work.glob("peer-*-int8-ort-*.onnx"))) == 1
+    if nncf is not None:
+        assert len(list(work.glob("peer-*-int8-nncf-*.xml"))) == 1
+    text = capsys.readouterr().out
+    assert "x best peer" in text and "peer  peer-ort-cpu" in text
+    assert "| path | backend | prec |" in (tmp_path / "p.md").read_text()
+    # A file cannot take the peer path: it needs the checkpoint to export.
+    fp32 = next(work.glob("fcn8s_resnet18-labels-fp32-*.onnx"))
+    assert latency.main(["--model", str(fp32), "--backends", "peer-ort-cpu", "--precisions", "fp32", "--sizes", "32x48",
+                         "--iters", "1", "--no-peak", "--json", str(tmp_path / "f.json")]) == 0
+    skipped = json.loads((tmp_path / "f.json").read_text())["skipped"]
+    assert skipped and "peer path exports" in skipped[0]["reason"]
+
+
+def test_versus_peer_picks_the_fastest_of_each_path(tmp_path, capsys):
+    from benchmarks import versus_peer
+
+    def record(path, backend, precision, p50, scheme=None):
+        return {"model": "m", "path": path, "backend": backend, "precision": precision, "int8_scheme": scheme,
+                "size": "360x480", "batch": 1, "device": "cpu", "p50_ms": p50}
+
+    latency_report = {"command": "python3 benchmarks/latency.py", "machine": {"cpu": "x", "threads": 2,
+                                                                            "load_average_at_start": [0.1]},
+                      "records": [record("ours", "ort-cpu", "fp32", 20.0), record("ours", "openvino", "fp32", 25.0),
+                                  record("peer", "peer-ort-cpu", "fp32", 40.0),
+                                  record("peer", "peer-openvino", "fp32", 30.0),
+                                  record("ours", "openvino", "int8", 10.0, "u8s8"),
+                                  record("peer", "peer-ort-cpu", "int8", 30.0)]}
+    accuracy_report = {"command": "python3 benchmarks/accuracy.py", "records": [
+        dict(record("ours", "ort-cpu", "fp32", 1.0), mean_iu_pct=70.0),
+        dict(record("peer", "peer-openvino", "fp32", 1.0), mean_iu_pct=69.5),
+        dict(record("ours", "openvino", "int8", 1.0, "u8s8"), mean_iu_pct=70.2)]}
+    (tmp_path / "l.json").write_text(json.dumps(latency_report))
+    (tmp_path / "a.json").write_text(json.dumps(accuracy_report))
+    fp32, int8 = versus_peer.rows(latency_report, accuracy_report)
+    assert fp32["ours"] == "ONNX Runtime, our graph" and fp32["peer"] == "OpenVINO, plain export"
+    assert fp32["ratio"] == pytest.approx(1.5) and fp32["iu_delta"] == pytest.approx(0.5)
+    assert int8["ours"] == "OpenVINO, our graph (u8s8)" and int8["peer"] == "ONNX Runtime, plain export + quantize_static INT8"
+    assert int8["ratio"] == pytest.approx(3.0) and int8["peer_iu"] is None
+    assert versus_peer.main(["--latency", str(tmp_path / "l.json"), "--accuracy", str(tmp_path / "a.json"),
+                             "--markdown"]) == 0
+    assert "| m | fp32 | ONNX Runtime, our graph | 20.0 |" in capsys.readouterr().out
+    (tmp_path / "ours.json").write_text(json.dumps(dict(latency_report, records=latency_report["records"][:2])))
+    assert versus_peer.main(["--latency", str(tmp_path / "ours.json")]) == 1
+    assert "no size with both" in capsys.readouterr().err
+
+
+def test_accuracy_reports_openvino_label_agreement_with_onnx_runtime(tmp_path):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    out = tmp_path / "a.json"
+    assert accuracy.main(TINY + ["--dataset", "synthetic", "--limit", "2", "--backends", "ort-cpu,openvino",
+                                 "--precisions", "fp32", "--warmup", "1", "--workdir", str(tmp_path / "w"),
+                                 "--json", str(out)]) == 0
+    by = {r["backend"]: r for r in json.loads(out.read_text())["records"]}
+    assert by["ort-cpu"]["agreement_pct"] is None and by["ort-cpu"]["path"] == "ours"
+    assert by["openvino"]["agrees_with"] == "ort-cpu" and by["openvino"]["agreement_pct"] >= 99.9
+    assert "_labels" not in by["openvino"]

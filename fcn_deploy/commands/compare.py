@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
                         help="real images to compare on, a folder or a dataset's training split (resized to "
                              "each size); default: seeded noise. Judge an INT8 model on real images: it is "
                              "calibrated for them, and noise drives its activations outside those ranges")
-    parser.add_argument("--device", default="cpu", help="device for A: cpu, cuda, tensorrt (default cpu)")
+    parser.add_argument("--device", default="cpu", help="device for A: cpu, cuda, tensorrt, openvino, openvino:GPU (default cpu: ONNX Runtime)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise frames")
     parser.set_defaults(func=run)
 

@@ -40,8 +40,8 @@ def add_parser(subparsers) -> None:
                    help="score each image resized by each of these factors (e.g. 0.5,0.75,1,1.5,2): mean IU per "
                    "input scale, to choose the scale for a camera")
     p.add_argument("--device", default=None,
-                   help="cpu or cuda for checkpoints and ONNX (default cpu); tensorrt for ONNX through the "
-                   "TensorRT EP; cuda for an engine (its default)")
+                   help="cpu or cuda for checkpoints and ONNX (default cpu: ONNX Runtime); tensorrt for ONNX through "
+                   "the TensorRT EP; openvino or openvino:GPU for ONNX in OpenVINO; cuda for an engine (its default)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (a quick look)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

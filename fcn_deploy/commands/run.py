@@ -34,7 +34,9 @@ def add_parser(subparsers) -> None:
     model.add_argument("--model", default="camvid", metavar="M",
                        help="an exported .onnx or .engine file, or 'camvid' (the bundled model; default)")
     model.add_argument("--device", default=None, metavar="D",
-                       help="cpu, cuda[:N] or tensorrt (default: cuda for a TensorRT engine, else cpu)")
+                       help="cpu, ort-cpu, openvino[:GPU], cuda[:N] or tensorrt (default: cuda for a TensorRT engine, "
+                       "else cpu, which runs an ONNX file in the faster installed CPU engine, ONNX Runtime or "
+                       "OpenVINO, measured once per machine and model; ort-cpu and openvino name one)")
     model.add_argument("--threads", type=int, default=None, metavar="N",
                        help="inference threads on the CPU (default: one per core)")
     model.add_argument("--input-size", default=None, metavar="native|HxW",
@@ -221,9 +223,17 @@ def run(args: argparse.Namespace) -> int:
         backend_options = {"threads": args.threads} if args.threads else {}
         if kind == ONNX:
             backend_options["spinning"] = False  # spinning ORT threads starve capture and rendering
+        engine_choice = None
+        if kind == ONNX and device.strip().lower() == "cpu":  # the faster installed CPU engine for this model
+            from ..runtime.engine_choice import choose_cpu_backend
+
+            device, engine_choice = choose_cpu_backend(model_path, args.threads, spinning=False)
         backend = open_backend(model_path, device, **backend_options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, options)
+        if engine_choice:
+            log.info("%s", engine_choice)  # said once the options are known to be good
+
         sizer = InputSizer.for_backend(backend, input_size)
         for stream in streams:
             outs = [s.description for s in stream.sinks] + ([stream.label_sink.description] if stream.label_sink else [])

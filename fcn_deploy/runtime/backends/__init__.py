@@ -7,6 +7,11 @@ backend module imports its engine only when opened, so a device with only one of
 installed runs the other's files, and says clearly what is missing for the rest. A
 ``triton://HOST:PORT/NAME`` URL (or ``triton+grpc://``) opens ``backends/triton.py``, a client
 of a model served by Triton Inference Server.
+
+The device string can also name the engine for an ONNX file: ``openvino`` or
+``openvino:GPU`` opens it in OpenVINO (``backends/openvino.py``), ``ort-cpu`` in ONNX
+Runtime on the CPU (what ``cpu`` means here; ``run`` lets ``cpu`` choose between the two,
+:mod:`fcn_deploy.runtime.engine_choice`).
 """
 from __future__ import annotations
 
@@ -20,14 +25,18 @@ from .base import Backend, BackendError, TensorSpec, check_frames, normalize_fra
 __all__ = ["Backend", "BackendError", "TensorSpec", "check_frames", "normalize_frames", "open_backend"]
 
 
+ORT_CPU = "ort-cpu"
+
+
 def open_backend(path: "str | os.PathLike[str]", device: str = "cpu", **options: Any) -> Backend:
     """Open model file ``path`` on ``device`` (``"cpu"``, ``"cuda"``, ``"tensorrt"``; ``"cuda:1"``
-    picks a GPU).
+    picks a GPU; ``"ort-cpu"`` is ``"cpu"`` by name; ``"openvino"``, ``"openvino:GPU"`` for OpenVINO).
 
     ``options`` go to the backend: for ONNX files see
     :class:`~fcn_deploy.runtime.backends.onnxruntime.OnnxRuntimeBackend` (``threads``,
     ``fp16``, ``engine_cache_dir``, ``timing_cache_dir``, ``profile_shapes`` ...); for engines
-    :class:`~fcn_deploy.runtime.backends.tensorrt.TensorRTBackend` (``contexts`` ...).
+    :class:`~fcn_deploy.runtime.backends.tensorrt.TensorRTBackend` (``contexts`` ...); on OpenVINO
+    :class:`~fcn_deploy.runtime.backends.openvino.OpenVINOBackend` (``threads``, ``in_flight``, ``cache_dir``).
     Raises :class:`BackendError` (a :class:`~fcn_deploy.errors.FcnDeployError`) for a
     missing or unreadable file, an unknown device or a missing execution provider.
     """
@@ -42,6 +51,16 @@ def open_backend(path: "str | os.PathLike[str]", device: str = "cpu", **options:
         kind = model_kind(path)
     except FcnDeployError as exc:
         raise BackendError(str(exc)) from None
+    from .openvino import is_openvino_device
+
+    if is_openvino_device(device):
+        if kind != ONNX:
+            raise BackendError(f"OpenVINO runs ONNX files; {path} is a {kind} file (--device openvino takes a .onnx)")
+        from .openvino import OpenVINOBackend
+
+        return OpenVINOBackend(path, device, **options)
+    if str(device).strip().lower() == ORT_CPU:
+        device = "cpu"
     if kind == ENGINE:
         from .tensorrt import TensorRTBackend
 

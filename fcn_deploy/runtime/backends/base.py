@@ -27,7 +27,7 @@ import numpy as np
 
 from ...errors import FcnDeployError
 from ...normalization import Normalization, normalize_pixels
-from ..metadata import ModelMetadata
+from ..metadata import LAYOUT_RAW_BGR, ModelMetadata
 
 Dim = Union[int, str, None]
 
@@ -115,6 +115,24 @@ def normalize_frames(frames: np.ndarray, normalization: Normalization) -> np.nda
         return normalize_pixels(frames, normalization, "BGR")
     except ValueError:
         raise BackendError(f"unknown channel order {normalization.channel_order!r} in the model's normalisation") from None
+
+
+def check_layout(path: str, meta: ModelMetadata, spec: TensorSpec, out: TensorSpec) -> None:
+    """The metadata's input layout and output kind must describe the graph itself (its input
+    ``spec`` and output ``out``), or one clear :class:`BackendError`: a file whose metadata
+    was edited or copied onto another graph would otherwise fail deep in the engine."""
+    raw = meta.input_layout == LAYOUT_RAW_BGR
+    where = f"{path}: graph input {spec.describe()}"
+    if spec.rank != 4:
+        raise BackendError(f"{where} has rank {spec.rank}; the metadata says {meta.input_layout} (rank 4)")
+    channels = spec.shape[3] if raw else spec.shape[1]
+    if isinstance(channels, int) and channels != 3:
+        raise BackendError(f"{where} has {channels} channels; the metadata says {meta.input_layout} (3 channels)")
+    if spec.dtype != ("uint8" if raw else "float32"):
+        raise BackendError(f"{where} is {spec.dtype}; the metadata says {meta.input_layout}")
+    want_rank, want_dtype = (3, "uint8") if meta.output == "labels" else (4, "float32")
+    if out.rank != want_rank or out.dtype != want_dtype:
+        raise BackendError(f"{path}: metadata says output {meta.output} but the graph output is {out.describe()}")
 
 
 class Backend(abc.ABC):

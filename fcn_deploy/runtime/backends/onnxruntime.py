@@ -36,7 +36,7 @@ from ..metadata import (
     has_fcn_deploy_metadata,
 )
 from ..tensorrt_compat import tensorrt_int8_problem
-from .base import Backend, BackendError, TensorSpec, check_array
+from .base import Backend, BackendError, TensorSpec, check_array, check_layout
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,10 @@ def parse_device(device: str) -> Tuple[str, int]:
     """``"cuda:1"`` -> ``("cuda", 1)``; ``"cpu"`` -> ``("cpu", 0)``."""
     kind, _, index = device.strip().lower().partition(":")
     if kind not in DEVICE_PROVIDERS:
-        raise BackendError(f"unknown device {device!r}; expected one of {', '.join(DEVICE_PROVIDERS)} (optionally :INDEX)")
+        raise BackendError(
+            f"unknown device {device!r}; expected one of {', '.join(DEVICE_PROVIDERS)} (optionally :INDEX), "
+            "ort-cpu, or openvino[:CPU|GPU]"
+        )
     if index and not index.isdigit():
         raise BackendError(f"bad device index in {device!r}")
     return kind, int(index or 0)
@@ -463,21 +466,7 @@ class OnnxRuntimeBackend(Backend):
 
     def _check_layout(self) -> None:
         """The metadata's input layout and output kind must describe this very graph."""
-        meta, spec, out = self.metadata, self.input_spec, self.output_spec
-        raw = meta.input_layout == LAYOUT_RAW_BGR
-        where = f"{self.path}: graph input {spec.describe()}"
-        if spec.rank != 4:
-            raise BackendError(f"{where} has rank {spec.rank}; the metadata says {meta.input_layout} (rank 4)")
-        channels = spec.shape[3] if raw else spec.shape[1]
-        if isinstance(channels, int) and channels != 3:
-            raise BackendError(f"{where} has {channels} channels; the metadata says {meta.input_layout} (3 channels)")
-        if spec.dtype != ("uint8" if raw else "float32"):
-            raise BackendError(f"{where} is {spec.dtype}; the metadata says {meta.input_layout}")
-        want_rank, want_dtype = (3, "uint8") if meta.output == "labels" else (4, "float32")
-        if out.rank != want_rank or out.dtype != want_dtype:
-            raise BackendError(
-                f"{self.path}: metadata says output {meta.output} but the graph output is {out.describe()}"
-            )
+        check_layout(self.path, self.metadata, self.input_spec, self.output_spec)
 
     # -- running --------------------------------------------------------------------------
     def run_graph(self, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,287 @@
+"""OpenVINO backend: the same ONNX files, on Intel's CPU and GPU plugins.
+
+On a CPU, OpenVINO is what many users would pick instead of ONNX Runtime (Intel NUCs,
+industrial PCs, the CPU fallback of many edge boxes), and on some graphs (INT8 Q/DQ) it is
+the faster of the two. It reads an fcn-deploy ONNX file directly: the file's
+``metadata_props`` arrive in the model's ``rt_info["framework"]``, so the metadata, input
+layout and output kind are checked exactly as for ONNX Runtime, and the frames go in as they
+come (``N x H x W x 3`` uint8 BGR) with the pre-processing and arg-max inside the graph.
+
+Devices: ``openvino`` (or ``openvino:CPU``) and ``openvino:GPU`` (``openvino:GPU.1`` names
+one of several Intel GPUs). A device the installed OpenVINO does not see is an error, never a
+silent fall-back to the CPU.
+
+Compiled models are kept in OpenVINO's model cache (the ``CACHE_DIR`` property), by default
+in ``USER_CACHE/openvino`` (:func:`fcn_deploy.fileio.user_cache_root`): OpenVINO keys each
+entry by the model's content, the device and the compile options, so a second start skips
+the compilation (for a GPU, kernel compilation takes seconds).
+
+Frames in flight: ``in_flight=N`` creates N infer requests; :meth:`OpenVINOBackend.submit`
+starts one with ``start_async`` and returns, so the caller prepares the next frame while
+OpenVINO runs this one. Default: 1 on the CPU (two requests would share its cores), 2 on a
+GPU (the host's work on the next frame overlaps the GPU's on this one).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ...errors import first_line
+from ...fileio import user_cache_root
+from ..metadata import ModelMetadata, has_fcn_deploy_metadata
+from .base import Backend, BackendError, TensorSpec, check_array, check_layout
+
+log = logging.getLogger(__name__)
+
+DEVICE_PREFIX = "openvino"
+# OpenVINO element type names -> numpy dtype names.
+_OV_TYPES = {"u8": "uint8", "i8": "int8", "f32": "float32", "f16": "float16", "i32": "int32", "i64": "int64"}
+
+
+def _import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise BackendError("openvino is not installed: pip install 'fcn-deploy[openvino]'") from None
+    return openvino
+
+
+def is_openvino_device(device: str) -> bool:
+    """True for ``openvino`` and ``openvino:DEVICE`` (any case)."""
+    return str(device).strip().lower().partition(":")[0] == DEVICE_PREFIX
+
+
+def parse_openvino_device(device: str) -> str:
+    """``"openvino"`` -> ``"CPU"``; ``"openvino:gpu"`` -> ``"GPU"``; ``"openvino:GPU.1"`` -> ``"GPU.1"``."""
+    prefix, _, name = str(device).strip().partition(":")
+    if prefix.lower() != DEVICE_PREFIX:
+        raise BackendError(f"{device!r} is not an OpenVINO device; expected openvino or openvino:CPU|GPU")
+    name = name.strip().upper() or "CPU"
+    if not all(ch.isalnum() or ch == "." for ch in name):
+        raise BackendError(f"bad OpenVINO device in {device!r}; expected openvino, openvino:CPU or openvino:GPU[.N]")
+    return name
+
+
+def default_cache_dir(user_root: Optional[str] = None) -> str:
+    """Where compiled models are cached: ``USER_CACHE/openvino`` (one folder: OpenVINO keys
+    each entry by model content, device and options itself)."""
+    return os.path.join(user_root or user_cache_root(), "openvino")
+
+
+def _spec(port: Any) -> TensorSpec:
+    shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    type_name = port.get_element_type().get_type_name()
+    dtype = _OV_TYPES.get(type_name)
+    if dtype is None:
+        raise BackendError(f"graph tensor {port.get_any_name()} has unsupported type {type_name}")
+    return TensorSpec(port.get_any_name(), shape, dtype)
+
+
+def _framework_props(model: Any) -> Dict[str, str]:
+    """The ONNX file's ``metadata_props``, as OpenVINO's ONNX reader keeps them in rt_info."""
+    if not model.has_rt_info(["framework"]):
+        return {}
+    info = model.get_rt_info()["framework"]
+    return {str(key): model.get_rt_info(["framework", key]).astype(str) for key in info}
+
+
+class _Request:
+    """One submitted frame: its infer request and its input, kept alive until OpenVINO is done."""
+
+    __slots__ = ("request", "input", "done")
+
+    def __init__(self, request: Any, x: Optional[np.ndarray]) -> None:
+        self.request = request
+        self.input = x
+        self.done: Optional[np.ndarray] = None  # the output, once taken from the request
+
+
+class OpenVINOBackend(Backend):
+    """An ONNX file compiled by OpenVINO for one device.
+
+    Options:
+      ``threads``: CPU inference threads (OpenVINO's ``INFERENCE_NUM_THREADS``; ``None``: its
+      default, one per physical core);
+      ``in_flight``: how many infer requests :meth:`submit` keeps running (see the module
+      docstring);
+      ``cache_dir``: the model cache (default :func:`default_cache_dir`; ``""`` turns it off);
+      ``require_metadata``: refuse graphs not exported by fcn-deploy (default ``True``);
+      ``spinning``: accepted so that the options ``run`` gives ONNX Runtime open this backend
+      too; OpenVINO's CPU plugin has no such switch (its idle threads sleep), so it changes nothing.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        device: str = DEVICE_PREFIX,
+        *,
+        threads: Optional[int] = None,
+        in_flight: Optional[int] = None,
+        cache_dir: Optional[str] = None,
+        require_metadata: bool = True,
+        spinning: bool = True,
+    ) -> None:
+        ov = _import_openvino()
+        self.compiled = None
+        self._requests: List[Any] = []
+        self._runs: Dict[int, _Request] = {}
+        self._order: List[int] = []  # tickets whose request may still be running, oldest first
+        self._next_ticket = 0
+        self._lock = threading.Lock()
+        self.path = str(path)
+        self.ov_device = parse_openvino_device(device)
+        self.device = f"{DEVICE_PREFIX}:{self.ov_device}" if self.ov_device != "CPU" else DEVICE_PREFIX
+        if not os.path.isfile(self.path):
+            raise BackendError(f"model file not found: {self.path}")
+        if threads is not None and threads < 1:
+            raise BackendError(f"threads must be >= 1, not {threads}")
+        if in_flight is not None and in_flight < 1:
+            raise BackendError(f"in_flight must be >= 1, not {in_flight}")
+        cpu = self.ov_device.split(".")[0] == "CPU"
+        if threads is not None and not cpu:
+            raise BackendError(f"threads sets OpenVINO's CPU threads; device {self.device} is not the CPU")
+        self._limit = int(in_flight) if in_flight is not None else (1 if cpu else 2)
+
+        core = ov.Core()
+        available = list(core.available_devices)
+        family = self.ov_device.split(".")[0]
+        if self.ov_device not in available and (self.ov_device != family or not any(
+                d.split(".")[0] == family for d in available)):
+            raise BackendError(
+                f"OpenVINO {ov.__version__.split('-')[0]} has no device {self.ov_device} here (devices: "
+                f"{', '.join(available) or 'none'}); use --device openvino for the CPU"
+            )
+        try:
+            model = core.read_model(self.path)
+        except Exception as exc:  # OpenVINO raises RuntimeError with a page of text
+            raise BackendError(f"cannot load ONNX model {self.path}: {first_line(exc)}") from None
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise BackendError(
+                f"{self.path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; a segmentation "
+                "model has one of each"
+            )
+        self.input_spec = _spec(model.inputs[0])
+        self.output_spec = _spec(model.outputs[0])
+        props = _framework_props(model)
+        if has_fcn_deploy_metadata(props):
+            self.metadata: Optional[ModelMetadata] = ModelMetadata.from_props(props, self.path)
+            check_layout(self.path, self.metadata, self.input_spec, self.output_spec)
+        elif require_metadata:
+            raise BackendError(f"{self.path} carries no fcn-deploy metadata; export it with `fcn-deploy export`")
+        else:
+            self.metadata = None
+
+        config: Dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+        if self.cache_dir:
+            try:
+                os.makedirs(self.cache_dir, exist_ok=True)
+                config["CACHE_DIR"] = self.cache_dir
+            except OSError as exc:  # a read-only home: compile every time rather than fail
+                log.warning("OpenVINO model cache off: cannot create %s (%s)", self.cache_dir, exc)
+                self.cache_dir = ""
+        try:
+            self.compiled = core.compile_model(model, self.ov_device, config)
+        except Exception as exc:
+            raise BackendError(f"OpenVINO cannot compile {self.path} for {self.ov_device}: {first_line(exc)}") from None
+        self._requests = [self.compiled.create_infer_request() for _ in range(self._limit)]
+        self._free = list(self._requests)
+        try:
+            name = core.get_property(self.ov_device, "FULL_DEVICE_NAME")
+        except Exception:  # a plugin without the property: the device id says enough
+            name = self.ov_device
+        threads_used = ""
+        if cpu:
+            threads_used = f", {self.compiled.get_property('INFERENCE_NUM_THREADS')} threads"
+        self.providers = [f"OpenVINO {ov.__version__.split('-')[0]} {self.ov_device} ({name}{threads_used})"]
+        log.debug("opened %s on %s, %d frame(s) in flight", self.path, self.providers[0], self._limit)
+
+    # -- running --------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.compiled is None:
+            raise BackendError(f"{self.path}: backend is closed")
+
+    def run_graph(self, x: np.ndarray) -> np.ndarray:
+        return self.result(self.submit(x))
+
+    @property
+    def in_flight(self) -> int:
+        return self._limit
+
+    def _output(self, request: Any) -> np.ndarray:
+        try:
+            request.wait()
+        except Exception as exc:  # a kernel that failed on this input
+            raise BackendError(f"{self.path}: OpenVINO failed on a frame: {first_line(exc)}") from None
+        return np.array(request.get_output_tensor(0).data, copy=True)  # the request reuses its buffer
+
+    def submit(self, x: np.ndarray) -> int:
+        """Start the graph on ``x`` and return a ticket for :meth:`result`.
+
+        With every request busy, the oldest frame's output is first collected (kept for its
+        :meth:`result`), which frees its request. An input that does not fit the graph raises here.
+        """
+        self._check_open()
+        x = check_array(x, self.input_spec)
+        with self._lock:
+            if not self._free:
+                oldest = self._runs[self._order.pop(0)]
+                oldest.done = self._output(oldest.request)
+                oldest.input = None
+                self._free.append(oldest.request)
+                oldest.request = None
+            request = self._free.pop()
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            run = _Request(request, x)
+            self._runs[ticket] = run
+            self._order.append(ticket)
+            try:
+                request.start_async({0: x}, share_inputs=True)
+            except Exception as exc:  # refused before it started (a shape the graph cannot take)
+                self._runs.pop(ticket)
+                self._order.remove(ticket)
+                self._free.append(request)
+                raise BackendError(f"{self.path}: OpenVINO cannot start the run: {first_line(exc)}") from None
+        return ticket
+
+    def result(self, ticket: int) -> np.ndarray:
+        """The output of the frame submitted as ``ticket`` (waits for it to finish)."""
+        self._check_open()
+        with self._lock:
+            run = self._runs.pop(ticket, None)
+            if run is None:
+                raise BackendError(f"{self.path}: no frame in flight with ticket {ticket}")
+            if run.done is not None:
+                return run.done
+            self._order.remove(ticket)
+            try:
+                return self._output(run.request)
+            finally:
+                run.input = None
+                self._free.append(run.request)
+
+    def close(self) -> None:
+        """Wait for the requests still running, then release the compiled model."""
+        for request in getattr(self, "_requests", []):
+            try:
+                request.wait()
+            except Exception:  # a failed run: nothing left to wait for
+                pass
+        self._runs = {}
+        self._order = []
+        self._free = []
+        self._requests = []
+        self.compiled = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,107 @@
+"""The automatic CPU engine choice (ONNX Runtime or OpenVINO): measured once, cached per
+machine and model, a corrupt cache ignored, an explicit engine never second-guessed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fcn_deploy.runtime.engine_choice import CACHE_FILE, OPENVINO, ORT_CPU, choose_cpu_backend, installed_cpu_engines
+
+from onnx_helpers import exported_onnx, run_cli
+
+pytest.importorskip("openvino", reason="the choice needs both CPU engines: openvino is not installed")
+pytest.importorskip("onnxruntime", reason="the choice needs both CPU engines: onnxruntime is not installed")
+
+BUNDLED = Path(__file__).resolve().parents[1] / "fcn_deploy" / "assets" / "camvid.onnx"
+SIZE = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return exported_onnx(tmp_path_factory.mktemp("choice") / "m.onnx")
+
+
+def entries(cache: Path):
+    data = json.loads(cache.read_text())
+    assert data["version"] == 1
+    return data["entries"]
+
+
+def force(cache: Path, faster: str, slower: str) -> None:
+    """Rewrite every cached answer so that ``faster`` won by a margin no measurement here gives."""
+    data = json.loads(cache.read_text())
+    for entry in data["entries"].values():
+        entry["device"], entry["ms"] = faster, {faster: 1.0, slower: 1000.0}
+    cache.write_text(json.dumps(data))
+
+
+def test_measured_once_then_cached(model, tmp_path):
+    cache = tmp_path / CACHE_FILE
+    device, why = choose_cpu_backend(model, 1, size=SIZE, cache_file=str(cache), iters=3)
+    assert device in (ORT_CPU, OPENVINO)
+    assert "measured now" in why and "64x96" in why and "\n" not in why
+    (entry,) = entries(cache).values()
+    versions = installed_cpu_engines()
+    assert entry["device"] == device and set(entry["ms"]) == {ORT_CPU, OPENVINO}
+    assert entry["engines"] == versions and entry["threads"] == 1 and entry["size"] == list(SIZE)
+    assert entry["cpu"] and len(entry["model_sha256"]) == 64
+
+    # A cache hit returns the stored answer without measuring: an answer edited to timings no
+    # machine gives comes back as it is, both ways round.
+    for faster, slower in ((OPENVINO, ORT_CPU), (ORT_CPU, OPENVINO)):
+        force(cache, faster, slower)
+        device, why = choose_cpu_backend(model, 1, size=SIZE, cache_file=str(cache))
+        assert device == faster
+        assert "1.0 ms" in why and "1000.0 ms" in why and "cached in" in why
+
+    # Another thread count is another key: measured, kept beside the first.
+    choose_cpu_backend(model, 2, size=SIZE, cache_file=str(cache), iters=2)
+    assert len(entries(cache)) == 2
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "entries": []}', '["x"]', '{"version": 99}'])
+def test_a_corrupt_cache_is_ignored_and_rewritten(model, tmp_path, caplog, content):
+    cache = tmp_path / CACHE_FILE
+    cache.write_text(content)
+    with caplog.at_level("WARNING"):
+        device, why = choose_cpu_backend(model, 1, size=SIZE, cache_file=str(cache), iters=2)
+    assert "measured now" in why
+    assert "ignoring the CPU engine choice cache" in caplog.text
+    (entry,) = entries(cache).values()
+    assert entry["device"] == device
+
+
+def test_a_changed_model_is_measured_again(model, tmp_path):
+    cache = tmp_path / CACHE_FILE
+    choose_cpu_backend(model, 1, size=SIZE, cache_file=str(cache), iters=2)
+    force(cache, OPENVINO, ORT_CPU)
+    other = exported_onnx(tmp_path / "other.onnx", logits=True)  # other bytes, same name pattern
+    _, why = choose_cpu_backend(other, 1, size=SIZE, cache_file=str(cache), iters=2)
+    assert "measured now" in why and len(entries(cache)) == 2
+
+
+def test_missing_model_is_one_clear_error(tmp_path):
+    with pytest.raises(Exception, match="model file not found"):
+        choose_cpu_backend(tmp_path / "missing.onnx", cache_file=str(tmp_path / CACHE_FILE))
+
+
+def test_run_uses_the_choice_and_an_explicit_engine_bypasses_it(tmp_path):
+    """``run --device cpu`` (the default) takes the cached answer for the bundled model and
+    says so in one line; ``--device ort-cpu`` runs ONNX Runtime without asking."""
+    root = tmp_path / "cache"
+    cache = root / CACHE_FILE
+    # The answer run looks up: the bundled model, 2 threads, spinning off, 360x480 frames.
+    choose_cpu_backend(BUNDLED, 2, spinning=False, cache_file=str(cache), iters=1, warmup=1)
+    force(cache, OPENVINO, ORT_CPU)
+    env = {"FCN_DEPLOY_CACHE": str(root)}
+    chosen = run_cli(["run", "--threads", "2", "--max-frames", "2", "--output", "none"], env_extra=env)
+    assert chosen.returncode == 0, chosen.stderr
+    lines = [l for l in chosen.stderr.splitlines() if "CPU engine:" in l]
+    assert len(lines) == 1 and "OpenVINO" in lines[0] and "1.0 ms" in lines[0], chosen.stderr
+    assert "(openvino)" in chosen.stderr
+    explicit = run_cli(["run", "--device", "ort-cpu", "--threads", "2", "--max-frames", "2", "--output", "none"],
+                       env_extra=env)
+    assert explicit.returncode == 0, explicit.stderr
+    assert "CPU engine:" not in explicit.stderr and "(ort-cpu)" in explicit.stderr
