@@ -98,6 +98,26 @@ def make_clip(path: Path, size, frames: int) -> Path:
     return path
 
 
+def open_model(args, model_path: Path, clip: Path, input_spec):
+    """The backend as ``fcn-deploy run`` opens it (on ``--device cpu`` the faster installed CPU
+    engine), its visualiser and input sizer, and the clip's first frame at the input size."""
+    options = {"threads": args.threads} if args.threads else {}
+    if str(model_path).endswith(".onnx"):
+        options["spinning"] = False  # spinning ORT threads starve capture and rendering
+        if args.device.strip().lower() == "cpu":
+            from fcn_deploy.runtime.engine_choice import choose_cpu_backend
+
+            args.device, why = choose_cpu_backend(model_path, args.threads, spinning=False)
+            print(why)
+    backend = open_backend(model_path, args.device, **options)
+    meta = backend.metadata
+    visualizer = Visualizer(meta.classes, meta.palette, VisualOptions())
+    sizer = InputSizer.for_backend(backend, input_spec, announce=False)
+    frame = open_source(str(clip)).read().image
+    input_size = sizer.size_for(frame.shape[:2])
+    return backend, visualizer, sizer, resize_frame(frame, input_size), input_size  # model-only at the pipeline's size
+
+
 def model_only_fps(backend, frame: np.ndarray, iterations: int, cpu_ms: list) -> float:
     batch = frame[None]
     cpu = time.process_time()
@@ -202,16 +222,8 @@ def multi_stream_main(args, size, input_spec, outputs) -> int:
         workdir = Path(tmp)
         model_path = resolve_model(args.model, workdir, args.num_classes)
         clip = make_clip(workdir / "clip.mp4", size, args.frames)
-        options = {"threads": args.threads} if args.threads else {}
-        if str(model_path).endswith(".onnx"):
-            options["spinning"] = False
-        backend = open_backend(model_path, args.device, **options)
+        backend, visualizer, sizer, frame, input_size = open_model(args, model_path, clip, input_spec)
         meta = backend.metadata
-        visualizer = Visualizer(meta.classes, meta.palette, VisualOptions())
-        sizer = InputSizer.for_backend(backend, input_spec, announce=False)
-        frame = open_source(str(clip)).read().image
-        input_size = sizer.size_for(frame.shape[:2])
-        frame = resize_frame(frame, input_size)
         forced = input_size if input_spec is not None else None
         for count in counts:  # warm-up: every batch size once, the codecs, the thread pools
             batched_model_fps(backend, frame, count, 1)
@@ -279,21 +291,8 @@ def main() -> int:
         workdir = Path(tmp)
         model_path = resolve_model(args.model, workdir, args.num_classes)
         clip = make_clip(workdir / "clip.mp4", size, args.frames)
-        options = {"threads": args.threads} if args.threads else {}
-        if str(model_path).endswith(".onnx"):
-            options["spinning"] = False  # spinning ORT threads starve capture and rendering
-        if str(model_path).endswith(".onnx") and args.device.strip().lower() == "cpu":  # as fcn-deploy run chooses
-            from fcn_deploy.runtime.engine_choice import choose_cpu_backend
-
-            args.device, why = choose_cpu_backend(model_path, args.threads, spinning=False)
-            print(why)
-        backend = open_backend(model_path, args.device, **options)
+        backend, visualizer, sizer, frame, input_size = open_model(args, model_path, clip, input_spec)
         meta = backend.metadata
-        visualizer = Visualizer(meta.classes, meta.palette, VisualOptions())
-        sizer = InputSizer.for_backend(backend, input_spec, announce=False)
-        frame = open_source(str(clip)).read().image
-        input_size = sizer.size_for(frame.shape[:2])
-        frame = resize_frame(frame, input_size)  # model-only runs at the pipeline's input size
         for _ in range(3):  # warm-up: allocations, thread pools
             backend.infer_labels(frame[None])
         for output in outputs:  # and the codecs, the legend panel

@@ -50,7 +50,7 @@ from .errors import FcnDeployError
 from .runtime.backends import Backend, open_backend
 from .runtime.input_size import InputSizer, InputSizeSpec, Size, backend_batch_limit, parse_input_size, resize_frame
 from .runtime.metadata import ModelMetadata
-from .runtime.model_files import default_device, model_kind, resolve_model_file
+from .runtime.model_files import ONNX, default_device, model_kind, resolve_model_file
 from .runtime.sources import IMAGE_EXTENSIONS, quiet_opencv
 from .runtime.visualize import VisualOptions, Visualizer
 
@@ -67,7 +67,10 @@ class Segmenter:
 
     ``model``: a bundled model's name (``"camvid"``), an ``.onnx`` or ``.engine`` file, or any
     URI :func:`~fcn_deploy.runtime.backends.open_backend` opens. ``device``: ``"cpu"``,
-    ``"cuda"``, ``"cuda:1"``, ``"tensorrt"`` (default: a GPU for an engine, else the CPU).
+    ``"cuda"``, ``"cuda:1"``, ``"tensorrt"`` (default: a GPU for an engine, else the CPU, where
+    the faster installed engine of ONNX Runtime and OpenVINO runs an ONNX file, as in
+    ``fcn-deploy run``: :attr:`engine_choice` says which and why; ``"ort-cpu"`` or
+    ``"openvino"`` names one).
     ``input_size``: ``None`` (the model's training scale), ``"native"`` (each frame's own
     size), ``(H, W)`` or ``"HxW"`` (one size for every frame). ``batch_size``: the most frames
     per backend call (default 8, and never more than the model's own limit). Other keyword
@@ -93,6 +96,14 @@ class Segmenter:
         if isinstance(input_size, str):
             input_size = parse_input_size(input_size, "input_size")
         self.device = device or kind_device
+        self.engine_choice: Optional[str] = None
+        if "://" not in spec and model_kind(target) == ONNX and self.device.strip().lower() == "cpu":
+            # As `fcn-deploy run`: the faster installed CPU engine for this model, measured once.
+            from .runtime.engine_choice import choose_cpu_backend
+
+            self.device, self.engine_choice = choose_cpu_backend(
+                target, backend_options.get("threads"), spinning=backend_options.get("spinning", True))
+            log.info("%s", self.engine_choice)
         self._backend: Optional[Backend] = open_backend(target, self.device, **backend_options)
         try:
             if self._backend.metadata is None:

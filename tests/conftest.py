@@ -10,6 +10,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # kernel: the tests' narrow ResNets (width 16) hit it, real-width nets do not. Capping oneDNN
 # at AVX (before torch is imported; subprocesses inherit it) keeps that kernel out.
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX")
+# `run` and Segmenter on `--device cpu` take the faster of ONNX Runtime and OpenVINO, measured on
+# this machine; tests that compare their labels with ONNX Runtime's pin the engine
+# (tests/test_engine_choice.py takes the pin away to test the choice itself).
+os.environ.setdefault("FCN_DEPLOY_CPU_ENGINE", "ort-cpu")
 
 try:
     import torch

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.runtime.engine_choice import CACHE_FILE, OPENVINO, ORT_CPU, choose_cpu_backend, installed_cpu_engines
 
 from onnx_helpers import exported_onnx, run_cli
@@ -16,6 +17,22 @@ pytest.importorskip("onnxruntime", reason="the choice needs both CPU engines: on
 
 BUNDLED = Path(__file__).resolve().parents[1] / "fcn_deploy" / "assets" / "camvid.onnx"
 SIZE = (64, 96)
+
+
+@pytest.fixture(autouse=True)
+def unpinned(monkeypatch):
+    """conftest pins the engine for the other tests; here the choice itself is under test."""
+    monkeypatch.delenv("FCN_DEPLOY_CPU_ENGINE", raising=False)
+
+
+def test_the_environment_can_pin_the_engine(model, monkeypatch, tmp_path):
+    monkeypatch.setenv("FCN_DEPLOY_CPU_ENGINE", "openvino")
+    cache = tmp_path / "choice.json"
+    device, why = choose_cpu_backend(model, cache_file=str(cache))
+    assert device == "openvino" and "FCN_DEPLOY_CPU_ENGINE" in why and not cache.exists()  # nothing measured
+    monkeypatch.setenv("FCN_DEPLOY_CPU_ENGINE", "gpu")
+    with pytest.raises(FcnDeployError, match="expected ort-cpu or openvino"):
+        choose_cpu_backend(model, cache_file=str(cache))
 
 
 @pytest.fixture(scope="module")

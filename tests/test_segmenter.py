@@ -363,3 +363,13 @@ def test_bad_models_and_options_are_one_clear_error(tmp_path):
     assert "closed" in repr(seg)
     with pytest.raises(FcnDeployError, match="closed"):
         seg(clip_frames(1, (60, 80))[0])
+
+
+def test_segmenter_on_the_cpu_takes_the_chosen_engine_as_run_does(monkeypatch):
+    from fcn_deploy import Segmenter
+
+    monkeypatch.setenv("FCN_DEPLOY_CPU_ENGINE", "ort-cpu")
+    with Segmenter("camvid") as seg:
+        assert seg.device == "ort-cpu" and "FCN_DEPLOY_CPU_ENGINE" in seg.engine_choice
+    with Segmenter("camvid", device="ort-cpu") as seg:  # named: no choice made
+        assert seg.engine_choice is None

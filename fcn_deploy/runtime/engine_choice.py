@@ -37,6 +37,7 @@ ORT_CPU = "ort-cpu"
 OPENVINO = "openvino"
 ENGINE_NAMES = {ORT_CPU: "ONNX Runtime", OPENVINO: "OpenVINO"}
 CACHE_FILE = "cpu-engine-choice.json"
+ENGINE_ENV = "FCN_DEPLOY_CPU_ENGINE"
 CACHE_VERSION = 1
 DEFAULT_SIZE = (360, 480)
 
@@ -177,8 +178,15 @@ def choose_cpu_backend(
     change the answer); ``size`` the frame size (default: :func:`measurement_size`);
     ``cache_file`` where answers are kept (default ``USER_CACHE/cpu-engine-choice.json``).
     With one engine installed it is the answer, unmeasured; with none, ``ort-cpu`` (whose
-    backend then says what to install).
+    backend then says what to install). ``FCN_DEPLOY_CPU_ENGINE=ort-cpu|openvino`` in the
+    environment is the answer without measuring (a fixed choice for a fleet, or for tests that
+    compare labels with one engine's).
     """
+    forced = os.environ.get(ENGINE_ENV, "").strip().lower()
+    if forced:  # the user (or a test) names the engine for every run on this machine
+        if forced not in ENGINE_NAMES:
+            raise FcnDeployError(f"{ENGINE_ENV}={forced!r}: expected {' or '.join(ENGINE_NAMES)}")
+        return forced, f"CPU engine: {ENGINE_NAMES[forced]} ({forced}), as {ENGINE_ENV} says"
     path = os.fspath(model_path)
     versions = installed_cpu_engines()
     if len(versions) < 2:
