@@ -184,7 +184,8 @@ def multi_stream_run(backend, visualizer, clip: Path, streams: int, frames: int,
 def separate_processes_fps(model_path: Path, clip: Path, streams: int, frames: int, output: str, workdir: Path,
                            input_size, threads, device: str) -> float:
     """Aggregate FPS of ``streams`` ``fcn-deploy run`` processes started together on the clip:
-    the sum of each process's own end-to-end FPS (start-up not counted)."""
+    all their frames over the longest run (each process's own wall time, start-up not counted).
+    Summing each process's own FPS would overstate it whenever the runs do not fully overlap."""
     import re
     import subprocess
 
@@ -201,14 +202,15 @@ def separate_processes_fps(model_path: Path, clip: Path, streams: int, frames: i
         if threads:
             command += ["--threads", str(threads)]
         processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    total = 0.0
+    total, longest = 0, 0.0
     for process in processes:
         out, err = process.communicate(timeout=900)
-        match = re.search(r"([0-9.]+) FPS end to end", out)
+        match = re.search(r"^(\d+) frames in ([0-9.]+) s", out, re.MULTILINE)
         if process.returncode != 0 or not match:
             raise SystemExit(f"fcn-deploy run failed: {err.strip().splitlines()[-1] if err.strip() else out}")
-        total += float(match.group(1))
-    return total
+        total += int(match.group(1))
+        longest = max(longest, float(match.group(2)))
+    return total / longest if longest > 0 else 0.0
 
 
 def multi_stream_main(args, size, input_spec, outputs) -> int:
