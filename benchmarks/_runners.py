@@ -328,7 +328,23 @@ class TorchCudaRunner(Runner):
         return {"h2d_ms": h2d, "compute_ms": compute, "d2h_ms": d2h}
 
 
-class OrtRunner(Runner):
+class BackendRunner(Runner):
+    """A runner over one of the runtime's own backends (``self.impl``, from ``open_backend``):
+    it times exactly what ``fcn-deploy run`` calls."""
+
+    impl: Any
+
+    def prepare(self, frames: np.ndarray) -> np.ndarray:
+        return self.impl.prepare(frames)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.impl.run_graph(x)
+
+    def close(self) -> None:
+        self.impl.close()
+
+
+class OrtRunner(BackendRunner):
     """An ONNX file in ONNX Runtime through the runtime's own backend (``open_backend``).
 
     On the CUDA and TensorRT providers the split is measured separately with an I/O
@@ -355,11 +371,6 @@ class OrtRunner(Runner):
         if backend != "ort-cpu":
             self.split_note = "host timers around an I/O binding's steps"
 
-    def prepare(self, frames: np.ndarray) -> np.ndarray:
-        return self.impl.prepare(frames)
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return self.impl.run_graph(x)
 
     def split(self, x: np.ndarray, iters: int) -> Optional[Dict[str, float]]:
         if self.device == "cpu":
@@ -390,11 +401,8 @@ class OrtRunner(Runner):
         h2d, compute, d2h = (float(np.mean(v)) for v in zip(*times[1:]))
         return {"h2d_ms": h2d, "compute_ms": compute, "d2h_ms": d2h}
 
-    def close(self) -> None:
-        self.impl.close()
 
-
-class OpenVINORunner(Runner):
+class OpenVINORunner(BackendRunner):
     """An ONNX file in OpenVINO through the runtime's own backend (``open_backend(path, "openvino")``)."""
 
     def __init__(self, path: str, backend: str, precision: str, threads: int) -> None:
@@ -408,15 +416,6 @@ class OpenVINORunner(Runner):
         self.notes = ["model cache in the user cache"]
         if backend != "openvino":
             self.split_note = "not exposed by OpenVINO's infer request"
-
-    def prepare(self, frames: np.ndarray) -> np.ndarray:
-        return self.impl.prepare(frames)
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return self.impl.run_graph(x)
-
-    def close(self) -> None:
-        self.impl.close()
 
 
 class PeerRunner(Runner):
@@ -478,7 +477,7 @@ def open_peer_runner(backend: str, precision: str, source, workdir: str, shape: 
     return PeerRunner(path, backend, precision, threads, source.resolved.model.normalization, PEER_INT8_TOOLS[engine])
 
 
-class TensorRTRunner(Runner):
+class TensorRTRunner(BackendRunner):
     """A TensorRT engine (built and cached from the same ONNX) in the native backend."""
 
     def __init__(self, engine: str, precision: str) -> None:
@@ -490,15 +489,6 @@ class TensorRTRunner(Runner):
         self.output_kind = self.impl.output_kind
         self.split_note = "not exposed by the native TensorRT backend (copies and execution on one stream)"
         self.notes = ["page-locked buffers, one stream"]
-
-    def prepare(self, frames: np.ndarray) -> np.ndarray:
-        return self.impl.prepare(frames)
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return self.impl.run_graph(x)
-
-    def close(self) -> None:
-        self.impl.close()
 
 
 def build_engine(onnx_path: str, graph: str, shape: Tuple[int, int, int], workdir: str) -> str:

@@ -98,9 +98,12 @@ def make_clip(path: Path, size, frames: int) -> Path:
     return path
 
 
-def open_model(args, model_path: Path, clip: Path, input_spec):
-    """The backend as ``fcn-deploy run`` opens it (on ``--device cpu`` the faster installed CPU
-    engine), its visualiser and input sizer, and the clip's first frame at the input size."""
+def open_model(args, workdir: Path, size, input_spec):
+    """The model file and clip both modes time, the backend as ``fcn-deploy run`` opens it (on
+    ``--device cpu`` the faster installed CPU engine), its visualiser and input sizer, and the
+    clip's first frame at the input size."""
+    model_path = resolve_model(args.model, workdir, args.num_classes)
+    clip = make_clip(workdir / "clip.mp4", size, args.frames)
     options = {"threads": args.threads} if args.threads else {}
     if str(model_path).endswith(".onnx"):
         options["spinning"] = False  # spinning ORT threads starve capture and rendering
@@ -115,7 +118,8 @@ def open_model(args, model_path: Path, clip: Path, input_spec):
     sizer = InputSizer.for_backend(backend, input_spec, announce=False)
     frame = open_source(str(clip)).read().image
     input_size = sizer.size_for(frame.shape[:2])
-    return backend, visualizer, sizer, resize_frame(frame, input_size), input_size  # model-only at the pipeline's size
+    frame = resize_frame(frame, input_size)  # model-only runs at the pipeline's input size
+    return model_path, clip, backend, visualizer, sizer, frame, input_size
 
 
 def model_only_fps(backend, frame: np.ndarray, iterations: int, cpu_ms: list) -> float:
@@ -222,9 +226,7 @@ def multi_stream_main(args, size, input_spec, outputs) -> int:
                "rounds": args.rounds, "streams": {}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        model_path = resolve_model(args.model, workdir, args.num_classes)
-        clip = make_clip(workdir / "clip.mp4", size, args.frames)
-        backend, visualizer, sizer, frame, input_size = open_model(args, model_path, clip, input_spec)
+        model_path, clip, backend, visualizer, sizer, frame, input_size = open_model(args, workdir, size, input_spec)
         meta = backend.metadata
         forced = input_size if input_spec is not None else None
         for count in counts:  # warm-up: every batch size once, the codecs, the thread pools
@@ -291,9 +293,7 @@ def main() -> int:
         return multi_stream_main(args, size, input_spec, outputs)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        model_path = resolve_model(args.model, workdir, args.num_classes)
-        clip = make_clip(workdir / "clip.mp4", size, args.frames)
-        backend, visualizer, sizer, frame, input_size = open_model(args, model_path, clip, input_spec)
+        model_path, clip, backend, visualizer, sizer, frame, input_size = open_model(args, workdir, size, input_spec)
         meta = backend.metadata
         for _ in range(3):  # warm-up: allocations, thread pools
             backend.infer_labels(frame[None])

@@ -89,7 +89,6 @@ def add_parser(subparsers) -> None:
 
 
 DEFAULT_BATCH_TIMEOUT_MS = 20.0  # fcn_deploy.runtime.pipeline's; here so that --help imports nothing
-STREAM_FIELD = "{stream}"
 
 
 def camera_source(text: str) -> str:
@@ -132,12 +131,14 @@ def default_output(stem: str, mode: str, streams: Sequence[str] = ()):
     """
     from pathlib import Path
 
+    from ..runtime.streams import expand_output
+
     base = f"{OUT_DIR}/{stem}_{mode.replace('-', '')}"
     names = list(streams) or [""]
     number = 1
     while True:
         candidate = f"{base}.mp4" if number == 1 else f"{base}_{number}.mp4"
-        if not any(Path(candidate.replace("{stream}", name)).exists() for name in names):
+        if not any(Path(expand_output(candidate, name)).exists() for name in names):
             return candidate if streams else Path(candidate)
         number += 1
 
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.pipeline import MultiStreamPipeline
     from ..runtime.sinks import VideoFileSink
     from ..runtime.sources import CameraOptions
-    from ..runtime.streams import StreamSpec, close_streams, open_streams, stream_specs
+    from ..runtime.streams import STREAM_FIELD, StreamSpec, close_streams, expand_output, open_streams, stream_specs
     from ..runtime.visualize import VisualOptions, Visualizer
 
     log = logging.getLogger("fcn_deploy.run")
@@ -208,11 +209,11 @@ def run(args: argparse.Namespace) -> int:
         if args.labels_dir:
             outputs = ["none"]
         elif many:
-            outputs = [default_output("{stream}", args.mode, [s.name for s in specs])]
+            outputs = [default_output(STREAM_FIELD, args.mode, [s.name for s in specs])]
         else:
             outputs = [str(default_output(source_stem(specs[0].uri), args.mode))]
     for spec in specs:
-        targets = [o.replace("{stream}", spec.name) for o in outputs]
+        targets = [expand_output(o, spec.name) for o in outputs]
         refuse_source_as_output(spec.uri, targets, args.labels_dir)
 
     camera = CameraOptions(args.width, args.height, args.framerate, args.flip_method)
