@@ -106,8 +106,9 @@ class Killed(Exception):
     pass
 
 
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
-    straight = train(_config(tmp_path / "straight"))
+@pytest.mark.parametrize("ema", [None, 0.8], ids=["plain", "ema"])
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, ema):
+    straight = train(_config(tmp_path / "straight", ema=ema))
     assert straight.iterations == 9
 
     def kill_at_5(info):
@@ -115,7 +116,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
             raise Killed()
 
     with pytest.raises(Killed):
-        train(_config(tmp_path / "resumed"), on_step=kill_at_5)
+        train(_config(tmp_path / "resumed", ema=ema), on_step=kill_at_5)
     state = load_checkpoint(tmp_path / "resumed" / "last.pt")["training_state"]
     assert (state["iteration"], state["epoch"], state["batch_in_epoch"]) == (4, 1, 1)
 
@@ -136,6 +137,13 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if "time" not in k} for r in rows]  # noqa: E731
     assert strip(straight.history) == strip(resumed.history)
     assert a["metrics"] == b["metrics"] and straight.best_epoch == resumed.best_epoch
+    best_a, best_b = load_checkpoint(tmp_path / "straight" / "best.pt"), load_checkpoint(tmp_path / "resumed" / "best.pt")
+    for k in best_a["model_state"]:
+        assert torch.equal(best_a["model_state"][k], best_b["model_state"][k]), k
+    if ema is not None:  # the weight average continues too, and it is what best.pt ships
+        assert a["training_state"]["ema"]["updates"] == b["training_state"]["ema"]["updates"] == 9
+        for k, v in a["training_state"]["ema"]["weights"].items():
+            assert torch.equal(v, b["training_state"]["ema"]["weights"][k]), k
 
 
 def _cli_train(out, *extra):

@@ -330,6 +330,61 @@ def test_train_cli_smoke(tmp_path, capsys):
     assert code == 1 and "already holds a run" in err and len(err.splitlines()) == 1
 
 
+def test_weight_average_is_the_mean_then_the_ema():
+    from fcn_deploy.training.averaging import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1, bias=False), torch.nn.BatchNorm2d(1))
+    weights = [float(v) for v in (0.0, 3.0, 6.0, 9.0, 12.0)]
+
+    def set_weight(value):
+        with torch.no_grad():
+            net[0].weight.fill_(value)
+            net[1].running_mean.fill_(value)
+        net[1].num_batches_tracked.fill_(int(value))
+
+    set_weight(weights[0])
+    average = WeightAverage(net, decay=0.5)
+    set_weight(weights[1])
+    average.update(net)  # update 1: decay min(0.5, 1/2): the mean of the start and the iterate
+    assert average.module[0].weight.item() == pytest.approx(1.5)
+    set_weight(weights[2])
+    average.update(net)  # update 2: decay 0.5 (the cap), not 2/3
+    assert average.module[0].weight.item() == pytest.approx(0.5 * 1.5 + 0.5 * 6.0)
+    assert average.module[1].running_mean.item() == pytest.approx(3.75)  # statistics averaged too
+    assert average.module[1].num_batches_tracked.item() == 6  # counters copied
+    assert not any(p.requires_grad for p in average.module.parameters())
+
+    long = WeightAverage(net, decay=0.99)
+    values = []
+    for v in weights[1:]:
+        set_weight(v)
+        long.update(net)
+        values.append(v)
+    # Fewer updates than 1 / (1 - decay): the plain mean of every iterate and the start.
+    assert long.module[0].weight.item() == pytest.approx(np.mean([6.0] + values))
+    restored = WeightAverage(net, decay=0.99)
+    restored.load_state_dict(long.state_dict())
+    assert restored.updates == 4 and torch.equal(restored.module[0].weight, long.module[0].weight)
+    with pytest.raises(ValueError):
+        WeightAverage(net, decay=1.0)
+
+
+def test_train_with_ema_ships_the_average(tmp_path):
+    config = make_config("fcn8s_resnet18", "synthetic", out=str(tmp_path / "run"), epochs=2, lr=0.05,
+                         ema=0.9, val_split="", **TINY)
+    result = train(config)
+    best, last = load_checkpoint(tmp_path / "run" / "best.pt"), load_checkpoint(tmp_path / "run" / "last.pt")
+    ema = last["training_state"]["ema"]
+    assert ema["updates"] == result.iterations and last["recipe"]["ema"] == 0.9
+    # best.pt (the final epoch here) holds the average, last.pt the iterate that resume continues.
+    assert result.best_epoch == 2
+    for k, v in best["model_state"].items():
+        assert torch.equal(v, ema["weights"][k]), k
+    assert any(not torch.equal(v, last["model_state"][k]) for k, v in best["model_state"].items())
+    with pytest.raises(FcnDeployError, match="--ema"):
+        train(make_config("fcn8s_resnet18", "synthetic", out=str(tmp_path / "bad"), ema=1.5, **TINY))
+
+
 def test_epoch_log_line_says_when_the_run_will_end():
     from fcn_deploy.training.loop import _eta_text
 

@@ -47,6 +47,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--flip", action=BooleanOptionalAction, default=None, help="random horizontal flips")
     g.add_argument("--jitter", action=BooleanOptionalAction, default=None, help="photometric jitter")
     g.add_argument("--freeze-bn", action="store_true", default=None, help="keep batch-norm layers fixed")
+    g.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="validate and ship (best.pt) a moving average of the weights with this decay per "
+                   "iteration, e.g. 0.999 (about the last 1000 iterations)")
     m = p.add_argument_group("model")
     m.add_argument("--width", type=int, default=None, help="channel divisor of the zoo model (1 = the real net)")
     m.add_argument("--model-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
@@ -102,6 +105,7 @@ def _options_from_args(args: argparse.Namespace) -> Dict[str, Any]:
         flip=args.flip,
         jitter=args.jitter,
         freeze_bn=args.freeze_bn,
+        ema=args.ema,
         pretrained_backbone=args.pretrained_backbone,
         init_from=args.init_from,
         train_split=args.train_split,

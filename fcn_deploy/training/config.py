@@ -57,6 +57,7 @@ class TrainConfig:
     pretrained_backbone: str = "imagenet"
     init_from: Optional[str] = None
     freeze_bn: bool = False
+    ema: Optional[float] = None  # decay of the weights' moving average that best.pt holds; None: no average
     device: str = "auto"
     amp: Optional[bool] = None
     channels_last: Optional[bool] = None
@@ -129,6 +130,8 @@ def validate_config(config: TrainConfig) -> None:
         raise FcnDeployError("--val-every must be >= 1")
     if config.class_weights not in CLASS_WEIGHTS:
         raise FcnDeployError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}")
+    if config.ema is not None and not 0.0 < config.ema < 1.0:
+        raise FcnDeployError("--ema must be in (0, 1), e.g. 0.999")
     if config.lr <= 0:
         raise FcnDeployError("--lr must be > 0")
     if "pretrained" in config.model_options:

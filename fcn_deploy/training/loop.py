@@ -34,6 +34,7 @@ from ..download import Progress
 from ..errors import FcnDeployError
 from ..models.pretrained import load_state_dict_checked
 from . import distributed as ddp
+from .averaging import WeightAverage
 from .batches import build_transform, open_dataset, train_loader
 from .checkpoint import BEST, LAST, CheckpointError, atomic_save, load_checkpoint, make_checkpoint
 from .config import TrainConfig, validate_config
@@ -173,6 +174,8 @@ class _Run:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
+        # With --ema the run validates and ships a moving average of the weights (averaging.py).
+        self.average = WeightAverage(model, c.ema) if c.ema else None
         self.net: nn.Module = model
         if self.info.enabled:
             self.net = nn.parallel.DistributedDataParallel(
@@ -222,6 +225,7 @@ class _Run:
             "best_epoch": self.best_epoch,
             "history": list(self.history),
             "class_weights": self.class_weights,
+            "ema": self.average.state_dict() if self.average is not None else None,
         }
 
     def _restore(self, state: Dict[str, Any], ckpt: Dict[str, Any]) -> None:
@@ -244,6 +248,10 @@ class _Run:
         self.best_metrics = dict(state["best_metrics"])
         self.best_epoch = state["best_epoch"]
         self.history = list(state["history"])
+        if self.average is not None:
+            if state.get("ema") is None:
+                raise CheckpointError("cannot resume: the checkpoint holds no weight average for --ema")
+            self.average.load_state_dict(state["ema"])
         rngs = state["rng"]
         if state.get("world_size", 1) == self.info.world_size and self.info.rank < len(rngs):
             set_rng_state(rngs[self.info.rank], self.device)
@@ -252,10 +260,17 @@ class _Run:
         log.info("resumed at epoch %d, iteration %d of %d", self.epoch + 1, self.iteration, self.total_iters)
 
     # -- files (rank 0) --------------------------------------------------------------------
+    @property
+    def shipped_model(self) -> nn.Module:
+        """The net that is validated and written to best.pt: the weight average with --ema."""
+        return self.average.module if self.average is not None else self.model
+
     def _checkpoint(self, metrics: Optional[Dict[str, Any]], epoch: int,
                     training_state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        # last.pt (with training_state) holds the iterate that resume continues from; best.pt
+        # the shipped net.
         return make_checkpoint(
-            self.model,
+            self.model if training_state is not None else self.shipped_model,
             self.config.model_options,
             self.train_set,
             self.config.dataset,
@@ -305,6 +320,8 @@ class _Run:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.schedule.step()
+        if self.average is not None:
+            self.average.update(self.model)
         return float(loss.item())
 
     def run(self) -> TrainResult:
@@ -405,9 +422,10 @@ class _Run:
         from ..metrics import ConfusionMatrix
         from .predict import TorchPredictor
 
-        self.model.eval()
+        net = self.shipped_model
+        net.eval()
         try:
-            predictor = TorchPredictor(self.model, self.device, self.config.val_size, self.channels_last, self.amp)
+            predictor = TorchPredictor(net, self.device, self.config.val_size, self.channels_last, self.amp)
             cm = evaluate(self.val_set, predictor, ddp.shard(len(self.val_set), self.info))
         finally:
             self.model.train()
