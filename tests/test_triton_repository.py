@@ -134,3 +134,8 @@ def test_export_triton_from_engines_writes_a_plan_model(tmp_path, meta, capsys):
     assert dict(config.cc_model_filenames) == {"8.7": "model_sm87.plan"} and config.max_batch_size == 2
     assert main(["export", "--engine", str(engine)]) == 1  # --engine without --triton: one line
     assert "--engine goes with --triton" in capsys.readouterr().err
+    # Export options would be silently ignored for built engines: refused in one line, nothing written.
+    code = main(["export", "--triton", str(tmp_path / "repo2"), "--engine", str(engine), "--int8"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "--int8 cannot apply to --engine" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "repo2").exists()

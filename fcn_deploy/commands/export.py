@@ -133,6 +133,15 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.triton:
             raise FcnDeployError("--engine goes with --triton REPO (a tensorrt_plan model from built engines)")
+        # Nothing is exported from built engines: options that shape an export would be ignored.
+        ignored = [flag for flag, given in (
+            ("--fp16", args.fp16), ("--int8", args.int8), ("--calib", args.calib), ("--logits", args.logits),
+            ("--keep-fp32", args.keep_fp32), ("--output", args.output),
+        ) if given]
+        if ignored:
+            raise FcnDeployError(
+                f"{', '.join(ignored)} cannot apply to --engine: an engine's precision and graph were fixed "
+                f"when it was built (fcn-deploy build MODEL.onnx --fp16 ...)")
         return _plan_repository(args)
     from converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
