@@ -48,7 +48,16 @@ import numpy as np
 
 from .errors import FcnDeployError
 from .runtime.backends import Backend, open_backend
-from .runtime.input_size import InputSizer, InputSizeSpec, Size, backend_batch_limit, parse_input_size, resize_frame
+from .runtime.input_size import (
+    InputSizer,
+    InputSizeSpec,
+    Size,
+    backend_batch_limit,
+    backend_batch_minimum,
+    pad_batch,
+    parse_input_size,
+    resize_frame,
+)
 from .runtime.metadata import ModelMetadata
 from .runtime.model_files import ONNX, default_device, model_kind, resolve_model_file
 from .runtime.sources import IMAGE_EXTENSIONS, quiet_opencv
@@ -109,7 +118,7 @@ class Segmenter:
             if self._backend.metadata is None:
                 raise FcnDeployError(f"{target} carries no fcn-deploy metadata; export it with `fcn-deploy export`")
             self._sizer = InputSizer.for_backend(self._backend, input_size)
-            self.max_batch, self._fixed_batch = _batch_limits(self._backend)
+            self.max_batch, self._min_batch = _batch_limits(self._backend)
             if batch_size is not None:
                 self.max_batch = min(batch_size, self.max_batch) if self.max_batch else batch_size
             elif not self.max_batch:
@@ -218,9 +227,7 @@ class Segmenter:
             for start in range(0, len(indices), self.max_batch):
                 chunk = indices[start:start + self.max_batch]
                 batch = np.stack([resize_frame(frames[i], size) for i in chunk])
-                if self._fixed_batch and len(chunk) < self._fixed_batch:  # a fixed-batch graph: pad
-                    pad = np.repeat(batch[-1:], self._fixed_batch - len(chunk), axis=0)
-                    batch = np.concatenate([batch, pad])
+                batch = pad_batch(batch, self._min_batch)  # a fixed-batch graph: padded, extra rows dropped
                 labels = backend.infer_labels(batch)
                 for row, i in enumerate(chunk):
                     height, width = frames[i].shape[:2]
@@ -330,13 +337,11 @@ def image_files(folder: Path) -> List[Path]:
 
 
 def _batch_limits(backend: Backend) -> Tuple[int, int]:
-    """``(most frames per call, fixed batch)`` the model accepts; 0 where there is no limit
-    (any batch) or no fixed batch.
+    """``(most frames per call, fewest frames per call)`` the model accepts; 0 where there is
+    no limit (any batch) and 1 where any batch will do.
 
-    A graph with a fixed batch dimension takes exactly that many frames; a TensorRT engine (or
-    ONNX Runtime's TensorRT provider) takes at most its optimisation profile's largest batch
-    (:func:`~fcn_deploy.runtime.input_size.backend_batch_limit`, which the video pipeline uses too).
+    A graph with a fixed batch dimension takes exactly that many frames, a static-batch engine
+    (DLA) its profile's batch; a TensorRT engine (or ONNX Runtime's TensorRT provider) takes
+    at most its optimisation profile's largest batch (the video pipeline reads the same).
     """
-    shape = getattr(getattr(backend, "input_spec", None), "shape", ())
-    fixed = int(shape[0]) if shape and isinstance(shape[0], int) and shape[0] > 0 else 0
-    return backend_batch_limit(backend) or 0, fixed
+    return backend_batch_limit(backend) or 0, backend_batch_minimum(backend)

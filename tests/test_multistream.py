@@ -20,7 +20,13 @@ import pytest
 
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.runtime.backends import open_backend
-from fcn_deploy.runtime.input_size import InputSizer, backend_batch_limit, resize_frame, shared_input_size
+from fcn_deploy.runtime.input_size import (
+    InputSizer,
+    backend_batch_limit,
+    backend_batch_minimum,
+    resize_frame,
+    shared_input_size,
+)
 from fcn_deploy.runtime.mjpeg import MjpegServer
 from fcn_deploy.runtime.pipeline import MultiStreamPipeline, Pipeline, Stream
 from fcn_deploy.runtime.sinks import LabelSink, Sink, VideoFileSink
@@ -253,6 +259,33 @@ def test_an_engine_that_cannot_take_the_batch_is_refused_at_start(backend, clips
         MultiStreamPipeline(streams, engine, None)
     sidecar.profiles[0]["frames"]["max"][0] = 4
     assert backend_batch_limit(engine) == 4
+
+
+def test_a_static_batch_model_gets_padded_batches_when_streams_end(tmp_path, tiny_onnx, backend, clips):
+    """A model with a fixed batch of 3 (as a DLA engine built with --max-batch 3 is) fed by
+    three files of different lengths: once the shortest ends, partial batches are padded to 3
+    and only the real frames' labels are kept."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tiny_onnx))
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    dim.ClearField("dim_param")
+    dim.dim_value = 3
+    fixed_path = tmp_path / "batch3.onnx"
+    onnx.save(model, str(fixed_path))
+    with open_backend(fixed_path, "cpu", threads=2) as fixed:
+        assert (backend_batch_minimum(fixed), backend_batch_limit(fixed)) == (3, 3)
+        streams = [Stream(open_source(str(clips[n])), [], LabelSink(tmp_path / "labels" / n), n) for n in SIZES]
+        report = MultiStreamPipeline(streams, fixed, None, input_size=(64, 80)).run()
+        for stream in streams:
+            stream.source.close()
+    assert report.failed == [] and [s.processed for s in report.streams] == [n for _, n in SIZES.values()]
+    assert min(report.batch_sizes) < 3  # streams c and a ended first: partial batches ran
+    for name, ((h, w), n) in SIZES.items():
+        written = label_maps(tmp_path / "labels" / name)
+        assert len(written) == n
+        for frame, labels in zip(decoded_frames(clips[name]), written):
+            expected = backend.infer_labels(resize_frame(frame, (64, 80))[None])[0]
+            np.testing.assert_array_equal(cv2.resize(expected, (w, h), interpolation=cv2.INTER_NEAREST), labels)
 
 
 def test_build_max_batch_sets_the_default_profiles_batch():

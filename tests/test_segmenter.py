@@ -287,10 +287,14 @@ def test_batch_limit_of_engines_is_their_profiles_largest_batch():
     profile = {"min": [1, 64, 64, 3], "opt": [2, 360, 640, 3], "max": [4, 1080, 1920, 3]}
     engine = SimpleNamespace(input_spec=spec, sidecar=SimpleNamespace(profiles=[{"input": profile},
                                                                                   {"input": {**profile, "max": [3, 1080, 1920, 3]}}]))
-    assert _batch_limits(engine) == (3, 0)
+    assert _batch_limits(engine) == (3, 1)
     ort_trt = SimpleNamespace(input_spec=spec, profile_shapes={"min": (1, 64, 64), "opt": (1, 360, 480), "max": (6, 720, 960)})
-    assert _batch_limits(ort_trt) == (6, 0)
-    assert _batch_limits(SimpleNamespace(input_spec=spec)) == (0, 0)
+    assert _batch_limits(ort_trt) == (6, 1)
+    assert _batch_limits(SimpleNamespace(input_spec=spec)) == (0, 1)
+    # A DLA engine built with --max-batch 2 has a static profile: exactly 2 frames, padded.
+    static = {"min": [2, 360, 640, 3], "opt": [2, 360, 640, 3], "max": [2, 360, 640, 3]}
+    dla = SimpleNamespace(input_spec=spec, sidecar=SimpleNamespace(profiles=[{"input": static}]))
+    assert _batch_limits(dla) == (2, 2)
 
 
 # -- pictures --------------------------------------------------------------------------------------

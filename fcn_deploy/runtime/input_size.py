@@ -366,6 +366,33 @@ def backend_batch_limit(backend: Any) -> Optional[int]:
     return min(limits) if limits else None
 
 
+def backend_batch_minimum(backend: Any) -> int:
+    """The fewest frames ``backend`` takes in one call (1 for any batch): a fixed batch
+    dimension, or the smallest batch of every optimisation profile (a DLA engine built with
+    ``--max-batch N`` has the static batch N). A caller with fewer frames pads the batch and
+    drops the padded results, as DeepStream does with a partial batch."""
+    spec = getattr(backend, "input_spec", None)
+    shape = getattr(spec, "shape", ())
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return int(shape[0])
+    given = getattr(backend, "profile_shapes", None)
+    if isinstance(given, Mapping) and "min" in given:
+        return max(1, int(given["min"][0]))
+    sidecar = getattr(backend, "sidecar", None)
+    profiles = getattr(sidecar, "profiles", None) or []
+    name = getattr(spec, "name", None)
+    minimums = [int((p[name] if name in p else next(iter(p.values())))["min"][0])
+                for p in profiles if isinstance(p, Mapping) and p]
+    return max(1, min(minimums)) if minimums else 1
+
+
+def pad_batch(frames: np.ndarray, minimum: int) -> np.ndarray:
+    """``frames`` (N x ...) with its last frame repeated up to ``minimum`` frames."""
+    if len(frames) >= minimum:
+        return frames
+    return np.concatenate([frames, np.repeat(frames[-1:], minimum - len(frames), axis=0)])
+
+
 # -- what the runtime calls --------------------------------------------------------------------
 def parse_input_size(text: Optional[str], option: str = "--input-size") -> InputSizeSpec:
     """``None``/``""``/``"auto"`` -> ``None`` (the rule); ``"native"``; ``"HxW"`` -> ``(H, W)``."""

@@ -52,7 +52,16 @@ import cv2
 import numpy as np
 
 from ..errors import FcnDeployError, first_line
-from .input_size import InputSizer, InputSizeSpec, Size, backend_batch_limit, resize_frame, shared_input_size
+from .input_size import (
+    InputSizer,
+    InputSizeSpec,
+    Size,
+    backend_batch_limit,
+    backend_batch_minimum,
+    pad_batch,
+    resize_frame,
+    shared_input_size,
+)
 from .sinks import LabelSink, NullSink, Sink
 from .sources import Frame, Source
 from .visualize import HudStats, Visualizer, mosaic
@@ -457,6 +466,7 @@ class MultiStreamPipeline:
         stage = self.report.stages["inference"]
         backend = self.backend
         depth = max(1, int(backend.in_flight))
+        min_batch = backend_batch_minimum(backend)
         only_files = not any(s.source.live or s.reopen is not None for s in self.streams)
         active = list(range(len(self.streams)))
         pending: Deque[Tuple[List[_Item], int, float]] = deque()  # in submission order
@@ -470,7 +480,8 @@ class MultiStreamPipeline:
                     break
                 if batch:
                     start = time.perf_counter()
-                    frames = np.stack([item.model_input for item in batch])
+                    # A static-batch model gets a padded batch; zip() below drops the padding's labels.
+                    frames = pad_batch(np.stack([item.model_input for item in batch]), min_batch)
                     ticket = backend.submit(backend.prepare(frames))
                     pending.append((batch, ticket, start))
                     self.report.batch_sizes[len(batch)] += 1
