@@ -27,3 +27,14 @@ except ImportError:  # the runtime-only install runs without torch
 def _seed():
     if torch is not None:
         torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory):
+    """A real exported FCN-8s (ResNet-18 / 16, 3 classes), made once for every video and
+    pipeline test that needs a model (tests/video_helpers.export_tiny_model)."""
+    if torch is None:
+        pytest.skip("exporting the tiny model needs torch (the train extra)")
+    from video_helpers import export_tiny_model
+
+    return export_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")

@@ -33,15 +33,10 @@ from fcn_deploy.runtime.sinks import LabelSink, Sink, VideoFileSink
 from fcn_deploy.runtime.sources import Frame, Source, SourceError, open_source
 from fcn_deploy.runtime.streams import expand_output, open_streams, parse_source_arg, stream_specs
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer, mosaic
-from video_helpers import count_frames, decoded_frames, export_tiny_model, read_mjpeg_parts, synthetic_frames, write_video
+from video_helpers import count_frames, decoded_frames, read_mjpeg_parts, synthetic_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"a": ((72, 96), 9), "b": ((48, 64), 14), "c": ((90, 120), 5)}  # (H, W), frames
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    return export_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ from fcn_deploy.runtime.sinks import LabelSink, NullSink, Sink, SinkError, Video
 from fcn_deploy.runtime.sources import Frame, Source, SourceError, open_source
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
 from onnx_helpers import graph_failing_off_8x8
-from video_helpers import count_frames, decoded_frames, export_tiny_model, synthetic_frames, write_video
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    return export_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+from video_helpers import count_frames, decoded_frames, synthetic_frames, write_video
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from video_helpers import count_frames, export_tiny_model, read_mjpeg_parts, synthetic_frames, write_video
+from video_helpers import count_frames, read_mjpeg_parts, synthetic_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_MODEL = REPO / "fcn_deploy" / "assets" / "camvid.onnx"
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    return export_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 def env():
