@@ -39,6 +39,22 @@ from fcn_deploy.training.checkpoint import atomic_save, load_checkpoint
 NAME = "camvid"
 
 
+def training_record(ckpt: dict) -> dict:
+    """Epoch, wall time and recipe of the run, with those of the stage it started from
+    (``--init-from``) where that checkpoint is still at hand: a two-stage recipe is then
+    reproducible from the metadata alone."""
+    record = {"epoch": ckpt.get("epoch"), "wall_time_s": ckpt.get("wall_time_s"), "recipe": ckpt.get("recipe")}
+    if "previous_stage" in ckpt:  # a re-export: the bundled checkpoint already carries it
+        record["previous_stage"] = ckpt["previous_stage"]
+        return record
+    start = (ckpt.get("recipe") or {}).get("init_from")
+    if start and Path(start).is_file():
+        first = load_checkpoint(start)
+        record["previous_stage"] = {"epoch": first.get("epoch"), "wall_time_s": first.get("wall_time_s"),
+                                    "recipe": first.get("recipe")}
+    return record
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="training run folder (holds best.pt); omit to re-export the bundled checkpoint")
@@ -67,11 +83,13 @@ def main() -> int:
         "mean_iu_split": "test",
         "val_mean_iu": ckpt["metrics"].get("mean_iu"),
         "test_scores": json_safe(scores),
-        "training": {"epoch": ckpt.get("epoch"), "wall_time_s": ckpt.get("wall_time_s"), "recipe": ckpt.get("recipe")},
+        "training": training_record(ckpt),
     })
     meta.mean_iu = float(scores["mean_iu"])
     if args.run:  # a re-export leaves the checkpoint (and its sha256) alone
         ckpt["test_metrics"] = json_safe(scores)
+        if "previous_stage" in meta.extra["training"]:
+            ckpt["previous_stage"] = meta.extra["training"]["previous_stage"]
         atomic_save(ckpt, bundled_checkpoint(NAME))
     meta.source["sha256"] = sha256_file(str(bundled_checkpoint(NAME)))
     onnx_passes.set_metadata(model, meta.to_props())

@@ -347,43 +347,39 @@ def backend_profile(backend: Any) -> Optional[Profile]:
     return profile_from_shapes(per_input, layout)
 
 
-def backend_batch_limit(backend: Any) -> Optional[int]:
-    """The most frames ``backend`` takes in one call, or ``None`` when there is no limit: a
+def _batch_bounds(backend: Any) -> Optional[Tuple[int, int]]:
+    """``(fewest, most)`` frames ``backend`` takes in one call, or ``None`` for any batch: a
     fixed batch dimension, the batch of ONNX Runtime's TensorRT provider's ``profile_shapes``,
-    or the largest batch every optimisation profile of a TensorRT engine accepts."""
+    or what every optimisation profile of a TensorRT engine accepts."""
     spec = getattr(backend, "input_spec", None)
     shape = getattr(spec, "shape", ())
     if shape and isinstance(shape[0], int) and shape[0] > 0:
-        return int(shape[0])
+        return int(shape[0]), int(shape[0])
     given = getattr(backend, "profile_shapes", None)
     if isinstance(given, Mapping) and "max" in given:
-        return int(given["max"][0])
+        return int(given["min"][0]) if "min" in given else 1, int(given["max"][0])
     sidecar = getattr(backend, "sidecar", None)
     profiles = getattr(sidecar, "profiles", None) or []
     name = getattr(spec, "name", None)
-    limits = [int((p[name] if name in p else next(iter(p.values())))["max"][0])
-              for p in profiles if isinstance(p, Mapping) and p]
-    return min(limits) if limits else None
+    batches = [(p[name] if name in p else next(iter(p.values()))) for p in profiles if isinstance(p, Mapping) and p]
+    if not batches:
+        return None
+    return min(int(b["min"][0]) for b in batches), min(int(b["max"][0]) for b in batches)
+
+
+def backend_batch_limit(backend: Any) -> Optional[int]:
+    """The most frames ``backend`` takes in one call, or ``None`` when there is no limit."""
+    bounds = _batch_bounds(backend)
+    return bounds[1] if bounds else None
 
 
 def backend_batch_minimum(backend: Any) -> int:
     """The fewest frames ``backend`` takes in one call (1 for any batch): a fixed batch
-    dimension, or the smallest batch of every optimisation profile (a DLA engine built with
+    dimension, or the smallest batch of the optimisation profiles (a DLA engine built with
     ``--max-batch N`` has the static batch N). A caller with fewer frames pads the batch and
     drops the padded results, as DeepStream does with a partial batch."""
-    spec = getattr(backend, "input_spec", None)
-    shape = getattr(spec, "shape", ())
-    if shape and isinstance(shape[0], int) and shape[0] > 0:
-        return int(shape[0])
-    given = getattr(backend, "profile_shapes", None)
-    if isinstance(given, Mapping) and "min" in given:
-        return max(1, int(given["min"][0]))
-    sidecar = getattr(backend, "sidecar", None)
-    profiles = getattr(sidecar, "profiles", None) or []
-    name = getattr(spec, "name", None)
-    minimums = [int((p[name] if name in p else next(iter(p.values())))["min"][0])
-                for p in profiles if isinstance(p, Mapping) and p]
-    return max(1, min(minimums)) if minimums else 1
+    bounds = _batch_bounds(backend)
+    return max(1, bounds[0]) if bounds else 1
 
 
 def pad_batch(frames: np.ndarray, minimum: int) -> np.ndarray:
