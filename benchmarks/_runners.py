@@ -119,8 +119,11 @@ def unavailable_reason(backend: str) -> Optional[str]:
             import openvino as ov
         except ImportError:
             return "openvino is not installed (pip install 'fcn-deploy[openvino]')"
-        if backend == "openvino-gpu" and not any(d.startswith("GPU") for d in ov.Core().available_devices):
-            return f"OpenVINO {ov.__version__.split('-')[0]} sees no Intel GPU (devices: {', '.join(ov.Core().available_devices)})"
+        from fcn_deploy.runtime.backends.openvino import shared_core
+
+        devices = shared_core().available_devices
+        if backend == "openvino-gpu" and not any(d.startswith("GPU") for d in devices):
+            return f"OpenVINO {ov.__version__.split('-')[0]} sees no Intel GPU (devices: {', '.join(devices)})"
         return None
     if backend == "peer-ort-cpu":
         try:
@@ -443,9 +446,10 @@ class PeerRunner(Runner):
         else:
             import openvino as ov
 
-            core = ov.Core()
-            self.compiled = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                             "PERFORMANCE_HINT": "LATENCY"})
+            from fcn_deploy.runtime.backends.openvino import shared_core
+
+            self.compiled = shared_core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                      "PERFORMANCE_HINT": "LATENCY"})
             self.request = self.compiled.create_infer_request()
             self.providers = [f"OpenVINO {ov.__version__.split('-')[0]} CPU, {threads} threads"]
             self._infer = lambda x: self.request.infer({0: x})[0]

@@ -442,7 +442,9 @@ class PeerExports:
 
         plain = self.fp32(source, shape)
         inputs = self._calibration_inputs(source, shape, calibration)
-        model = ov.Core().read_model(plain)
+        from fcn_deploy.runtime.backends.openvino import shared_core
+
+        model = shared_core().read_model(plain)
         log.info("quantising %s with NNCF %s to %s", plain, nncf.__version__, path)
         quantized = nncf.quantize(model, nncf.Dataset(inputs))
         ov.save_model(quantized, path)

@@ -6,13 +6,15 @@ Skipped where openvino is not installed (the JetPack venvs of .ci/jetson-env).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fcn_deploy.runtime.backends import BackendError, open_backend
-from fcn_deploy.runtime.backends.openvino import is_openvino_device, parse_openvino_device
+from fcn_deploy.runtime.backends.openvino import is_openvino_device, parse_openvino_device, shared_core
 
 from onnx_helpers import assert_one_line_error, exported_onnx, random_frames, run_cli, scene_frames
 
@@ -147,6 +149,30 @@ def _cache_files(folder: Path):
     return sorted(p.name for p in folder.rglob("*") if p.is_file())
 
 
+def test_backends_closed_out_of_order_leave_signal_handlers_working(graphs):
+    """Two backends released first-in-first-out, then a Python signal handler runs (what Ctrl-C
+    does to ``run``). OpenVINO's CPU plugin swaps the thread's alternate signal stack per Core
+    and unmaps its own when released: with a Core per backend this order left the stack
+    unmapped and the signal killed the process with SIGSEGV. In a child process, so that the
+    failure is a failed test, not a dead pytest."""
+    code = (
+        "import gc, os, signal, sys\n"
+        "from fcn_deploy.runtime.backends import open_backend\n"
+        "first = open_backend(sys.argv[1], 'openvino', cache_dir='')\n"
+        "second = open_backend(sys.argv[1], 'openvino', cache_dir='')\n"
+        "first.close(); del first; gc.collect()\n"
+        "second.close(); del second; gc.collect()\n"
+        "seen = []\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: seen.append(True))\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "assert seen == [True]\n"
+        "print('handler ran')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(graphs["fp32"])], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "handler ran" in result.stdout, (result.returncode, result.stderr[-2000:])
+
+
 def test_model_cache(graphs, tmp_path):
     """The compiled model lands in the cache folder; opening the same model with the same
     options again reuses that entry instead of writing another."""
@@ -177,7 +203,7 @@ def test_errors(graphs, tmp_path):
     with pytest.raises(BackendError, match="cannot load ONNX model") as info:
         open_backend(corrupt, "openvino", cache_dir="")
     assert "\n" not in str(info.value)
-    available = ov.Core().available_devices
+    available = shared_core().available_devices
     if not any(d.startswith("GPU") for d in available):
         with pytest.raises(BackendError, match="has no device GPU"):
             open_backend(graphs["fp32"], "openvino:GPU")

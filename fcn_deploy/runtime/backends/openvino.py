@@ -50,6 +50,29 @@ def _import_openvino():
     return openvino
 
 
+_core: Any = None
+_core_lock = threading.Lock()
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, created on first use and kept until exit.
+
+    Why one: OpenVINO's CPU plugin gives the thread that creates it an alternate signal stack
+    (``sigaltstack``) and unmaps that stack when the plugin is destroyed, restoring the previous
+    one only if its own is still the current one on the destroying thread. Each Core has its
+    own CPU plugin, so two Cores released out of order, or on another thread, leave a thread's
+    signal stack pointing at unmapped memory, and the next Python signal handler to run there
+    (Ctrl-C, SIGTERM, a PyTorch DataLoader's SIGCHLD) kills the process with SIGSEGV. One Core
+    that lives as long as the process never unmaps it. Compile options (threads, cache folder)
+    go to ``compile_model``, so sharing the Core shares no settings.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = _import_openvino().Core()
+        return _core
+
+
 def is_openvino_device(device: str) -> bool:
     """True for ``openvino`` and ``openvino:DEVICE`` (any case)."""
     return str(device).strip().lower().partition(":")[0] == DEVICE_PREFIX
@@ -146,7 +169,7 @@ class OpenVINOBackend(Backend):
             raise BackendError(f"threads sets OpenVINO's CPU threads; device {self.device} is not the CPU")
         self._limit = int(in_flight) if in_flight is not None else (1 if cpu else 2)
 
-        core = ov.Core()
+        core = shared_core()
         available = list(core.available_devices)
         family = self.ov_device.split(".")[0]
         if self.ov_device not in available and (self.ov_device != family or not any(
