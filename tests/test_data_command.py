@@ -169,6 +169,23 @@ def test_camvid_good_archive_is_unpacked_and_read(camvid, tmp_path, monkeypatch,
     assert "already in" in capsys.readouterr().out and len(server.requests) == n
 
 
+def test_a_killed_runs_unpack_folder_is_removed_by_the_next_run(camvid, tmp_path, monkeypatch, capsys):
+    """A run killed mid-unpack (SIGKILL: no ``finally``) leaves ``.CamVid.unpack-*`` with part
+    of a dataset in it; the next run into the same folder removes it, and nothing else."""
+    server, files, entry, _ = camvid
+    monkeypatch.setitem(DATASETS, "camvid", entry)
+    data = tmp_path / "data"
+    left = data / ".CamVid.unpack-k1ll3d" / "extracted" / "CamVid" / "train"
+    left.mkdir(parents=True)
+    (left / "0001TP_006690.png").write_bytes(b"half a frame")
+    (data / "Other").mkdir()
+    (data / ".Other.unpack-keep").mkdir()  # another root's: not this run's business
+    assert main(["data", "camvid", "--root", str(data / "CamVid")]) == 0
+    capsys.readouterr()
+    assert sorted(os.listdir(data)) == [".Other.unpack-keep", "CamVid", "Other"]
+    read_back_camvid(data / "CamVid", files)
+
+
 def test_mirror_must_match_the_published_checksum(camvid, tmp_path, capsys):
     """--url with the real table entry: the stand-in archive fails the published git tree id."""
     server, _, _, real = camvid

@@ -27,10 +27,12 @@ a private dataset) passes its own :class:`DatasetSource` with its own checksums.
 Nothing the user has is lost: archives download (resumably) into the cache folder
 (:func:`fcn_deploy.download.cache_dir`), unpack into a temporary folder beside ROOT with every
 member's path checked to stay inside it, are checked, and only then are moved into ROOT entry
-by entry. A failure at any step leaves ROOT as it was.
+by entry. A failure at any step leaves ROOT as it was, and the temporary folder a killed run
+leaves behind is removed by the next run into the same folder.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -39,7 +41,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..download import Checksum, DownloadError, Progress, cache_dir, download
 from ..errors import FcnDeployError
@@ -450,10 +452,61 @@ def fetch_dataset(
     parent = os.path.dirname(root)
     try:
         os.makedirs(parent, exist_ok=True)
-        probe = tempfile.mkdtemp(prefix="." + os.path.basename(root) + ".unpack-", dir=parent)
     except OSError as exc:
         raise FcnDeployError(f"cannot create a folder in {parent}: {exc.strerror}") from None
-    work = probe
+    with _sole_unpacker(parent, os.path.basename(root)):
+        archives = _download_and_install(source, root, parent, mirror, download_dir, progress, timeout_s)
+    if source.manual:
+        log.info("unpacked; %s can be deleted now", " and ".join(archives))
+    elif not keep_archives:
+        for path in archives:
+            os.unlink(path)
+    items = _count_items(source, root)
+    return DataResult(source.name, root, True, source.entries, items)
+
+
+@contextlib.contextmanager
+def _sole_unpacker(parent: str, root_name: str) -> Iterator[None]:
+    """Be the only ``fcn-deploy data`` unpacking into ``parent``, and first remove the
+    ``.ROOT.unpack-*`` folders an interrupted run (killed, power cut) left there: each may hold
+    a whole unpacked dataset, and under the lock none of them can be another run's.
+
+    The lock is ``flock`` on the folder itself, released when the process ends however it
+    ends, so no lock file is left beside the user's data. Without ``fcntl`` (Windows) there is
+    neither lock nor clean-up.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for name in sorted(os.listdir(parent)):
+            if name.startswith("." + root_name + ".unpack-"):
+                log.info("removing %s, left by an interrupted run", os.path.join(parent, name))
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _download_and_install(
+    source: DatasetSource,
+    root: str,
+    parent: str,
+    mirror: Optional[str],
+    download_dir: Optional[str],
+    progress: Optional[Progress],
+    timeout_s: float,
+) -> List[str]:
+    """Fetch, check and unpack ``source`` in a ``.ROOT.unpack-*`` folder beside ``root``, then
+    move its entries into ``root``; return the archives' paths."""
+    try:
+        work = tempfile.mkdtemp(prefix="." + os.path.basename(root) + ".unpack-", dir=parent)
+    except OSError as exc:
+        raise FcnDeployError(f"cannot create a folder in {parent}: {exc.strerror}") from None
     try:
         archives = _fetch_archives(source, root, mirror, download_dir, progress, timeout_s)
         extracted, staging, trash = (os.path.join(work, d) for d in ("extracted", "staging", "trash"))
@@ -477,10 +530,4 @@ def fetch_dataset(
         _install(staging, root, source.entries, trash)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if source.manual:
-        log.info("unpacked; %s can be deleted now", " and ".join(archives))
-    elif not keep_archives:
-        for path in archives:
-            os.unlink(path)
-    items = _count_items(source, root)
-    return DataResult(source.name, root, True, source.entries, items)
+    return archives
