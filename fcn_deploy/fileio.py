@@ -7,13 +7,18 @@ Torch-free, so the runtime can use it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
+import shutil
 import tempfile
-from typing import BinaryIO, Callable, Optional, Union
+from typing import BinaryIO, Callable, Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 Writer = Callable[[BinaryIO], None]
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: PathLike, data: Union[bytes, memoryview, str, Writer]) -> None:
@@ -124,3 +129,32 @@ def user_cache_root() -> str:
     return os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fcn-deploy"
     )
+
+
+@contextlib.contextmanager
+def sole_unpacker(folder: PathLike, leftover_prefix: str) -> Iterator[None]:
+    """Be the only fcn-deploy process unpacking into ``folder``, and first remove the
+    temporary folders named ``leftover_prefix*`` that an interrupted run (killed, power cut:
+    no ``finally`` ran) left there. Each may hold a whole dataset or server, and under the lock
+    none of them can be another run's.
+
+    The lock is ``flock`` on the folder itself, released when the process ends however it
+    ends, so no lock file is left beside the user's data. Without ``fcntl`` (Windows) there is
+    neither lock nor clean-up.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = os.fspath(folder)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for name in sorted(os.listdir(folder)):
+            if name.startswith(leftover_prefix):
+                log.info("removing %s, left by an interrupted run", os.path.join(folder, name))
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

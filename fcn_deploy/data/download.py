@@ -32,7 +32,6 @@ leaves behind is removed by the next run into the same folder.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -41,10 +40,11 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..download import Checksum, DownloadError, Progress, cache_dir, download
 from ..errors import FcnDeployError
+from ..fileio import sole_unpacker
 
 log = logging.getLogger(__name__)
 
@@ -454,7 +454,7 @@ def fetch_dataset(
         os.makedirs(parent, exist_ok=True)
     except OSError as exc:
         raise FcnDeployError(f"cannot create a folder in {parent}: {exc.strerror}") from None
-    with _sole_unpacker(parent, os.path.basename(root)):
+    with sole_unpacker(parent, "." + os.path.basename(root) + ".unpack-"):
         archives = _download_and_install(source, root, parent, mirror, download_dir, progress, timeout_s)
     if source.manual:
         log.info("unpacked; %s can be deleted now", " and ".join(archives))
@@ -463,33 +463,6 @@ def fetch_dataset(
             os.unlink(path)
     items = _count_items(source, root)
     return DataResult(source.name, root, True, source.entries, items)
-
-
-@contextlib.contextmanager
-def _sole_unpacker(parent: str, root_name: str) -> Iterator[None]:
-    """Be the only ``fcn-deploy data`` unpacking into ``parent``, and first remove the
-    ``.ROOT.unpack-*`` folders an interrupted run (killed, power cut) left there: each may hold
-    a whole unpacked dataset, and under the lock none of them can be another run's.
-
-    The lock is ``flock`` on the folder itself, released when the process ends however it
-    ends, so no lock file is left beside the user's data. Without ``fcntl`` (Windows) there is
-    neither lock nor clean-up.
-    """
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        for name in sorted(os.listdir(parent)):
-            if name.startswith("." + root_name + ".unpack-"):
-                log.info("removing %s, left by an interrupted run", os.path.join(parent, name))
-                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _download_and_install(

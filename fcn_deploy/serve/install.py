@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from ..errors import FcnDeployError
-from ..fileio import user_cache_root
+from ..fileio import sole_unpacker, user_cache_root
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,14 @@ def unpack_wheel(wheel: str, into: Optional[str] = None) -> TritonInstall:
     if _valid(root):
         return TritonInstall(root)
     os.makedirs(os.path.dirname(target), exist_ok=True)
+    with sole_unpacker(os.path.dirname(target), ".unpack-"):
+        if not _valid(root):  # another serve may have unpacked it while this one waited
+            _unpack_members(wheel, target)
+    return TritonInstall(root)
+
+
+def _unpack_members(wheel: str, target: str) -> None:
+    """The server's files from ``wheel`` into ``target``, through a temporary folder beside it."""
     tmp = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(target))
     try:
         with zipfile.ZipFile(wheel) as archive:
@@ -128,7 +136,6 @@ def unpack_wheel(wheel: str, into: Optional[str] = None) -> TritonInstall:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("unpacked Triton %s from %s into %s", TRITON_VERSION, os.path.basename(wheel), target)
-    return TritonInstall(root)
 
 
 def _from_path(path: str) -> TritonInstall:
