@@ -119,11 +119,12 @@ def unavailable_reason(backend: str) -> Optional[str]:
             import openvino as ov
         except ImportError:
             return "openvino is not installed (pip install 'fcn-deploy[openvino]')"
-        from fcn_deploy.runtime.backends.openvino import shared_core
+        if backend == "openvino-gpu":
+            from fcn_deploy.runtime.backends.openvino import shared_core
 
-        devices = shared_core().available_devices
-        if backend == "openvino-gpu" and not any(d.startswith("GPU") for d in devices):
-            return f"OpenVINO {ov.__version__.split('-')[0]} sees no Intel GPU (devices: {', '.join(devices)})"
+            devices = shared_core().available_devices
+            if not any(d.startswith("GPU") for d in devices):
+                return f"OpenVINO {ov.__version__.split('-')[0]} sees no Intel GPU (devices: {', '.join(devices)})"
         return None
     if backend == "peer-ort-cpu":
         try:

@@ -209,14 +209,11 @@ def separate_processes_fps(model_path: Path, clip: Path, streams: int, frames: i
     total, longest = 0, 0.0
     for process in processes:
         out, err = process.communicate(timeout=900)
-        match = re.search(r"^(\d+) frames in ([0-9.]+) s: ([0-9.]+) FPS", out, re.MULTILINE)
+        match = re.search(r"^(\d+) frames in ([0-9.]+) s", out, re.MULTILINE)
         if process.returncode != 0 or not match:
             raise SystemExit(f"fcn-deploy run failed: {err.strip().splitlines()[-1] if err.strip() else out}")
-        count, seconds, fps = int(match.group(1)), float(match.group(2)), float(match.group(3))
-        total += count
-        # The wall time is printed to 10 ms; a short run of a small model takes less, so its
-        # seconds come from the FPS (printed to 0.1 of thousands) where that is more precise.
-        longest = max(longest, count / fps if fps > 0 else seconds)
+        total += int(match.group(1))
+        longest = max(longest, float(match.group(2)))
     return total / longest if longest > 0 else 0.0
 
 

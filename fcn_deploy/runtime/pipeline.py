@@ -189,7 +189,7 @@ class PipelineReport:
         many = len(self.streams) > 1
         lines = [
             f"{self.frames_rendered} frames{f' from {len(self.streams)} streams' if many else ''} in "
-            f"{self.wall_seconds:.2f} s: {self.fps:.1f} FPS end to end (stopped by {self.stopped_by})",
+            f"{self.wall_seconds:.3f} s: {self.fps:.1f} FPS end to end (stopped by {self.stopped_by})",
             f"  latency capture->written: p50 {self.latency_ms(50):.1f} ms, p90 {self.latency_ms(90):.1f} ms",
         ]
         for name in STAGES:
