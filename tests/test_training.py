@@ -14,7 +14,7 @@ from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.data.base import SegmentationDataset
 from fcn_deploy.training import load_checkpoint, make_config, train
 from fcn_deploy.training.initialization import class_weights_for, init_from_checkpoint
-from fcn_deploy.training.losses import sampling_mask, segmentation_loss
+from fcn_deploy.training.losses import lovasz_softmax, sampling_mask, segmentation_loss
 from fcn_deploy.training.presets import PRESETS
 from fcn_deploy.training.schedule import LRSchedule, poly_factor
 
@@ -127,6 +127,40 @@ def test_class_weighted_loss_matches_torch():
     ours_sum = segmentation_loss(logits, target, 7, class_weights=w, reduction="sum")
     assert ours_sum.item() == pytest.approx(F.cross_entropy(logits, target, weight=w, ignore_index=7,
                                                             reduction="sum").item(), rel=1e-5)
+
+
+def _mean_iu_over_present(pred, target, ignore):
+    valid = target != ignore
+    ious = [((pred == c) & (target == c) & valid).sum() / (((pred == c) | (target == c)) & valid).sum()
+            for c in target[valid].unique()]
+    return torch.stack(ious).mean().item()
+
+
+def test_lovasz_softmax_is_one_minus_mean_iu_on_hard_predictions():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 5, (2, 9, 11), generator=g)
+    target[0, :2] = 255  # ignored pixels count for nothing
+    target[target == 3] = 4  # class 3 absent from the labels: left out of the mean
+    pred = torch.randint(0, 5, (2, 9, 11), generator=g)  # ... but predicted here and there
+    logits = F.one_hot(pred, 5).permute(0, 3, 1, 2).float() * 50
+    loss = lovasz_softmax(logits, target, 255)
+    assert loss.item() == pytest.approx(1 - _mean_iu_over_present(pred, target, 255), abs=1e-5)
+    assert lovasz_softmax(F.one_hot(target.clamp(max=4), 5).permute(0, 3, 1, 2).float() * 50, target, 255).item() \
+        == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lovasz_softmax_skipping_small_errors_changes_little_and_descends():
+    torch.manual_seed(0)
+    target = torch.randint(0, 4, (2, 16, 16))
+    logits = (F.one_hot(target, 4).permute(0, 3, 1, 2).float() * 6 + torch.randn(2, 4, 16, 16)).requires_grad_()
+    exact = lovasz_softmax(logits, target, 255, min_error=0.0)
+    fast = lovasz_softmax(logits, target, 255, min_error=1e-2)
+    assert 0 <= exact.item() - fast.item() < 1e-2
+    fast.backward()
+    # A small step against the gradient lowers the loss (it is a usable training signal).
+    stepped = lovasz_softmax(logits.detach() - 5.0 * logits.grad, target, 255, min_error=0.0)
+    assert stepped.item() < exact.item()
+    assert lovasz_softmax(logits, torch.full_like(target, 255), 255).item() == 0.0
 
 
 # -- class weights ----------------------------------------------------------------------------
@@ -307,7 +341,7 @@ def test_train_cli_smoke(tmp_path, capsys):
         "train", "--model", "fcn8s_resnet18", "--width", "16", "--dataset", "synthetic",
         "--dataset-option", "size=(48,64)", "--dataset-option", "count=4", "--batch-size", "2",
         "--crop", "none", "--scale-range", "none", "--pretrained-backbone", "none", "--max-iters", "3",
-        "--class-weights", "sqrt-median-freq", "--loss-sampling", "0.5", "--out", str(run), "--no-progress", "--threads", "1",
+        "--class-weights", "sqrt-median-freq", "--loss-sampling", "0.5", "--lovasz", "0.5", "--out", str(run), "--no-progress", "--threads", "1",
     ])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -316,6 +350,7 @@ def test_train_cli_smoke(tmp_path, capsys):
     recipe = ckpt["recipe"]
     assert recipe["crop"] is None and recipe["scale_range"] is None
     assert recipe["class_weights"] == "sqrt-median-freq" and recipe["loss_sampling"] == 0.5
+    assert recipe["lovasz"] == 0.5
     assert ckpt["model_options"] == {"width": 16} and ckpt["num_classes"] == 5
     assert ckpt["training_state"]["iteration"] == 3
     assert math.isfinite(ckpt["training_state"]["history"][-1]["loss"])

@@ -42,6 +42,9 @@ def add_parser(subparsers) -> None:
                    help="class balancing counted on the training labels, or the dataset's own weights")
     g.add_argument("--loss-sampling", type=float, default=None, metavar="P",
                    help="keep each 32x32 output cell in the loss with probability P (the paper's patch sampling)")
+    g.add_argument("--lovasz", type=float, default=None, metavar="W",
+                   help="add W times the Lovász-softmax loss, a surrogate of 1 - mean IU over the classes in "
+                   "the batch (for a fine-tuning stage; default 0)")
     g.add_argument("--crop", type=or_none(size_or_none), default=None, metavar="HxW", help="random crop size, or none")
     g.add_argument("--scale-range", type=or_none(parse_range), default=None, metavar="LO,HI", help="random scale, or none")
     g.add_argument("--flip", action=BooleanOptionalAction, default=None, help="random horizontal flips")
@@ -100,6 +103,7 @@ def _options_from_args(args: argparse.Namespace) -> Dict[str, Any]:
         loss=args.loss,
         class_weights=args.class_weights,
         loss_sampling=args.loss_sampling,
+        lovasz=args.lovasz,
         crop=args.crop,
         scale_range=args.scale_range,
         flip=args.flip,

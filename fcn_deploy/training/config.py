@@ -46,6 +46,7 @@ class TrainConfig:
     loss: str = "mean"
     class_weights: str = "none"
     loss_sampling: float = 1.0
+    lovasz: float = 0.0  # weight of the Lovász-softmax (mean IU) loss added to cross-entropy
     sampling_cell: int = 32
     crop: Optional[Tuple[int, int]] = (320, 320)
     scale_range: Optional[Tuple[float, float]] = (0.5, 2.0)
@@ -126,6 +127,8 @@ def validate_config(config: TrainConfig) -> None:
         raise FcnDeployError("--max-iters must be >= 1")
     if not 0.0 < config.loss_sampling <= 1.0:
         raise FcnDeployError("--loss-sampling must be in (0, 1]")
+    if config.lovasz < 0:
+        raise FcnDeployError("--lovasz must be >= 0")
     if config.val_every < 1:
         raise FcnDeployError("--val-every must be >= 1")
     if config.class_weights not in CLASS_WEIGHTS:

@@ -48,7 +48,7 @@ from .initialization import (
     resolve_workers,
 )
 from .initialization import init_from_checkpoint  # noqa: F401 (imported from here before the split)
-from .losses import segmentation_loss
+from .losses import lovasz_softmax, segmentation_loss
 from .rng import rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -310,6 +310,8 @@ class _Run:
             c.loss_sampling,
             c.sampling_cell,
         )
+        if c.lovasz > 0:
+            loss = loss + c.lovasz * lovasz_softmax(logits, labels, self.train_set.ignore_index)
         if not torch.isfinite(loss):
             raise FcnDeployError(
                 f"the loss became {loss.item()} at iteration {self.iteration + 1}; lower --lr "
