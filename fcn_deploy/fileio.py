@@ -132,29 +132,42 @@ def user_cache_root() -> str:
 
 
 @contextlib.contextmanager
-def sole_unpacker(folder: PathLike, leftover_prefix: str) -> Iterator[None]:
-    """Be the only fcn-deploy process unpacking into ``folder``, and first remove the
-    temporary folders named ``leftover_prefix*`` that an interrupted run (killed, power cut:
-    no ``finally`` ran) left there. Each may hold a whole dataset or server, and under the lock
-    none of them can be another run's.
+def unpacking_folder(folder: PathLike, prefix: str) -> Iterator[str]:
+    """A fresh temporary folder ``folder/prefix*`` to unpack into, as the only fcn-deploy
+    process unpacking into ``folder``; it is removed afterwards (move what you keep out of it).
 
-    The lock is ``flock`` on the folder itself, released when the process ends however it
-    ends, so no lock file is left beside the user's data. Without ``fcntl`` (Windows) there is
-    neither lock nor clean-up.
+    First the folders ``prefix*`` that an interrupted run (killed, power cut: no ``finally``
+    ran) left are removed: each may hold a whole dataset or server, and under the lock none of
+    them can be another run's. The lock is ``flock`` on ``folder`` itself, released when the
+    process ends however it ends, so no lock file is left beside the user's data. Without
+    ``fcntl`` (Windows) there is neither lock nor clean-up.
     """
+    from .errors import FcnDeployError
+
+    folder = os.fspath(folder)
     try:
         import fcntl
     except ImportError:
-        yield
-        return
-    folder = os.fspath(folder)
-    fd = os.open(folder, os.O_RDONLY)
+        fcntl = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        for name in sorted(os.listdir(folder)):
-            if name.startswith(leftover_prefix):
-                log.info("removing %s, left by an interrupted run", os.path.join(folder, name))
-                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-        yield
+        fd = os.open(folder, os.O_RDONLY) if fcntl is not None else None
+    except OSError as exc:
+        raise FcnDeployError(f"cannot unpack into {folder}: {exc.strerror}") from None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            for name in sorted(os.listdir(folder)):
+                if name.startswith(prefix):
+                    log.info("removing %s, left by an interrupted run", os.path.join(folder, name))
+                    shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        try:
+            work = tempfile.mkdtemp(prefix=prefix, dir=folder)
+        except OSError as exc:
+            raise FcnDeployError(f"cannot create a folder in {folder}: {exc.strerror}") from None
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     finally:
-        os.close(fd)  # releases the lock
+        if fd is not None:
+            os.close(fd)  # releases the lock

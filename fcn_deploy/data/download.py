@@ -38,13 +38,12 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..download import Checksum, DownloadError, Progress, cache_dir, download
 from ..errors import FcnDeployError
-from ..fileio import sole_unpacker
+from ..fileio import unpacking_folder
 
 log = logging.getLogger(__name__)
 
@@ -454,8 +453,8 @@ def fetch_dataset(
         os.makedirs(parent, exist_ok=True)
     except OSError as exc:
         raise FcnDeployError(f"cannot create a folder in {parent}: {exc.strerror}") from None
-    with sole_unpacker(parent, "." + os.path.basename(root) + ".unpack-"):
-        archives = _download_and_install(source, root, parent, mirror, download_dir, progress, timeout_s)
+    with unpacking_folder(parent, "." + os.path.basename(root) + ".unpack-") as work:
+        archives = _download_and_install(source, root, work, mirror, download_dir, progress, timeout_s)
     if source.manual:
         log.info("unpacked; %s can be deleted now", " and ".join(archives))
     elif not keep_archives:
@@ -468,39 +467,32 @@ def fetch_dataset(
 def _download_and_install(
     source: DatasetSource,
     root: str,
-    parent: str,
+    work: str,
     mirror: Optional[str],
     download_dir: Optional[str],
     progress: Optional[Progress],
     timeout_s: float,
 ) -> List[str]:
-    """Fetch, check and unpack ``source`` in a ``.ROOT.unpack-*`` folder beside ``root``, then
-    move its entries into ``root``; return the archives' paths."""
-    try:
-        work = tempfile.mkdtemp(prefix="." + os.path.basename(root) + ".unpack-", dir=parent)
-    except OSError as exc:
-        raise FcnDeployError(f"cannot create a folder in {parent}: {exc.strerror}") from None
-    try:
-        archives = _fetch_archives(source, root, mirror, download_dir, progress, timeout_s)
-        extracted, staging, trash = (os.path.join(work, d) for d in ("extracted", "staging", "trash"))
-        for d in (extracted, staging, trash):
-            os.makedirs(d)
-        for path in archives:
-            log.info("unpacking %s", path)
-            extract(path, extracted, source.keep)
-        source.arrange(extracted, staging)
-        missing = [e for e in source.entries if not os.path.lexists(os.path.join(staging, e))]
-        if missing:
-            raise FcnDeployError(f"{source.name}: the archive lacks {', '.join(missing)}; nothing was changed in {root}")
-        if source.tree is not None:
-            got = git_tree_id(staging)
-            if got != source.tree:
-                raise DownloadError(
-                    f"{source.name}: the unpacked files hash to git tree {got}, expected the published "
-                    f"{source.tree}; nothing was changed in {root}"
-                )
-        os.makedirs(root, exist_ok=True)
-        _install(staging, root, source.entries, trash)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    """Fetch, check and unpack ``source`` in ``work`` (an empty ``.ROOT.unpack-*`` folder beside
+    ``root``), then move its entries into ``root``; return the archives' paths."""
+    archives = _fetch_archives(source, root, mirror, download_dir, progress, timeout_s)
+    extracted, staging, trash = (os.path.join(work, d) for d in ("extracted", "staging", "trash"))
+    for d in (extracted, staging, trash):
+        os.makedirs(d)
+    for path in archives:
+        log.info("unpacking %s", path)
+        extract(path, extracted, source.keep)
+    source.arrange(extracted, staging)
+    missing = [e for e in source.entries if not os.path.lexists(os.path.join(staging, e))]
+    if missing:
+        raise FcnDeployError(f"{source.name}: the archive lacks {', '.join(missing)}; nothing was changed in {root}")
+    if source.tree is not None:
+        got = git_tree_id(staging)
+        if got != source.tree:
+            raise DownloadError(
+                f"{source.name}: the unpacked files hash to git tree {got}, expected the published "
+                f"{source.tree}; nothing was changed in {root}"
+            )
+    os.makedirs(root, exist_ok=True)
+    _install(staging, root, source.entries, trash)
     return archives

