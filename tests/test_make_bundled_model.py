@@ -1,4 +1,4 @@
-"""tools/make_bundled_model.py: a two-stage recipe travels with the shipped model."""
+"""tools/make_bundled_model.py: a recipe of several stages travels with the shipped model."""
 from __future__ import annotations
 
 import importlib.util
@@ -44,3 +44,17 @@ def test_training_record_carries_the_stage_the_run_started_from(tmp_path):
     assert tool.training_record(shipped)["previous_stage"]["recipe"] == stage1
     # Without the earlier stage's file (and not shipped yet) nothing is made up.
     assert "previous_stage" not in tool.training_record(load_checkpoint(tmp_path / "stage2.pt"))
+
+
+def test_training_record_follows_every_stage_back_to_the_first(tmp_path):
+    tool = load_tool()
+    ds = build_dataset("synthetic", None, "val", size=(40, 56), count=2)
+    model = build_model("fcn8s_resnet18", ds.num_classes, width=16)
+    paths = [tmp_path / f"stage{i}.pt" for i in (1, 2, 3)]
+    recipes = [{"lr": 0.02}, {"lr": 0.01, "init_from": str(paths[0])}, {"lovasz": 1.0, "init_from": str(paths[1])}]
+    for i, (path, recipe) in enumerate(zip(paths, recipes)):
+        atomic_save(make_checkpoint(model, {"width": 16}, ds, "synthetic", {}, i + 1, recipe, 10.0 * (i + 1)), path)
+    record = tool.training_record(load_checkpoint(paths[2]))
+    assert record["recipe"] == recipes[2]
+    assert record["previous_stage"]["recipe"] == recipes[1]
+    assert record["previous_stage"]["previous_stage"] == {"epoch": 1, "wall_time_s": 10.0, "recipe": recipes[0]}

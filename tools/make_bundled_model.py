@@ -41,17 +41,15 @@ NAME = "camvid"
 
 def training_record(ckpt: dict) -> dict:
     """Epoch, wall time and recipe of the run, with those of the stage it started from
-    (``--init-from``) where that checkpoint is still at hand: a two-stage recipe is then
-    reproducible from the metadata alone."""
+    (``--init-from``, and so on back to the first stage) where those checkpoints are still at
+    hand: a recipe of several stages is then reproducible from the metadata alone."""
     record = {"epoch": ckpt.get("epoch"), "wall_time_s": ckpt.get("wall_time_s"), "recipe": ckpt.get("recipe")}
     if "previous_stage" in ckpt:  # a re-export: the bundled checkpoint already carries it
         record["previous_stage"] = ckpt["previous_stage"]
         return record
     start = (ckpt.get("recipe") or {}).get("init_from")
     if start and Path(start).is_file():
-        first = load_checkpoint(start)
-        record["previous_stage"] = {"epoch": first.get("epoch"), "wall_time_s": first.get("wall_time_s"),
-                                    "recipe": first.get("recipe")}
+        record["previous_stage"] = training_record(load_checkpoint(start))
     return record
 
 
