@@ -3,10 +3,10 @@
 One function, :func:`train`, runs a whole (or resumed) run from a
 :class:`~fcn_deploy.training.config.TrainConfig`. What it does each iteration is the paper's:
 SGD with momentum on the per-pixel multinomial logistic loss, optionally class-weighted and
-with loss sampling (and, optionally, the Lovász-softmax loss on top); the learning rate follows a fixed or poly schedule. After every
-``val_every`` epochs it scores the validation split with the four metrics, keeps the best
-checkpoint by mean IU, and writes ``last.pt`` (with everything needed to resume) and the
-CSV/JSON/PNG log. Setting the run up is the job of :mod:`~fcn_deploy.training.initialization`,
+with loss sampling (and, optionally, the Lovász-softmax loss on top); the learning rate
+follows a fixed or poly schedule. After every ``val_every`` epochs it scores the validation
+split with the four metrics, keeps the best checkpoint by mean IU, and writes ``last.pt``
+(with everything needed to resume) and the CSV/JSON/PNG log. Setting the run up is the job of :mod:`~fcn_deploy.training.initialization`,
 making its batches that of :mod:`~fcn_deploy.training.batches`.
 
 Exact resume. Batches depend only on the seed, the epoch and the position in it

@@ -115,8 +115,8 @@ def lovasz_softmax(
     labels = target.reshape(-1)
     valid = labels != ignore_index
     probs, labels = probs[valid], labels[valid]
-    losses = []
     present = torch.bincount(labels, minlength=num_classes)[:num_classes] > 0
+    losses = []
     for c in present.nonzero().flatten().tolist():
         foreground = (labels == c).to(probs.dtype)
         errors = (foreground - probs[:, c]).abs()
