@@ -6,8 +6,9 @@ SGD with momentum on the per-pixel multinomial logistic loss, optionally class-w
 with loss sampling (and, optionally, the Lovász-softmax loss on top); the learning rate
 follows a fixed or poly schedule. After every ``val_every`` epochs it scores the validation
 split with the four metrics, keeps the best checkpoint by mean IU, and writes ``last.pt``
-(with everything needed to resume) and the CSV/JSON/PNG log. Setting the run up is the job of :mod:`~fcn_deploy.training.initialization`,
-making its batches that of :mod:`~fcn_deploy.training.batches`.
+(with everything needed to resume) and the CSV/JSON/PNG log. Setting the run up is the job
+of :mod:`~fcn_deploy.training.initialization`, making its batches that of
+:mod:`~fcn_deploy.training.batches`.
 
 Exact resume. Batches depend only on the seed, the epoch and the position in it
 (:mod:`~fcn_deploy.training.batches`), and the global RNGs (dropout, loss sampling) are saved
