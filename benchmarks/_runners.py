@@ -175,6 +175,30 @@ def unsupported_reason(backend: str, precision: str, source) -> Optional[str]:
     return None
 
 
+def runnable(backends: List[str], precisions: List[str], source) -> Tuple[List[Tuple[str, str]], List[Dict[str, Any]]]:
+    """The ``(backend, precision)`` pairs that can run here, precision-major, and the skipped ones.
+
+    A skipped entry is ``{"backend", "precision", "reason"}``; a backend that cannot run at all
+    is listed once, with precision ``"all"``, so every report says why a row is missing.
+    """
+    skipped: List[Dict[str, Any]] = []
+    unavailable = {b: unavailable_reason(b) for b in backends}
+    for backend in backends:
+        if unavailable[backend]:
+            skipped.append({"backend": backend, "precision": "all", "reason": unavailable[backend]})
+    pairs: List[Tuple[str, str]] = []
+    for precision in precisions:
+        for backend in backends:
+            if unavailable[backend]:
+                continue
+            reason = unsupported_reason(backend, precision, source)
+            if reason:
+                skipped.append({"backend": backend, "precision": precision, "reason": reason})
+            else:
+                pairs.append((backend, precision))
+    return pairs, skipped
+
+
 # --------------------------------------------------------------------------------------------
 # Runners
 # --------------------------------------------------------------------------------------------

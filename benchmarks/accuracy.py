@@ -179,40 +179,29 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     cache = _variants.ExportCache(args.workdir or _variants.default_workdir())
 
     records: List[Dict[str, Any]] = []
-    skipped: List[Dict[str, Any]] = []
-    unavailable = {b: _runners.unavailable_reason(b) for b in backends}
-    for backend in backends:
-        if unavailable[backend]:
-            skipped.append({"backend": backend, "precision": "all", "reason": unavailable[backend]})
-    for precision in precisions:
-        for backend in backends:
-            if unavailable[backend]:
-                continue
-            reason = _runners.unsupported_reason(backend, precision, source)
-            if reason:
-                skipped.append({"backend": backend, "precision": precision, "reason": reason})
-                continue
-            print(f"  scoring {backend} {precision} on {len(indices)} images ...", file=sys.stderr, flush=True)
-            runner = None
-            try:
-                runner = _runners.open_runner(backend, precision, source, cache, "labels", (1, h, w), threads, calibration)
-                result = score(runner, dataset, indices, size, args.warmup)
-            except Exception as exc:  # one broken configuration must not end the run: it is listed, with why
-                log.debug("%s %s failed", backend, precision, exc_info=True)
-                first = first_line(exc)
-                skipped.append({"backend": backend, "precision": precision, "reason": f"{type(exc).__name__}: {first}"})
-                continue
-            finally:
-                if runner is not None:
-                    runner.close()
-            record = {"model": source.name, "path": _runners.path_of(backend), "backend": backend, "precision": precision,
-                      "int8_scheme": runner.int8_scheme, "prec": _report.precision_label(precision, runner.int8_scheme),
-                      "size": f"{h}x{w}",
-                      "height": h, "width": w, "batch": 1, "dataset": args.dataset, "split": args.split}
-            record.update(result)
-            record.update({"device": runner.device, "providers": runner.providers,
-                           "threads": threads if runner.device == "cpu" else None})
-            records.append(record)
+    pairs, skipped = _runners.runnable(backends, precisions, source)
+    for backend, precision in pairs:
+        print(f"  scoring {backend} {precision} on {len(indices)} images ...", file=sys.stderr, flush=True)
+        runner = None
+        try:
+            runner = _runners.open_runner(backend, precision, source, cache, "labels", (1, h, w), threads, calibration)
+            result = score(runner, dataset, indices, size, args.warmup)
+        except Exception as exc:  # one broken configuration must not end the run: it is listed, with why
+            log.debug("%s %s failed", backend, precision, exc_info=True)
+            first = first_line(exc)
+            skipped.append({"backend": backend, "precision": precision, "reason": f"{type(exc).__name__}: {first}"})
+            continue
+        finally:
+            if runner is not None:
+                runner.close()
+        record = {"model": source.name, "path": _runners.path_of(backend), "backend": backend, "precision": precision,
+                  "int8_scheme": runner.int8_scheme, "prec": _report.precision_label(precision, runner.int8_scheme),
+                  "size": f"{h}x{w}",
+                  "height": h, "width": w, "batch": 1, "dataset": args.dataset, "split": args.split}
+        record.update(result)
+        record.update({"device": runner.device, "providers": runner.providers,
+                       "threads": threads if runner.device == "cpu" else None})
+        records.append(record)
     add_agreements(records)
     records = [_report.rounded(r) for r in records]
     add_deltas(records)

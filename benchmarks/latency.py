@@ -265,21 +265,8 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     gpu = any(_runners.DEVICE[b] == "cuda" for b in backends)
     peaks = [] if args.no_peak else measure_peaks(threads, gpu)
 
-    skipped: List[Dict[str, Any]] = []
-    unavailable = {b: _runners.unavailable_reason(b) for b in backends}
-    for backend in backends:
-        if unavailable[backend]:
-            skipped.append({"backend": backend, "precision": "all", "reason": unavailable[backend]})
-    configs: List[Config] = []
-    for precision in precisions:
-        for backend in backends:
-            if unavailable[backend]:
-                continue
-            reason = _runners.unsupported_reason(backend, precision, source)
-            if reason:
-                skipped.append({"backend": backend, "precision": precision, "reason": reason})
-                continue
-            configs.extend(Config(backend, precision, h, w, b) for h, w in sizes for b in batches)
+    pairs, skipped = _runners.runnable(backends, precisions, source)
+    configs = [Config(backend, precision, h, w, b) for backend, precision in pairs for h, w in sizes for b in batches]
 
     round_iters = -(-iters // args.rounds) if iters else None
     round_seconds = args.seconds / args.rounds if args.seconds else None
