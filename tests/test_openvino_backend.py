@@ -137,6 +137,26 @@ def test_submit_and_result(graphs, tmp_path, in_flight):
         b.result(0)
 
 
+def test_each_input_shape_gets_a_static_compile(graphs, tmp_path):
+    """The first STATIC_SHAPES input shapes each run a compile reshaped to them (faster than
+    the dynamic one); later shapes run the dynamic compile. Labels agree with ONNX Runtime's
+    on every one, and a shape seen before reuses its compile."""
+    from fcn_deploy.runtime.backends.openvino import STATIC_SHAPES
+
+    shapes = [(1, 48 + 8 * i, 64) for i in range(STATIC_SHAPES)] + [(2, 48, 64), (1, 40, 40)]
+    with open_backend(graphs["fp32"], "openvino", threads=1, cache_dir=str(tmp_path)) as ovb, \
+            open_backend(graphs["fp32"], "ort-cpu", threads=1) as ort:
+        assert ovb.static_shapes == []
+        for i, (n, h, w) in enumerate(shapes):
+            frames = scene_frames(n, h, w, seed=i)
+            assert agreement(ovb.infer(frames), ort.infer(frames)) >= 0.999
+        expected = [(n, h, w, 3) for n, h, w in shapes[:STATIC_SHAPES]]
+        assert ovb.static_shapes == expected
+        frames = scene_frames(1, 48, 64, seed=0)  # seen before: its own compile again, nothing new
+        assert agreement(ovb.infer(frames), ort.infer(frames)) >= 0.999
+        assert ovb.static_shapes == expected
+
+
 def test_close_waits_for_requests_in_flight(graphs, tmp_path):
     backend = open_backend(graphs["fp32"], "openvino", threads=2, in_flight=2, cache_dir=str(tmp_path))
     for frame in scene_frames(2, 128, 160):
