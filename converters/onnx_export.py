@@ -60,7 +60,7 @@ from .deploy_graph import DeployGraph
 from .onnx_passes import DEFAULT_OPSET, ExportError
 from .resolve import ResolvedModel
 from .tensorrt_check import CheckReport, check_onnx
-from .onnx_rewrites import argmax_before_pixel_shuffle
+from .onnx_rewrites import argmax_before_pixel_shuffle, split_subpixel_phases
 from .onnx_verify import label_agreement, smoke_test
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ def finalize(model: onnx.ModelProto, metadata: ModelMetadata, simplify: bool = T
     dims = onnx_passes.graph_io_dims(model)
     model = onnx_passes.check_and_infer(model)
     if argmax_before_pixel_shuffle(model):
+        split_subpixel_phases(model)
         model = onnx_passes.check_and_infer(model)
     onnx_passes.restore_io_dims(model, dims)
     onnx_passes.require_plain_dims(model, expected)
