@@ -18,16 +18,16 @@ the compilation (for a GPU, kernel compilation takes seconds).
 
 Static shapes: the exported graphs take any batch, height and width, and OpenVINO compiles
 such a graph with dynamic shapes, which runs slower than one compiled for the size it gets:
-on the bundled model at 360x480 on this project's CPU, 4 ms of 66 per frame in FP32 and INT8
-(the README's latency section). So the graph is compiled as it is when the backend opens (that
+on the bundled model at 360x480 on this project's CPU, 4 to 5 ms of 65 per frame in FP32 and
+INT8 (the README's paragraph on devices). So the graph is compiled as it is when the backend opens (that
 compile checks the file on the device), and again, reshaped to the input's exact shape, the
 first time a frame of that shape arrives; a video or a dataset of one size runs the static
 one from its first frame on. After :data:`STATIC_SHAPES` different shapes (a folder of photos
 of every size) further shapes run the dynamic compile rather than pay a compile each.
 
-Frames in flight: ``in_flight=N`` creates N infer requests (per compiled shape); :meth:`OpenVINOBackend.submit`
-starts one with ``start_async`` and returns, so the caller prepares the next frame while
-OpenVINO runs this one. Default: 1 on the CPU (two requests would share its cores), 2 on a
+Frames in flight: ``in_flight=N`` creates N infer requests (per compiled shape);
+:meth:`OpenVINOBackend.submit` starts one with ``start_async`` and returns, so the caller
+prepares the next frame while OpenVINO runs this one. Default: 1 on the CPU (two requests would share its cores), 2 on a
 GPU (the host's work on the next frame overlaps the GPU's on this one).
 """
 from __future__ import annotations
