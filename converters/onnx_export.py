@@ -13,8 +13,10 @@ The steps, each for a failure users of such toolkits keep reporting:
 4. The TorchScript exporter (``dynamo=False``; the dynamo exporter writes the FCN-8s output
    height as an expression) at opset 17, which TensorRT 8.6 and later parse, with plain
    dynamic dims ``N``, ``H``, ``W``, checked afterwards.
-5. onnxslim, strict shape inference, the full checker, the lowest IR version the opset needs,
-   fcn-deploy metadata, a run in ONNX Runtime at an odd size, and an atomic write.
+5. onnxslim, strict shape inference, the exact rewrites of :mod:`converters.onnx_rewrites`
+   (the arg-max ahead of the last pixel shuffle, the last upsampler split by phase group), the
+   full checker, the lowest IR version the opset needs, fcn-deploy metadata, a run in ONNX
+   Runtime at an odd size, and an atomic write.
 
 FP16 and INT8 variants start from the checked FP32 graph (:mod:`converters.onnx_fp16`,
 :mod:`converters.onnx_int8`) and go through the same final checks.
