@@ -139,22 +139,25 @@ def test_submit_and_result(graphs, tmp_path, in_flight):
 
 def test_each_input_shape_gets_a_static_compile(graphs, tmp_path):
     """The first STATIC_SHAPES input shapes each run a compile reshaped to them (faster than
-    the dynamic one); later shapes run the dynamic compile. Labels agree with ONNX Runtime's
-    on every one, and a shape seen before reuses its compile."""
+    the dynamic one, which is released once a static one has taken over: each holds a copy of
+    the weights); later shapes run the dynamic compile, made again. Labels agree with ONNX
+    Runtime's on every one, and a shape seen before reuses its compile."""
     from fcn_deploy.runtime.backends.openvino import STATIC_SHAPES
 
     shapes = [(1, 48 + 8 * i, 64) for i in range(STATIC_SHAPES)] + [(2, 48, 64), (1, 40, 40)]
+    static = [(n, h, w, 3) for n, h, w in shapes[:STATIC_SHAPES]]
     with open_backend(graphs["fp32"], "openvino", threads=1, cache_dir=str(tmp_path)) as ovb, \
             open_backend(graphs["fp32"], "ort-cpu", threads=1) as ort:
-        assert ovb.static_shapes == []
+        assert ovb.compiled_shapes == [None]  # the dynamic compile, which checked the file
         for i, (n, h, w) in enumerate(shapes):
             frames = scene_frames(n, h, w, seed=i)
             assert agreement(ovb.infer(frames), ort.infer(frames)) >= 0.999
-        expected = [(n, h, w, 3) for n, h, w in shapes[:STATIC_SHAPES]]
-        assert ovb.static_shapes == expected
+            if i == 0:
+                assert ovb.compiled_shapes == static[:1]
+        assert ovb.compiled_shapes == static + [None]
         frames = scene_frames(1, 48, 64, seed=0)  # seen before: its own compile again, nothing new
         assert agreement(ovb.infer(frames), ort.infer(frames)) >= 0.999
-        assert ovb.static_shapes == expected
+        assert ovb.compiled_shapes == static + [None]
 
 
 def test_close_waits_for_requests_in_flight(graphs, tmp_path):
@@ -162,7 +165,9 @@ def test_close_waits_for_requests_in_flight(graphs, tmp_path):
     for frame in scene_frames(2, 128, 160):
         backend.submit(frame[None])
     backend.close()
-    assert backend.compiled is None
+    assert backend.compiled_shapes == []
+    with pytest.raises(BackendError, match="closed"):
+        backend.submit(scene_frames(1, 128, 160))
 
 
 def _cache_files(folder: Path):

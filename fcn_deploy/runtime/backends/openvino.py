@@ -19,11 +19,13 @@ the compilation (for a GPU, kernel compilation takes seconds).
 Static shapes: the exported graphs take any batch, height and width, and OpenVINO compiles
 such a graph with dynamic shapes, which runs slower than one compiled for the size it gets:
 on the bundled model at 360x480 on this project's CPU, 4 to 5 ms of 65 per frame in FP32 and
-INT8 (the README's paragraph on devices). So the graph is compiled as it is when the backend opens (that
-compile checks the file on the device), and again, reshaped to the input's exact shape, the
-first time a frame of that shape arrives; a video or a dataset of one size runs the static
-one from its first frame on. After :data:`STATIC_SHAPES` different shapes (a folder of photos
-of every size) further shapes run the dynamic compile rather than pay a compile each.
+INT8 (the README's paragraph on devices). So the graph is compiled as it is when the backend
+opens (that compile checks the file on the device), and again, reshaped to the input's exact
+shape, the first time a frame of that shape arrives; a video or a dataset of one size runs the
+static one from its first frame on. Each compile holds its own copy of the weights in the
+plugin's layout, so the dynamic compile is released once a static one has taken over, at most
+:data:`STATIC_SHAPES` shapes get one, and further shapes (a folder of photos of every size)
+run the dynamic compile, made again when first needed.
 
 Frames in flight: ``in_flight=N`` creates N infer requests (per compiled shape);
 :meth:`OpenVINOBackend.submit` starts one with ``start_async`` and returns, so the caller
@@ -49,8 +51,9 @@ log = logging.getLogger(__name__)
 DEVICE_PREFIX = "openvino"
 # OpenVINO element type names -> numpy dtype names.
 _OV_TYPES = {"u8": "uint8", "i8": "int8", "f32": "float32", "f16": "float16", "i32": "int32", "i64": "int64"}
-# How many input shapes get a compile of their own (see the module docstring).
-STATIC_SHAPES = 4
+# How many input shapes get a compile of their own (see the module docstring): a video's
+# batches and the shorter last one, or landscape and portrait photos.
+STATIC_SHAPES = 2
 
 
 def _import_openvino():
@@ -178,9 +181,9 @@ class OpenVINOBackend(Backend):
         spinning: bool = True,
     ) -> None:
         ov = _import_openvino()
-        self.compiled = None  # the dynamic-shape compile (see the module docstring)
-        self._programs: Dict[Tuple[int, ...], _Program] = {}  # by input shape
-        self._dynamic: Optional[_Program] = None
+        # Compiled models by input shape; None: the dynamic-shape one (see the module docstring).
+        self._programs: Dict[Optional[Tuple[int, ...]], _Program] = {}
+        self._no_static: set = set()  # shapes whose static compile failed
         self._runs: Dict[int, _Request] = {}
         self._order: List[int] = []  # tickets whose request may still be running, oldest first
         self._next_ticket = 0
@@ -240,25 +243,24 @@ class OpenVINOBackend(Backend):
                 log.warning("OpenVINO model cache off: cannot create %s (%s)", self.cache_dir, exc)
                 self.cache_dir = ""
         self._model, self._config = model, config
+        self._reshapes = model.inputs[0].get_partial_shape().is_dynamic
         try:
-            self.compiled = core.compile_model(model.clone(), self.ov_device, config)
+            dynamic = self._dynamic_program()
         except Exception as exc:
             raise BackendError(f"OpenVINO cannot compile {self.path} for {self.ov_device}: {first_line(exc)}") from None
-        self._dynamic = _Program(self.compiled, self._limit)
-        self._reshapes = model.inputs[0].get_partial_shape().is_dynamic
         try:
             name = core.get_property(self.ov_device, "FULL_DEVICE_NAME")
         except Exception:  # a plugin without the property: the device id says enough
             name = self.ov_device
         threads_used = ""
         if cpu:
-            threads_used = f", {self.compiled.get_property('INFERENCE_NUM_THREADS')} threads"
+            threads_used = f", {dynamic.compiled.get_property('INFERENCE_NUM_THREADS')} threads"
         self.providers = [f"OpenVINO {ov.__version__.split('-')[0]} {self.ov_device} ({name}{threads_used})"]
         log.debug("opened %s on %s, %d frame(s) in flight", self.path, self.providers[0], self._limit)
 
     # -- running --------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self.compiled is None:
+        if not self._programs:
             raise BackendError(f"{self.path}: backend is closed")
 
     def run_graph(self, x: np.ndarray) -> np.ndarray:
@@ -269,30 +271,46 @@ class OpenVINOBackend(Backend):
         return self._limit
 
     @property
-    def static_shapes(self) -> List[Tuple[int, ...]]:
-        """The input shapes that run a compile of their own (see the module docstring)."""
-        return [shape for shape, program in self._programs.items() if program is not self._dynamic]
+    def compiled_shapes(self) -> List[Optional[Tuple[int, ...]]]:
+        """The input shapes the graph is compiled for now, oldest first; ``None`` stands for
+        the dynamic-shape compile (see the module docstring)."""
+        return list(self._programs)
+
+    def _compile(self, shape: Optional[Tuple[int, ...]]) -> _Program:
+        model = self._model.clone()
+        if shape is not None:
+            model.reshape({model.inputs[0].get_any_name(): list(shape)})
+        return _Program(shared_core().compile_model(model, self.ov_device, self._config), self._limit)
+
+    def _dynamic_program(self) -> _Program:
+        """The dynamic-shape compile, made again if it was released."""
+        if None not in self._programs:
+            self._programs[None] = self._compile(None)
+        return self._programs[None]
 
     def _program(self, shape: Tuple[int, ...]) -> _Program:
         """The compiled model that runs inputs of ``shape``: its own static compile (made now
-        if it is one of the first :data:`STATIC_SHAPES`), else the dynamic one. A shape the
-        graph cannot be compiled for goes to the dynamic one, which says why when it runs."""
+        if fewer than :data:`STATIC_SHAPES` shapes have one; the dynamic compile is then
+        released if no frame is running on it), else the dynamic one. A shape the graph cannot
+        be compiled for goes to the dynamic one, which says why when it runs."""
         program = self._programs.get(shape)
         if program is not None:
             return program
-        assert self._dynamic is not None
-        if not self._reshapes or len(self._programs) >= STATIC_SHAPES:
-            return self._dynamic
-        program = self._dynamic
-        try:
-            model = self._model.clone()
-            model.reshape({model.inputs[0].get_any_name(): list(shape)})
-            program = _Program(shared_core().compile_model(model, self.ov_device, self._config), self._limit)
-            log.debug("%s: compiled for input shape %s", self.path, shape)
-        except Exception as exc:  # the dynamic compile reports it on this input
-            log.debug("%s: no static compile for %s (%s)", self.path, shape, first_line(exc))
-        self._programs[shape] = program
-        return program
+        static = [key for key in self._programs if key is not None]
+        if self._reshapes and len(static) < STATIC_SHAPES and shape not in self._no_static:
+            try:
+                program = self._compile(shape)
+            except Exception as exc:  # the dynamic compile reports it on this input
+                log.debug("%s: no static compile for %s (%s)", self.path, shape, first_line(exc))
+                self._no_static.add(shape)
+            else:
+                log.debug("%s: compiled for input shape %s", self.path, shape)
+                self._programs[shape] = program
+                dynamic = self._programs.get(None)
+                if dynamic is not None and len(dynamic.free) == len(dynamic.requests):
+                    del self._programs[None]
+                return program
+        return self._dynamic_program()
 
     def _output(self, request: Any) -> np.ndarray:
         try:
@@ -347,9 +365,8 @@ class OpenVINOBackend(Backend):
 
     def close(self) -> None:
         """Wait for the requests still running, then release the compiled model."""
-        programs = list(getattr(self, "_programs", {}).values()) + [getattr(self, "_dynamic", None)]
-        for program in programs:
-            for request in program.requests if program is not None else []:
+        for program in getattr(self, "_programs", {}).values():
+            for request in program.requests:
                 try:
                     request.wait()
                 except Exception:  # a failed run: nothing left to wait for
@@ -357,8 +374,6 @@ class OpenVINOBackend(Backend):
         self._runs = {}
         self._order = []
         self._programs = {}
-        self._dynamic = None
-        self.compiled = None
 
     def __del__(self) -> None:
         try:
