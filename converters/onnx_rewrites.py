@@ -36,7 +36,7 @@ rounding of the summation order) and so are the labels.
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -188,13 +188,120 @@ def _tap_support(weight: np.ndarray, axis: int) -> Optional[List[Tuple[int, int]
     return support
 
 
+class _SubPixelArgMax(NamedTuple):
+    """A sub-pixel convolution whose scores only feed a per-phase arg-max (what
+    :func:`argmax_before_pixel_shuffle` leaves), with its weights as
+    ``[classes, s, s, Cin / group, kh, kw]``."""
+
+    conv: onnx.NodeProto
+    by_class: onnx.NodeProto  # Reshape [0, C, -1, 0]
+    argmax: onnx.NodeProto
+    weight: np.ndarray
+    bias: Optional[np.ndarray]
+    classes: int
+    scale: int
+
+
+def _match_subpixel_argmax(graph: onnx.GraphProto, argmax: onnx.NodeProto, producer, uses,
+                           outputs) -> Optional[_SubPixelArgMax]:
+    """The pattern ``Conv`` (constant weights, stride and dilation 1, dense or one group per
+    class) -> ``Reshape [0, C, -1, 0]`` -> ``ArgMax`` (axis 1, kept) -> ``Reshape [0, s*s, -1, 0]``
+    ending at ``argmax``, each tensor read once; ``None`` where the graph differs."""
+    if attribute(argmax, "axis", 0) != 1 or attribute(argmax, "keepdims", 1) != 1 or attribute(argmax, "select_last_index", 0):
+        return None
+    by_class_node = producer.get(argmax.input[0])
+    conv = producer.get(by_class_node.input[0]) if by_class_node is not None and by_class_node.op_type == "Reshape" else None
+    after = uses.get(argmax.output[0], [])
+    if conv is None or conv.op_type != "Conv" or len(after) != 1 or after[0].op_type != "Reshape":
+        return None
+    if any(len(uses.get(t, [])) != 1 or t in outputs for t in (conv.output[0], by_class_node.output[0], argmax.output[0])):
+        return None
+    by_class, by_phase = _constant(graph, by_class_node.input[1]), _constant(graph, after[0].input[1])
+    weight = _constant(graph, conv.input[1])
+    has_bias = len(conv.input) > 2 and bool(conv.input[2])
+    bias = _constant(graph, conv.input[2]) if has_bias else None
+    if by_class is None or by_phase is None or weight is None or weight.ndim != 4 or (has_bias and bias is None):
+        return None
+    if by_class.size != 4 or by_phase.size != 4 or list(by_class.ravel()[[0, 2, 3]]) != [0, -1, 0] \
+            or list(by_phase.ravel()[[0, 2, 3]]) != [0, -1, 0]:
+        return None
+    classes, phases = int(by_class.ravel()[1]), int(by_phase.ravel()[1])
+    s = int(round(phases ** 0.5))
+    if s * s != phases or weight.shape[0] != classes * phases:
+        return None
+    if attribute(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") \
+            or any(v != 1 for v in attribute(conv, "strides", [1, 1])) \
+            or any(v != 1 for v in attribute(conv, "dilations", [1, 1])) \
+            or int(attribute(conv, "group", 1)) not in (1, classes):  # one group per class keeps each group's channels together
+        return None
+    weight = weight.reshape(classes, s, s, *weight.shape[1:])
+    return _SubPixelArgMax(conv, by_class_node, argmax, weight, bias, classes, s)
+
+
+def _phase_split_plan(match: _SubPixelArgMax, max_work: float):
+    """The convolutions to write, as ``(rows, columns, pads)`` per phase group (``rows``:
+    first phase, end phase, first tap, last tap), or ``None`` if the split saves too little
+    or the padding does not cover the taps left out."""
+    rows, cols = _tap_support(match.weight, 1), _tap_support(match.weight, 2)
+    if rows is None or cols is None:
+        return None
+    kh, kw = match.weight.shape[-2:]
+    pads = list(attribute(match.conv, "pads", [0, 0, 0, 0]))
+    plan = []
+    for row in _phase_groups(rows):
+        for col in _phase_groups(cols):
+            (_, _, rl, rh), (_, _, cl, ch) = row, col
+            plan.append((row, col, [pads[0] - rl, pads[1] - cl, pads[2] - (kh - 1 - rh), pads[3] - (kw - 1 - ch)]))
+    work = sum((r1 - r0) * (c1 - c0) * (rh - rl + 1) * (ch - cl + 1) for (r0, r1, rl, rh), (c0, c1, cl, ch), _ in plan)
+    if work > max_work * match.scale ** 2 * kh * kw or any(v < 0 for _, _, p in plan for v in p):
+        return None
+    return plan
+
+
+def _phase_split_nodes(graph: onnx.GraphProto, match: _SubPixelArgMax, plan, tag: str) -> List[onnx.NodeProto]:
+    """One convolution, arg-max and reshape per phase group (their weights added to the
+    graph), and the concatenations that put the labels in phase order under the old arg-max's
+    output name: ``[N, s, s * h, w]``, which the next ``Reshape [0, s*s, -1, 0]`` reads."""
+    x, group = match.conv.input[0], int(attribute(match.conv, "group", 1))
+    nodes: List[onnx.NodeProto] = []
+    rows: dict = {}  # first row phase -> the labels of its groups, column groups in order
+    for (r0, r1, rl, rh), (c0, c1, cl, ch), pads in plan:
+        name = f"{tag}_{r0}_{c0}"
+        part = match.weight[:, r0:r1, c0:c1, :, rl:rh + 1, cl:ch + 1]
+        graph.initializer.append(numpy_helper.from_array(
+            np.ascontiguousarray(part.reshape(-1, *part.shape[3:])), f"{name}_weight"))
+        inputs = [x, f"{name}_weight"]
+        if match.bias is not None:
+            part_bias = match.bias.reshape(match.classes, match.scale, match.scale)[:, r0:r1, c0:c1]
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(part_bias.ravel()), f"{name}_bias"))
+            inputs.append(f"{name}_bias")
+        if r0 not in rows:
+            graph.initializer.append(numpy_helper.from_array(np.array([0, r1 - r0, -1, 0], dtype=np.int64), f"{tag}_rows{r0}"))
+        nodes += [
+            helper.make_node("Conv", inputs, [f"{name}_scores"], name=f"{name}/Conv", group=group,
+                             kernel_shape=[rh - rl + 1, ch - cl + 1], pads=pads),
+            helper.make_node("Reshape", [f"{name}_scores", match.by_class.input[1]], [f"{name}_by_class"],
+                             name=f"{name}/Reshape"),
+            helper.make_node("ArgMax", [f"{name}_by_class"], [f"{name}_index"], axis=1, keepdims=1, name=f"{name}/ArgMax"),
+            # [N, 1, rows * cols * h, w] -> [N, rows, cols * h, w]
+            helper.make_node("Reshape", [f"{name}_index", f"{tag}_rows{r0}"], [f"{name}_labels"], name=f"{name}/Reshape_1"),
+        ]
+        rows.setdefault(r0, []).append(f"{name}_labels")
+    row_labels = []
+    for r0, labels in rows.items():  # column groups side by side: [N, rows, s * h, w]
+        if len(labels) > 1:
+            nodes.append(helper.make_node("Concat", labels, [f"{tag}_{r0}_labels"], axis=2, name=f"{tag}_{r0}/Concat"))
+        row_labels.append(f"{tag}_{r0}_labels" if len(labels) > 1 else labels[0])
+    # Row groups stacked: [N, s, s * h, w], phase (row, column) in the order DepthToSpace reads.
+    nodes.append(helper.make_node("Concat", row_labels, [match.argmax.output[0]], axis=1, name=f"{tag}/Concat"))
+    return nodes
+
+
 def split_subpixel_phases(model: onnx.ModelProto, max_work: float = 0.75) -> int:
     """Split, in place, each sub-pixel convolution whose arg-max :func:`argmax_before_pixel_shuffle`
     moved ahead of the shuffle into one convolution per phase group (see the module docstring).
 
-    The pattern: ``Conv`` (constant weights, stride and dilation 1) -> ``Reshape [0, C, -1, 0]``
-    -> ``ArgMax`` (axis 1, kept) -> ``Reshape [0, s*s, -1, 0]``, each tensor read once. A
-    convolution is split only where the groups' taps are at most ``max_work`` of its work and
+    A convolution is split only where the groups' taps are at most ``max_work`` of its work and
     its padding covers the taps left out. Returns how many were split.
     """
     graph = model.graph
@@ -202,107 +309,25 @@ def split_subpixel_phases(model: onnx.ModelProto, max_work: float = 0.75) -> int
     uses = consumers(graph)
     outputs = {o.name for o in graph.output}
     reshaped = set()  # tensors kept by name whose shape changes
-    split = 0
     for argmax in [n for n in graph.node if n.op_type == "ArgMax"]:
-        if attribute(argmax, "axis", 0) != 1 or attribute(argmax, "keepdims", 1) != 1 or attribute(argmax, "select_last_index", 0):
+        match = _match_subpixel_argmax(graph, argmax, producer, uses, outputs)
+        plan = _phase_split_plan(match, max_work) if match is not None else None
+        if plan is None:
             continue
-        by_class_node = producer.get(argmax.input[0])
-        conv = producer.get(by_class_node.input[0]) if by_class_node is not None and by_class_node.op_type == "Reshape" else None
-        after = uses.get(argmax.output[0], [])
-        if conv is None or conv.op_type != "Conv" or len(after) != 1 or after[0].op_type != "Reshape":
-            continue
-        by_phase_node = after[0]
-        if any(len(uses.get(t, [])) != 1 or t in outputs for t in (conv.output[0], by_class_node.output[0], argmax.output[0])):
-            continue
-        by_class, by_phase = _constant(graph, by_class_node.input[1]), _constant(graph, by_phase_node.input[1])
-        weight = _constant(graph, conv.input[1])
-        has_bias = len(conv.input) > 2 and bool(conv.input[2])
-        bias = _constant(graph, conv.input[2]) if has_bias else None
-        if by_class is None or by_phase is None or weight is None or weight.ndim != 4 or (has_bias and bias is None):
-            continue
-        if list(by_class.ravel()[[0, 2, 3]]) != [0, -1, 0] or list(by_phase.ravel()[[0, 2, 3]]) != [0, -1, 0] \
-                or by_class.size != 4 or by_phase.size != 4:
-            continue
-        classes, phases = int(by_class[1]), int(by_phase[1])
-        s = int(round(phases ** 0.5))
-        if s * s != phases or weight.shape[0] != classes * phases:
-            continue
-        if attribute(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") \
-                or any(v != 1 for v in attribute(conv, "strides", [1, 1])) \
-                or any(v != 1 for v in attribute(conv, "dilations", [1, 1])):
-            continue
-        group = int(attribute(conv, "group", 1))
-        if group != 1 and group != classes:  # grouped: one group per class keeps the channel order's groups whole
-            continue
-        kh, kw = weight.shape[2:]
-        pads = list(attribute(conv, "pads", [0, 0, 0, 0]))
-        w6 = weight.reshape(classes, s, s, weight.shape[1], kh, kw)
-        rows, cols = _tap_support(w6, 1), _tap_support(w6, 2)
-        if rows is None or cols is None:
-            continue
-        row_groups, col_groups = _phase_groups(rows), _phase_groups(cols)
-        work = sum((r1 - r0) * (c1 - c0) * (rh - rl + 1) * (ch - cl + 1)
-                   for r0, r1, rl, rh in row_groups for c0, c1, cl, ch in col_groups)
-        if work > max_work * phases * kh * kw:
-            continue
-        group_pads = {}
-        for r0, r1, rl, rh in row_groups:
-            for c0, c1, cl, ch in col_groups:
-                group_pads[r0, c0] = [pads[0] - rl, pads[1] - cl, pads[2] - (kh - 1 - rh), pads[3] - (kw - 1 - ch)]
-        if any(v < 0 for p in group_pads.values() for v in p):
-            continue
-
-        tag = f"fcn_deploy_phases{split}"
-        x = conv.input[0]
-        nodes: List[onnx.NodeProto] = []
-        row_labels = []
-        for r0, r1, rl, rh in row_groups:
-            graph.initializer.append(numpy_helper.from_array(
-                np.array([0, r1 - r0, -1, 0], dtype=np.int64), f"{tag}_rows{r0}"))
-            col_labels = []
-            for c0, c1, cl, ch in col_groups:
-                name = f"{tag}_{r0}_{c0}"
-                part = w6[:, r0:r1, c0:c1, :, rl:rh + 1, cl:ch + 1]
-                graph.initializer.append(numpy_helper.from_array(
-                    np.ascontiguousarray(part.reshape(-1, *part.shape[3:])), f"{name}_weight"))
-                inputs = [x, f"{name}_weight"]
-                if bias is not None:
-                    graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(
-                        bias.reshape(classes, s, s)[:, r0:r1, c0:c1].ravel()), f"{name}_bias"))
-                    inputs.append(f"{name}_bias")
-                nodes += [
-                    helper.make_node("Conv", inputs, [f"{name}_scores"], name=f"{name}/Conv", group=group,
-                                     kernel_shape=[rh - rl + 1, ch - cl + 1], pads=group_pads[r0, c0]),
-                    helper.make_node("Reshape", [f"{name}_scores", by_class_node.input[1]], [f"{name}_by_class"],
-                                     name=f"{name}/Reshape"),
-                    helper.make_node("ArgMax", [f"{name}_by_class"], [f"{name}_index"], axis=1, keepdims=1,
-                                     name=f"{name}/ArgMax"),
-                    helper.make_node("Reshape", [f"{name}_index", f"{tag}_rows{r0}"], [f"{name}_labels"],
-                                     name=f"{name}/Reshape_1"),
-                ]
-                col_labels.append(f"{name}_labels")
-            if len(col_labels) > 1:  # [N, rows, cols_g * h, w] -> [N, rows, s * h, w]: column phases in order
-                nodes.append(helper.make_node("Concat", col_labels, [f"{tag}_{r0}_labels"], axis=2,
-                                              name=f"{tag}_{r0}/Concat"))
-                row_labels.append(f"{tag}_{r0}_labels")
-            else:
-                row_labels.append(col_labels[0])
-        # [N, rows_g, s * h, w] -> [N, s, s * h, w]: phase (row, column) in the order DepthToSpace reads
-        nodes.append(helper.make_node("Concat", row_labels, [argmax.output[0]], axis=1, name=f"{tag}/Concat"))
-        reshaped.add(argmax.output[0])
-        position = list(graph.node).index(conv)
-        for old in (conv, by_class_node, argmax):
+        nodes = _phase_split_nodes(graph, match, plan, f"fcn_deploy_phases{len(reshaped)}")
+        position = list(graph.node).index(match.conv)
+        for old in (match.conv, match.by_class, argmax):
             graph.node.remove(old)
         for offset, new in enumerate(nodes):
             graph.node.insert(position + offset, new)
+        reshaped.add(argmax.output[0])
+    if reshaped:  # drop the weights no node reads now, and the shapes of tensors gone or changed
         still_read = {name for node in graph.node for name in node.input}
         kept = [init for init in graph.initializer if init.name in still_read or init.name in outputs]
         del graph.initializer[:]
         graph.initializer.extend(kept)
-        split += 1
-    if split:  # drop the shapes of tensors that no longer exist or changed shape
         produced = {out for node in graph.node for out in node.output} - reshaped
         kept_info = [v for v in graph.value_info if v.name in produced]
         del graph.value_info[:]
         graph.value_info.extend(kept_info)
-    return split
+    return len(reshaped)
