@@ -207,14 +207,18 @@ def _match_subpixel_argmax(graph: onnx.GraphProto, argmax: onnx.NodeProto, produ
     """The pattern ``Conv`` (constant weights, stride and dilation 1, dense or one group per
     class) -> ``Reshape [0, C, -1, 0]`` -> ``ArgMax`` (axis 1, kept) -> ``Reshape [0, s*s, -1, 0]``
     ending at ``argmax``, each tensor read once; ``None`` where the graph differs."""
-    if attribute(argmax, "axis", 0) != 1 or attribute(argmax, "keepdims", 1) != 1 or attribute(argmax, "select_last_index", 0):
+    if attribute(argmax, "axis", 0) != 1 or attribute(argmax, "keepdims", 1) != 1 \
+            or attribute(argmax, "select_last_index", 0):
         return None
     by_class_node = producer.get(argmax.input[0])
-    conv = producer.get(by_class_node.input[0]) if by_class_node is not None and by_class_node.op_type == "Reshape" else None
+    if by_class_node is None or by_class_node.op_type != "Reshape":
+        return None
+    conv = producer.get(by_class_node.input[0])
     after = uses.get(argmax.output[0], [])
     if conv is None or conv.op_type != "Conv" or len(after) != 1 or after[0].op_type != "Reshape":
         return None
-    if any(len(uses.get(t, [])) != 1 or t in outputs for t in (conv.output[0], by_class_node.output[0], argmax.output[0])):
+    chain = (conv.output[0], by_class_node.output[0], argmax.output[0])
+    if any(len(uses.get(t, [])) != 1 or t in outputs for t in chain):
         return None
     by_class, by_phase = _constant(graph, by_class_node.input[1]), _constant(graph, after[0].input[1])
     weight = _constant(graph, conv.input[1])
@@ -232,8 +236,8 @@ def _match_subpixel_argmax(graph: onnx.GraphProto, argmax: onnx.NodeProto, produ
     if attribute(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") \
             or any(v != 1 for v in attribute(conv, "strides", [1, 1])) \
             or any(v != 1 for v in attribute(conv, "dilations", [1, 1])) \
-            or int(attribute(conv, "group", 1)) not in (1, classes):  # one group per class keeps each group's channels together
-        return None
+            or int(attribute(conv, "group", 1)) not in (1, classes):
+        return None  # (one group per class: each phase group's channels stay whole groups)
     weight = weight.reshape(classes, s, s, *weight.shape[1:])
     return _SubPixelArgMax(conv, by_class_node, argmax, weight, bias, classes, s)
 
@@ -276,15 +280,18 @@ def _phase_split_nodes(graph: onnx.GraphProto, match: _SubPixelArgMax, plan, tag
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(part_bias.ravel()), f"{name}_bias"))
             inputs.append(f"{name}_bias")
         if r0 not in rows:
-            graph.initializer.append(numpy_helper.from_array(np.array([0, r1 - r0, -1, 0], dtype=np.int64), f"{tag}_rows{r0}"))
+            graph.initializer.append(
+                numpy_helper.from_array(np.array([0, r1 - r0, -1, 0], dtype=np.int64), f"{tag}_rows{r0}"))
         nodes += [
             helper.make_node("Conv", inputs, [f"{name}_scores"], name=f"{name}/Conv", group=group,
                              kernel_shape=[rh - rl + 1, ch - cl + 1], pads=pads),
             helper.make_node("Reshape", [f"{name}_scores", match.by_class.input[1]], [f"{name}_by_class"],
                              name=f"{name}/Reshape"),
-            helper.make_node("ArgMax", [f"{name}_by_class"], [f"{name}_index"], axis=1, keepdims=1, name=f"{name}/ArgMax"),
+            helper.make_node("ArgMax", [f"{name}_by_class"], [f"{name}_index"], axis=1, keepdims=1,
+                             name=f"{name}/ArgMax"),
             # [N, 1, rows * cols * h, w] -> [N, rows, cols * h, w]
-            helper.make_node("Reshape", [f"{name}_index", f"{tag}_rows{r0}"], [f"{name}_labels"], name=f"{name}/Reshape_1"),
+            helper.make_node("Reshape", [f"{name}_index", f"{tag}_rows{r0}"], [f"{name}_labels"],
+                             name=f"{name}/Reshape_1"),
         ]
         rows.setdefault(r0, []).append(f"{name}_labels")
     row_labels = []

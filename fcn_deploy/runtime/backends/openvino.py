@@ -29,8 +29,9 @@ run the dynamic compile, made again when first needed.
 
 Frames in flight: ``in_flight=N`` creates N infer requests (per compiled shape);
 :meth:`OpenVINOBackend.submit` starts one with ``start_async`` and returns, so the caller
-prepares the next frame while OpenVINO runs this one. Default: 1 on the CPU (two requests would share its cores), 2 on a
-GPU (the host's work on the next frame overlaps the GPU's on this one).
+prepares the next frame while OpenVINO runs this one. Default: 1 on the CPU (two requests
+would share its cores), 2 on a GPU (the host's work on the next frame overlaps the GPU's on
+this one).
 """
 from __future__ import annotations
 
@@ -310,7 +311,10 @@ class OpenVINOBackend(Backend):
                 if dynamic is not None and len(dynamic.free) == len(dynamic.requests):
                     del self._programs[None]
                 return program
-        return self._dynamic_program()
+        try:
+            return self._dynamic_program()
+        except Exception as exc:  # compiled at open, so only a lack of memory gets here
+            raise BackendError(f"OpenVINO cannot compile {self.path} for {self.ov_device}: {first_line(exc)}") from None
 
     def _output(self, request: Any) -> np.ndarray:
         try:
