@@ -388,3 +388,26 @@ def test_accuracy_reports_openvino_label_agreement_with_onnx_runtime(tmp_path):
     assert by["ort-cpu"]["agreement_pct"] is None and by["ort-cpu"]["path"] == "ours"
     assert by["openvino"]["agrees_with"] == "ort-cpu" and by["openvino"]["agreement_pct"] >= 99.9
     assert "_labels" not in by["openvino"]
+
+
+def test_op_profile_splits_each_paths_time_by_node_type(tmp_path, capsys):
+    """benchmarks/op_profile.py: OpenVINO's per-node counters for our graph and the peers'
+    plain export, the convolutions' share and kernels, and the bound on the ratio they imply."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from benchmarks import op_profile
+
+    argv = TINY + ["--precisions", "fp32", "--size", "32x48", "--warmup", "1", "--iters", "2",
+                   "--workdir", str(tmp_path / "work")]
+    assert op_profile.main(argv) == 0
+    out = capsys.readouterr().out
+    ours = next(line for line in out.splitlines() if line.startswith("ours  fp32"))
+    peer = next(line for line in out.splitlines() if line.startswith("peer  fp32"))
+    for line in (ours, peer):
+        total, conv = (float(line.split(word)[1].split("ms")[0]) for word in ("total", "convolutions"))
+        assert 0 < conv <= total
+    assert "kernels: " in out and "ConvolutionBackpropData" in out  # the plain export keeps its deconvolutions
+    bound = float(out.split("bound: peer total / our convolutions = ")[1].split("x")[0])
+    assert bound > 0
+    assert op_profile.main(TINY + ["--precisions", "fp16"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fp32 and int8" in err
