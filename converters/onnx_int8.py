@@ -74,7 +74,7 @@ from onnx import TensorProto, helper, numpy_helper
 from fcn_deploy.errors import first_line
 from fcn_deploy.runtime.metadata import INT8_SCHEMES, ModelMetadata
 
-from .onnx_passes import ExportError, attribute, consumers, producers
+from .onnx_passes import ExportError, attribute, consumers, drop_unused_initializers, producers
 from .onnx_verify import graph_input, session_for
 
 log = logging.getLogger(__name__)
@@ -349,10 +349,7 @@ def quantize_biases(model: onnx.ModelProto) -> int:
             ordered.append(node)
         del graph.node[:]
         graph.node.extend(ordered)
-        used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
-        kept = [i for i in graph.initializer if i.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+        drop_unused_initializers(graph)
     return len(bias_nodes)
 
 

@@ -176,6 +176,25 @@ def consumers(graph: onnx.GraphProto) -> Dict[str, List[onnx.NodeProto]]:
     return uses
 
 
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Remove, in place, the initializers that no node reads and no graph output names (what a
+    rewrite leaves behind when it replaces the nodes that read them)."""
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def forget_shapes(graph: onnx.GraphProto, changed: Sequence[str] = ()) -> None:
+    """Drop, in place, the inferred shapes (``value_info``) of tensors that no node writes any
+    more and of the ``changed`` ones (kept by name, written with another shape), so that shape
+    inference fills them in afresh instead of contradicting the rewritten graph."""
+    produced = {out for node in graph.node for out in node.output} - set(changed)
+    kept = [v for v in graph.value_info if v.name in produced]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+
+
 def attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     """The value of ``node``'s attribute ``name``, or ``default`` when it is not set."""
     for attr in node.attribute:

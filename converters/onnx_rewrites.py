@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .onnx_passes import attribute, consumers, producers
+from .onnx_passes import attribute, consumers, drop_unused_initializers, forget_shapes, producers
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,8 @@ def argmax_before_pixel_shuffle(model: onnx.ModelProto) -> int:
         for old in chain + [argmax] + float_casts:
             graph.node.remove(old)
         moved += 1
-    if moved:  # drop the shapes of tensors that no longer exist
-        produced = {out for node in graph.node for out in node.output}
-        kept = [v for v in graph.value_info if v.name in produced]
-        del graph.value_info[:]
-        graph.value_info.extend(kept)
+    if moved:
+        forget_shapes(graph)
     return moved
 
 
@@ -328,13 +325,7 @@ def split_subpixel_phases(model: onnx.ModelProto, max_work: float = 0.75) -> int
         for offset, new in enumerate(nodes):
             graph.node.insert(position + offset, new)
         reshaped.add(argmax.output[0])
-    if reshaped:  # drop the weights no node reads now, and the shapes of tensors gone or changed
-        still_read = {name for node in graph.node for name in node.input}
-        kept = [init for init in graph.initializer if init.name in still_read or init.name in outputs]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
-        produced = {out for node in graph.node for out in node.output} - reshaped
-        kept_info = [v for v in graph.value_info if v.name in produced]
-        del graph.value_info[:]
-        graph.value_info.extend(kept_info)
+    if reshaped:  # the replaced convolutions' weights, and the shapes of tensors gone or changed
+        drop_unused_initializers(graph)
+        forget_shapes(graph, sorted(reshaped))
     return len(reshaped)
