@@ -244,11 +244,7 @@ class OpenVINOBackend(Backend):
                 log.warning("OpenVINO model cache off: cannot create %s (%s)", self.cache_dir, exc)
                 self.cache_dir = ""
         self._model, self._config = model, config
-        self._reshapes = model.inputs[0].get_partial_shape().is_dynamic
-        try:
-            dynamic = self._dynamic_program()
-        except Exception as exc:
-            raise BackendError(f"OpenVINO cannot compile {self.path} for {self.ov_device}: {first_line(exc)}") from None
+        dynamic = self._dynamic_program()
         try:
             name = core.get_property(self.ov_device, "FULL_DEVICE_NAME")
         except Exception:  # a plugin without the property: the device id says enough
@@ -286,7 +282,11 @@ class OpenVINOBackend(Backend):
     def _dynamic_program(self) -> _Program:
         """The dynamic-shape compile, made again if it was released."""
         if None not in self._programs:
-            self._programs[None] = self._compile(None)
+            try:
+                self._programs[None] = self._compile(None)
+            except Exception as exc:  # OpenVINO raises RuntimeError with a page of text
+                raise BackendError(
+                    f"OpenVINO cannot compile {self.path} for {self.ov_device}: {first_line(exc)}") from None
         return self._programs[None]
 
     def _program(self, shape: Tuple[int, ...]) -> _Program:
@@ -298,7 +298,7 @@ class OpenVINOBackend(Backend):
         if program is not None:
             return program
         static = [key for key in self._programs if key is not None]
-        if self._reshapes and len(static) < STATIC_SHAPES and shape not in self._no_static:
+        if None in self.input_spec.shape and len(static) < STATIC_SHAPES and shape not in self._no_static:
             try:
                 program = self._compile(shape)
             except Exception as exc:  # the dynamic compile reports it on this input
@@ -311,10 +311,7 @@ class OpenVINOBackend(Backend):
                 if dynamic is not None and len(dynamic.free) == len(dynamic.requests):
                     del self._programs[None]
                 return program
-        try:
-            return self._dynamic_program()
-        except Exception as exc:  # compiled at open, so only a lack of memory gets here
-            raise BackendError(f"OpenVINO cannot compile {self.path} for {self.ov_device}: {first_line(exc)}") from None
+        return self._dynamic_program()
 
     def _output(self, request: Any) -> np.ndarray:
         try:
