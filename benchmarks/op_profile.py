@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from benchmarks import _variants
+from benchmarks import _runners, _variants
 from fcn_deploy.errors import FcnDeployError, first_line
 from fcn_deploy.options import parse_key_values, parse_size
 
@@ -98,9 +98,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     try:
         h, w = parse_size(args.size)
-        precisions = [q.strip() for q in args.precisions.split(",") if q.strip()]
-        if not precisions or any(q not in ("fp32", "int8") for q in precisions):
-            raise FcnDeployError(f"--precisions takes fp32 and int8, not {args.precisions!r}")
+        precisions = _runners._parse_choices(args.precisions, ("fp32", "int8"), "precision")
+        if not precisions:
+            raise FcnDeployError("--precisions is empty; choose from fp32, int8 or all")
         source = _variants.open_source(args.model, 11, parse_key_values(args.option))
         if not source.has_torch_model:
             raise FcnDeployError(f"{args.model} is a file; the peers' path exports from a checkpoint or zoo name")
@@ -112,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         normalization = source.resolved.model.normalization
         normalized = normalize_frames(frames, normalization)
-        rows: List[Dict[str, Any]] = []
+        profiles: Dict[str, Dict[str, Tuple[Dict[str, float], collections.Counter]]] = {}
         for precision in precisions:
             scheme = "u8s8" if precision == "int8" else "s8s8"
             our_file = ours.onnx(source, precision, "labels", calibration if precision == "int8" else None, scheme)
@@ -121,25 +121,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             runs = {"ours": (compile_profiled(our_file, frames, args.threads), frames, None),
                     "peer": (compile_profiled(peer_file, normalized, args.threads), normalized,
                              (frames, normalization))}
-            for path, (ms, kernels) in profile(runs, args.warmup, args.iters).items():
-                rows.append({"path": path, "precision": precision, "ms": ms, "kernels": kernels})
+            profiles[precision] = profile(runs, args.warmup, args.iters)
     except (FcnDeployError, OSError, RuntimeError) as exc:
         print(f"op_profile.py: error: {first_line(exc)}", file=sys.stderr)
         return 1
 
     print(f"{source.name}, {h}x{w}, batch 1, OpenVINO CPU, {args.threads} threads, {args.iters} profiled runs; "
           "ms per frame by node type (PERF_COUNT)")
-    for precision in precisions:
-        pair = {r["path"]: r for r in rows if r["precision"] == precision}
-        for r in (pair["ours"], pair["peer"]):
-            total = sum(r["ms"].values())
-            conv = sum(v for k, v in r["ms"].items() if k in CONVOLUTIONS)
-            others = sorted(((v, k) for k, v in r["ms"].items() if k not in CONVOLUTIONS), reverse=True)[:4]
-            print(f"{r['path']:4}  {precision}  total {total:6.1f} ms  convolutions {conv:6.1f} ms "
+    for precision, paths in profiles.items():
+        for path, (ms, kernels) in paths.items():
+            total = sum(ms.values())
+            conv = sum(v for k, v in ms.items() if k in CONVOLUTIONS)
+            others = sorted(((v, k) for k, v in ms.items() if k not in CONVOLUTIONS), reverse=True)[:4]
+            print(f"{path:4}  {precision}  total {total:6.1f} ms  convolutions {conv:6.1f} ms "
                   f"({100 * conv / total:4.1f}%)  then: " + ", ".join(f"{k} {v:.1f}" for v, k in others))
-            print("      kernels: " + ", ".join(f"{n} {t} {e}" for (t, e), n in sorted(r["kernels"].items())))
-        our_conv = sum(v for k, v in pair["ours"]["ms"].items() if k in CONVOLUTIONS)
-        print(f"      bound: peer total / our convolutions = {sum(pair['peer']['ms'].values()) / our_conv:.2f}x")
+            print("      kernels: " + ", ".join(f"{n} {t} {e}" for (t, e), n in sorted(kernels.items())))
+        our_conv = sum(v for k, v in paths["ours"][0].items() if k in CONVOLUTIONS)
+        print(f"      bound: peer total / our convolutions = {sum(paths['peer'][0].values()) / our_conv:.2f}x")
     return 0
 
 
