@@ -140,7 +140,7 @@ def unavailable_reason(backend: str) -> Optional[str]:
         except TensorRTError as exc:
             return str(exc).split(". ")[0] + "."
         try:
-            import converters.tensorrt_build  # noqa: F401
+            import fcn_deploy.converters.tensorrt_build  # noqa: F401
         except ImportError as exc:
             return f"the TensorRT engine builder (converters.tensorrt_build) cannot be imported: {exc}"
         return None
@@ -524,11 +524,11 @@ def build_engine(onnx_path: str, graph: str, shape: Tuple[int, int, int], workdi
     """A TensorRT engine for ``onnx_path`` with its profile fixed at ``shape`` (N, H, W), cached.
 
     The engine takes the ONNX's own precision (TensorRT 10/11 build strongly typed networks
-    from the FP16 or INT8-QDQ graph). ``converters.tensorrt_build.ensure_engine`` reuses an
+    from the FP16 or INT8-QDQ graph). ``fcn_deploy.converters.tensorrt_build.ensure_engine`` reuses an
     engine whose sidecar still matches (TensorRT version, GPU, ONNX sha256, profile, options)
     and rebuilds it otherwise.
     """
-    from converters.tensorrt_build import BuildOptions, ensure_engine
+    from fcn_deploy.converters.tensorrt_build import BuildOptions, ensure_engine
 
     n, h, w = shape
     dims = f"{n}x{h}x{w}x3" if graph == "labels" else f"{n}x3x{h}x{w}"

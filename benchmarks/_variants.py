@@ -97,7 +97,7 @@ def open_source(spec: str, num_classes: int = 11, options: Optional[Dict[str, An
         )
     try:
         import torch
-        from converters.resolve import resolve_model
+        from fcn_deploy.converters.resolve import resolve_model
     except ImportError as exc:
         raise FcnDeployError(f"--model {spec} needs PyTorch and the exporter ({exc}); "
                              "or give an exported .onnx/.engine file") from None
@@ -171,7 +171,7 @@ def torch_module(source: ModelSource, precision: str, graph: str, capturable: bo
     """
     import torch
     import torch.nn as nn
-    from converters.deploy_graph import DeployGraph
+    from fcn_deploy.converters.deploy_graph import DeployGraph
     from fcn_deploy.models.upsampling import convert_upsampling_to_grouped
 
     if graph not in GRAPHS:
@@ -203,7 +203,7 @@ def torch_module(source: ModelSource, precision: str, graph: str, capturable: bo
 
 def _capturable_deploy_graph():
     import torch
-    from converters.deploy_graph import DeployGraph
+    from fcn_deploy.converters.deploy_graph import DeployGraph
 
     class CapturableDeployGraph(DeployGraph):
         """:class:`DeployGraph` with the BGR -> RGB swap as ``flip(1)`` (see :func:`torch_module`)."""
@@ -220,7 +220,7 @@ def exporter_fingerprint() -> str:
 
     Part of the cache key, so that a changed exporter never times a stale file.
     """
-    import converters
+    import fcn_deploy.converters as converters
     import fcn_deploy.models
 
     digest = hashlib.sha256()
@@ -277,7 +277,7 @@ class ExportCache:
         import torch
 
         import fcn_deploy
-        from converters.onnx_passes import DEFAULT_OPSET
+        from fcn_deploy.converters.onnx_passes import DEFAULT_OPSET
 
         key = {"model": source.identity(), "precision": precision, "graph": graph, "opset": DEFAULT_OPSET,
                "fcn_deploy": fcn_deploy.__version__, "exporter": exporter_fingerprint(), "torch": torch.__version__}
@@ -311,11 +311,11 @@ class ExportCache:
         if os.path.isfile(path):
             log.info("using cached %s", path)
             return path
-        from converters.onnx_export import export
+        from fcn_deploy.converters.onnx_export import export
 
         frames = None
         if precision == "int8":
-            from converters.calibration import load_calibration_frames
+            from fcn_deploy.converters.calibration import load_calibration_frames
 
             frames = load_calibration_frames(calibration.source, calibration.images, calibration.size)
         log.info("exporting %s %s (%s graph) to %s", source.name, precision, graph, path)
@@ -393,7 +393,7 @@ class PeerExports:
         """The calibration frames at the export's size, normalised in numpy, one batch each."""
         import cv2
 
-        from converters.calibration import load_calibration_frames
+        from fcn_deploy.converters.calibration import load_calibration_frames
         from fcn_deploy.runtime.backends.base import normalize_frames
 
         n, h, w = shape

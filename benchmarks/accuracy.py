@@ -21,6 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+import os
+if __package__ in (None, ""):  # `python3 benchmarks/NAME.py` from a checkout: benchmarks/ is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from benchmarks import _machine, _report, _runners, _variants
 from fcn_deploy.errors import FcnDeployError, first_line
 from fcn_deploy.runtime.metadata import INT8_SCHEMES

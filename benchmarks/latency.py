@@ -44,6 +44,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+if __package__ in (None, ""):  # `python3 benchmarks/NAME.py` from a checkout: benchmarks/ is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from benchmarks import _machine, _report, _runners, _variants
 from fcn_deploy.runtime.metadata import INT8_SCHEMES
 from fcn_deploy.options import parse_key_values, parse_sizes

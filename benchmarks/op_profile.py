@@ -25,6 +25,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+import os
+if __package__ in (None, ""):  # `python3 benchmarks/NAME.py` from a checkout: benchmarks/ is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from benchmarks import _runners, _variants
 from fcn_deploy.errors import FcnDeployError, first_line
 from fcn_deploy.options import parse_key_values, parse_size

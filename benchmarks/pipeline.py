@@ -49,6 +49,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
+if __package__ in (None, ""):  # `python3 benchmarks/NAME.py` from a checkout: benchmarks/ is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from fcn_deploy.options import parse_size
 from fcn_deploy.runtime.assets import ASSETS, DEMO_CLIP, BUNDLED_MODELS
 from fcn_deploy.runtime.backends import open_backend
@@ -73,8 +76,8 @@ def resolve_model(spec: str, workdir: Path, num_classes: int) -> Path:
     if spec in BUNDLED_MODELS:  # not installed yet: its untrained twin
         spec = "fcn8s_efficientnet_lite0"
         print(f"bundled model not installed; using an untrained {spec} ({num_classes} classes): same speed")
-    from converters.onnx_export import export
-    from converters.resolve import resolve_model as resolve_zoo
+    from fcn_deploy.converters.onnx_export import export
+    from fcn_deploy.converters.resolve import resolve_model as resolve_zoo
 
     path = workdir / f"{spec}.onnx"
     export(resolve_zoo(spec, num_classes=num_classes), str(path))

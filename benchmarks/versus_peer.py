@@ -15,6 +15,10 @@ import argparse
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+import os
+if __package__ in (None, ""):  # `python3 benchmarks/NAME.py` from a checkout: benchmarks/ is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from benchmarks import _report
 from fcn_deploy.errors import FcnDeployError
 

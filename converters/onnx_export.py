@@ -7,19 +7,19 @@ The steps, each for a failure users of such toolkits keep reporting:
    about it (classes, palette, dataset, mean IU, the checkpoint's sha256).
 2. The class-to-class bilinear deconvolutions become their grouped form (one filter per
    class: the same outputs at 1/C of the work).
-3. :class:`converters.deploy_graph.DeployGraph` wraps the network so that the graph takes
+3. :class:`fcn_deploy.converters.deploy_graph.DeployGraph` wraps the network so that the graph takes
    the camera's raw uint8 BGR frames and returns uint8 labels (both optional: ``--logits``
    gives the plain network).
 4. The TorchScript exporter (``dynamo=False``; the dynamo exporter writes the FCN-8s output
    height as an expression) at opset 17, which TensorRT 8.6 and later parse, with plain
    dynamic dims ``N``, ``H``, ``W``, checked afterwards.
-5. onnxslim, strict shape inference, the exact rewrites of :mod:`converters.onnx_rewrites`
+5. onnxslim, strict shape inference, the exact rewrites of :mod:`fcn_deploy.converters.onnx_rewrites`
    (the arg-max ahead of the last pixel shuffle, the last upsampler split by phase group), the
    full checker, the lowest IR version the opset needs, fcn-deploy metadata, a run in ONNX
    Runtime at an odd size, and an atomic write.
 
-FP16 and INT8 variants start from the checked FP32 graph (:mod:`converters.onnx_fp16`,
-:mod:`converters.onnx_int8`) and go through the same final checks.
+FP16 and INT8 variants start from the checked FP32 graph (:mod:`fcn_deploy.converters.onnx_fp16`,
+:mod:`fcn_deploy.converters.onnx_int8`) and go through the same final checks.
 """
 from __future__ import annotations
 
@@ -251,7 +251,7 @@ def export(
 
     INT8 needs ``calib_frames`` (BGR uint8 images, one size); when given for FP16 too, the
     arg-max agreement with FP32 on them is measured. ``int8_scheme`` is ``s8s8`` (TensorRT)
-    or ``u8s8`` (ONNX Runtime on CPUs; see :mod:`converters.onnx_int8`). ``upsampling`` is
+    or ``u8s8`` (ONNX Runtime on CPUs; see :mod:`fcn_deploy.converters.onnx_int8`). ``upsampling`` is
     ``subpixel`` (a convolution at input resolution plus DepthToSpace; see SubPixelUpsample;
     several times faster than ConvTranspose in ONNX Runtime's CPU provider) or
     ``deconv`` (ConvTranspose, as trained); the outputs are the same. ``output`` is replaced

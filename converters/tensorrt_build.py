@@ -85,7 +85,7 @@ class BuildOptions:
     """``fcn-deploy build`` options.
 
     ``precision``: ``None`` builds at the ONNX's own precision; ``"fp16"``/``"int8"`` insist
-    on one. ``shapes``: ``--shapes`` values (:mod:`converters.tensorrt_shapes`).
+    on one. ``shapes``: ``--shapes`` values (:mod:`fcn_deploy.converters.tensorrt_shapes`).
     ``contexts``: how many copies of the optimisation profile to build, one per execution
     context that may run at the same time (the runtime's overlap of two frames needs 2).
     ``max_batch``: the largest batch of the default profile (``fcn-deploy run`` with N

@@ -5,7 +5,7 @@ otherwise only found on the Jetson. So :func:`check_onnx` reads the graph and ap
 release, what the parser of that release accepts:
 
 * **operators**: each release's operator support matrix (onnx-tensorrt ``docs/operators.md``,
-  shipped as data in :mod:`converters.tensorrt_operators`). TensorRT 10 and 11 are checked
+  shipped as data in :mod:`fcn_deploy.converters.tensorrt_operators`). TensorRT 10 and 11 are checked
   against the 10.0 matrix, the nearest published (JetPack 6.1/6.2 carry 10.3). Operators from
   other domains (``com.microsoft`` ...) are not ONNX operators to the parser: it imports them
   only as plugins of that name.
@@ -34,7 +34,7 @@ release, what the parser of that release accepts:
 * **restrictions** the matrices state about attributes: Resize modes, pooling rank and
   dilations, MaxPool's ``Indices`` output, ScatterND's ``reduction``.
 
-With ``dla=True`` :mod:`converters.tensorrt_dla` adds the DLA's rules.
+With ``dla=True`` :mod:`fcn_deploy.converters.tensorrt_dla` adds the DLA's rules.
 
 The check is conservative for 11 (a later parser accepts a few more things, such as UINT8
 constants) and covers the top-level graph; If/Loop bodies are not entered.

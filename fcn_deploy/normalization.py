@@ -3,7 +3,7 @@ function that applies it.
 
 Free of torch (numpy is imported by :func:`normalize_pixels` alone), so that the runtime
 (which never imports torch), the training data pipeline, the ONNX metadata and the exported
-graph's folded pre-processing (:class:`converters.deploy_graph.DeployGraph`) share one
+graph's folded pre-processing (:class:`fcn_deploy.converters.deploy_graph.DeployGraph`) share one
 definition.
 """
 from __future__ import annotations

@@ -25,7 +25,7 @@ from .errors import FcnDeployError
 from .fileio import check_output_file, make_folder
 
 if TYPE_CHECKING:  # pragma: no cover - names for annotations only
-    from converters.onnx_export import ExportResult
+    from fcn_deploy.converters.onnx_export import ExportResult
     from .training import TrainResult
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -80,7 +80,7 @@ def export(
     ``s8s8`` (TensorRT) or ``u8s8`` (ONNX Runtime on x86 CPUs). ``logits=True`` writes the
     plain network (normalised float input, logits out) instead of the deployment graph.
     ``progress`` wraps the calibration loop (a progress bar). Returns
-    :class:`converters.onnx_export.ExportResult` (``path``, ``metadata``, ``seconds``,
+    :class:`fcn_deploy.converters.onnx_export.ExportResult` (``path``, ``metadata``, ``seconds``,
     ``agreement`` with FP32, ``tensorrt``: the ``fcn-deploy check`` verdict).
 
     Every option is checked before the model is loaded, and the output's folder before the
@@ -88,10 +88,10 @@ def export(
     """
     needs = ("torch", "onnxslim") + (("onnxconverter_common",) if precision == "fp16" else ())
     require_training("fcn_deploy.export()", needs)
-    from converters.calibration import load_calibration_frames
-    from converters.onnx_export import check_export_options
-    from converters.onnx_export import export as export_graph
-    from converters.resolve import resolve_model
+    from fcn_deploy.converters.calibration import load_calibration_frames
+    from fcn_deploy.converters.onnx_export import check_export_options
+    from fcn_deploy.converters.onnx_export import export as export_graph
+    from fcn_deploy.converters.resolve import resolve_model
 
     from .options import parse_size
     from .runtime.assets import BUNDLED_MODELS

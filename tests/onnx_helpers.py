@@ -197,8 +197,8 @@ def exported_onnx(path, *, precision: str = "fp32", logits: bool = False, num_cl
         # Exporting needs PyTorch; the runtime-only venvs (JetPack's Pythons) skip these tests.
         torch = pytest.importorskip("torch", reason="exporting the test graph needs PyTorch")
 
-        from converters.onnx_export import export
-        from converters.resolve import ResolvedModel
+        from fcn_deploy.converters.onnx_export import export
+        from fcn_deploy.converters.resolve import ResolvedModel
 
         folder = Path(tempfile.mkdtemp(prefix="fcn-deploy-tests-"))
         name = "fcn8s_efficientnet_lite0"

@@ -265,7 +265,7 @@ def test_logits_graph_times_the_bare_network_on_both_runtimes(latency_run, tmp_p
 
 def test_the_cuda_graph_friendly_wrapper_computes_what_the_exported_wrapper_does():
     import torch
-    from converters.deploy_graph import DeployGraph
+    from fcn_deploy.converters.deploy_graph import DeployGraph
 
     source = _variants.open_source("fcn8s_resnet18", 11, {"width": 16})
     norm = source.resolved.model.normalization

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from converters.compare import OnnxSide, Tolerances, compare, error_stats, format_report, reference_side
-from converters.onnx_export import export
-from converters.resolve import model_from_checkpoint
+from fcn_deploy.converters.compare import OnnxSide, Tolerances, compare, error_stats, format_report, reference_side
+from fcn_deploy.converters.onnx_export import export
+from fcn_deploy.converters.resolve import model_from_checkpoint
 from fcn_deploy.errors import FcnDeployError
 
 from onnx_helpers import assert_one_line_error, run_cli, write_checkpoint

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from converters.deepstream import APP_CONFIG, INFER_CONFIG, LABELS, ONNX_FILE, write_deepstream
+from fcn_deploy.converters.deepstream import APP_CONFIG, INFER_CONFIG, LABELS, ONNX_FILE, write_deepstream
 from fcn_deploy.cli import main
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.normalization import TORCHVISION_IMAGENET

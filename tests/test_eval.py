@@ -111,9 +111,9 @@ def test_dataset_root_from_environment(checkpoint, camvid_root, capsys, monkeypa
 
 def test_eval_onnx_through_the_runtime_backend(checkpoint, camvid_root, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    onnx_export = pytest.importorskip("converters.onnx_export")
+    onnx_export = pytest.importorskip("fcn_deploy.converters.onnx_export")
     onnx_path = tmp_path / "tiny.onnx"
-    resolve = pytest.importorskip("converters.resolve")
+    resolve = pytest.importorskip("fcn_deploy.converters.resolve")
     onnx_export.export(resolve.model_from_checkpoint(str(checkpoint)), str(onnx_path))
     via_onnx = _eval_json(capsys, "--model", str(onnx_path), "--root", str(camvid_root))
     via_torch = _eval_json(capsys, "--model", str(checkpoint), "--root", str(camvid_root))

@@ -184,8 +184,8 @@ def trained_tiny(tmp_path_factory):
     exported by the real exporter: its metadata records that scale."""
     import torch
 
-    from converters.onnx_export import export
-    from converters.resolve import resolve_model
+    from fcn_deploy.converters.onnx_export import export
+    from fcn_deploy.converters.resolve import resolve_model
     from fcn_deploy.data import build_dataset
     from fcn_deploy.models import build_model
     from fcn_deploy.training.checkpoint import atomic_save, make_checkpoint
@@ -343,7 +343,7 @@ def test_eval_scales_text_table_and_errors(trained_tiny, capsys):
 
 # -- an engine: the real builder, sidecar and backend over the stand-in TensorRT ----------------
 def _engine(tmp_path, shapes=()):
-    tb = pytest.importorskip("converters.tensorrt_build")
+    tb = pytest.importorskip("fcn_deploy.converters.tensorrt_build")
     api = pytest.importorskip("test_tensorrt_api_names")
     from fcn_deploy.runtime.backends import tensorrt as trt_backend
     from onnx_helpers import exported_onnx

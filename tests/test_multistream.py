@@ -284,7 +284,7 @@ def test_a_static_batch_model_gets_padded_batches_when_streams_end(tmp_path, tin
 
 
 def test_build_max_batch_sets_the_default_profiles_batch():
-    from converters.tensorrt_shapes import resolve_profile
+    from fcn_deploy.converters.tensorrt_shapes import resolve_profile
 
     profile = resolve_profile([("frames", [None, 3, None, None])], None, (), max_batch=4)
     assert [profile["frames"][k][0] for k in ("min", "opt", "max")] == [1, 4, 4]

@@ -10,12 +10,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from converters import onnx_passes
-from converters.calibration import load_calibration_frames
-from converters.onnx_export import export, finalize, metadata_for, trace_to_onnx
-from converters.resolve import ResolvedModel, model_from_checkpoint, resolve_model
-from converters.onnx_fp16 import convert_to_fp16
-from converters.onnx_int8 import (
+from fcn_deploy.converters import onnx_passes
+from fcn_deploy.converters.calibration import load_calibration_frames
+from fcn_deploy.converters.onnx_export import export, finalize, metadata_for, trace_to_onnx
+from fcn_deploy.converters.resolve import ResolvedModel, model_from_checkpoint, resolve_model
+from fcn_deploy.converters.onnx_fp16 import convert_to_fp16
+from fcn_deploy.converters.onnx_int8 import (
     WEIGHT_LIMIT,
     check_symmetric_int8,
     check_u8s8,
@@ -23,8 +23,8 @@ from converters.onnx_int8 import (
     correct_bias,
     quantize_int8,
 )
-from converters.onnx_passes import ExportError
-from converters.onnx_verify import label_agreement, session_for
+from fcn_deploy.converters.onnx_passes import ExportError
+from fcn_deploy.converters.onnx_verify import label_agreement, session_for
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.models import available_models
 from fcn_deploy.runtime.backends import open_backend
@@ -166,7 +166,7 @@ def test_upsampling_forms_give_the_same_labels(tmp_path):
 def test_fp16_deployment_graph_keeps_its_preprocessing_in_float32(tmp_path):
     """uint8 frames in, labels out, FP16 inside: the folded Cast/Transpose/channel swap/Sub/Div
     stay float32 (the runtime's exact arithmetic) and the labels match FP32's."""
-    from converters.onnx_fp16 import preprocessing_nodes
+    from fcn_deploy.converters.onnx_fp16 import preprocessing_nodes
 
     model = small_model("fcn8s_efficientnet_lite0", NUM_CLASSES)
     resolved = _resolved(model, "fcn8s_efficientnet_lite0")
@@ -533,7 +533,7 @@ def test_cli_export_errors_are_one_line(tmp_path):
 
 def test_export_option_rules_live_in_the_library():
     """The CLI and export() share one check, so a Python caller gets the same lines."""
-    from converters.onnx_export import check_export_options
+    from fcn_deploy.converters.onnx_export import check_export_options
 
     check_export_options("int8", calibration=True, int8_scheme="u8s8")
     check_export_options("fp16", calibration=True, keep_fp32=["/net/score_fr/Conv"])

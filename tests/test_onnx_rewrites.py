@@ -6,9 +6,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.onnx_passes import attribute, check_and_infer
-from converters.onnx_rewrites import argmax_before_pixel_shuffle, split_subpixel_phases
-from converters.onnx_verify import session_for
+from fcn_deploy.converters.onnx_passes import attribute, check_and_infer
+from fcn_deploy.converters.onnx_rewrites import argmax_before_pixel_shuffle, split_subpixel_phases
+from fcn_deploy.converters.onnx_verify import session_for
 
 CLASSES, S = 5, 4
 

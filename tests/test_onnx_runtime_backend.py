@@ -42,8 +42,8 @@ def exported(tmp_path_factory):
     """A checkpoint exported twice: the deployment graph and the plain logits graph."""
     import torch
 
-    from converters.onnx_export import export
-    from converters.resolve import model_from_checkpoint
+    from fcn_deploy.converters.onnx_export import export
+    from fcn_deploy.converters.resolve import model_from_checkpoint
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -176,9 +176,9 @@ def precisions(exported):
     """The same checkpoint exported as FP16 and as both INT8 schemes (real calibration)."""
     import torch
 
-    from converters.calibration import load_calibration_frames
-    from converters.onnx_export import export
-    from converters.resolve import model_from_checkpoint
+    from fcn_deploy.converters.calibration import load_calibration_frames
+    from fcn_deploy.converters.onnx_export import export
+    from fcn_deploy.converters.resolve import model_from_checkpoint
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

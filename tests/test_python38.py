@@ -25,7 +25,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_PACKAGES = ("fcn_deploy", "converters")
+PROJECT_PACKAGES = ("fcn_deploy",)
+# Folders at the top of the repository that install under our namespace (pyproject's package-dir).
+MAPPED_PACKAGES = {"fcn_deploy.converters": "converters"}
 OLDEST_PYTHON = "3.8"
 # Engines a runtime module may import that a given machine may lack (not a Python-version matter).
 OPTIONAL_ENGINES = {"tensorrt", "cuda", "pycuda", "onnxruntime", "tqdm"}
@@ -41,6 +43,9 @@ def module_file(name: str) -> Optional[Path]:
     """The source file of project module ``name``, or None for anything outside the project."""
     if name.split(".")[0] not in PROJECT_PACKAGES:
         return None
+    for package, folder in MAPPED_PACKAGES.items():
+        if name == package or name.startswith(package + "."):
+            name = folder + name[len(package):]
     base = REPO.joinpath(*name.split("."))
     if (base / "__init__.py").is_file():
         return base / "__init__.py"
@@ -120,10 +125,10 @@ def test_the_closure_is_the_runtime_and_its_commands_without_the_training_side()
                      "fcn_deploy.commands.build", "fcn_deploy.commands.train", "fcn_deploy.commands._args",
                      "fcn_deploy.runtime.pipeline", "fcn_deploy.runtime.backends.tensorrt",
                      "fcn_deploy.evaluation", "fcn_deploy.data", "fcn_deploy.options",
-                     "converters.tensorrt_build", "converters.tensorrt_shapes"):
+                     "fcn_deploy.converters.tensorrt_build", "fcn_deploy.converters.tensorrt_shapes"):
         assert expected in modules, expected
     for training_side in ("fcn_deploy.models.registry", "fcn_deploy.training.loop", "fcn_deploy.training",
-                          "converters.onnx_export"):
+                          "fcn_deploy.converters.onnx_export"):
         assert training_side not in modules, training_side
 
 

@@ -61,8 +61,8 @@ SCRIPT = BLOCK_TORCH + textwrap.dedent(
 def test_runtime_runs_without_torch(tmp_path):
     import torch
 
-    from converters.onnx_export import export
-    from converters.resolve import model_from_checkpoint
+    from fcn_deploy.converters.onnx_export import export
+    from fcn_deploy.converters.resolve import model_from_checkpoint
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -5,7 +5,7 @@ TensorRT cannot be installed here, but the names each release's Python module de
 10.13.3.9 and 11.4.0.106. This file builds, from one list, a stand-in ``tensorrt`` module in
 which every attribute lookup (on the module, an enum, a builder, a network, an engine, a
 context...) raises ``AttributeError`` unless the release has that name, and drives the real
-builder (:mod:`converters.tensorrt_build`) and the real runtime backend
+builder (:mod:`fcn_deploy.converters.tensorrt_build`) and the real runtime backend
 (:mod:`fcn_deploy.runtime.backends.tensorrt`) through it. Touching ``BuilderFlag.FP16`` on
 11.4, ``STRONGLY_TYPED`` or ``ParserError.node_name`` on 8.6, or any removed API, fails here.
 
@@ -26,13 +26,13 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from converters import tensorrt_build as tb  # noqa: E402
+from fcn_deploy.converters import tensorrt_build as tb  # noqa: E402
 from fcn_deploy.runtime import engine_cache as ec  # noqa: E402
 from fcn_deploy.runtime import tensorrt_compat as compat  # noqa: E402
 from fcn_deploy.runtime.backends import tensorrt as trt_backend  # noqa: E402
 from fcn_deploy.runtime.backends.base import BackendError  # noqa: E402
 from fcn_deploy.runtime.cuda_memory import CudaMemory, DeviceBuffer, HostBuffer, Stream  # noqa: E402
-from converters.tensorrt_check import TensorRTConformanceError, check_onnx, release_for_version  # noqa: E402
+from fcn_deploy.converters.tensorrt_check import TensorRTConformanceError, check_onnx, release_for_version  # noqa: E402
 from onnx_helpers import exported_onnx  # noqa: E402
 
 pytestmark = pytest.mark.runtime  # needs no PyTorch: .ci/jetson-env runs it on Python 3.8 and 3.10

@@ -9,8 +9,8 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from converters import tensorrt_build as tb  # noqa: E402
-from converters.tensorrt_shapes import (  # noqa: E402
+from fcn_deploy.converters import tensorrt_build as tb  # noqa: E402
+from fcn_deploy.converters.tensorrt_shapes import (  # noqa: E402
     ShapeError,
     default_profile,
     parse_shape,

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.tensorrt_check import (
+from fcn_deploy.converters.tensorrt_check import (
     RELEASES,
     TensorRTConformanceError,
     check_onnx,
@@ -44,7 +44,7 @@ def test_operator_table_is_the_matrices():
     spec.loader.exec_module(tool)
     assert tool.render(MATRICES) == (REPO / "converters" / "tensorrt_operators.py").read_text(encoding="utf-8")
 
-    from converters import tensorrt_operators as table
+    from fcn_deploy.converters import tensorrt_operators as table
 
     assert table.OPSETS == {"8.5": (None, 17), "8.6": (None, 17), "10.0": (9, 20)}
     assert table.CAST_DOWN["8.5"] == {"INT64": "INT32", "DOUBLE": "FP32"} and table.CAST_DOWN["10.0"] == {"DOUBLE": "FP32"}
@@ -93,8 +93,8 @@ EXPORTS = [
 def exported(tmp_path_factory):
     """Export on first use, once per module: ``exported(name, precision, options) -> path``."""
     torch = pytest.importorskip("torch")
-    from converters.onnx_export import export
-    from converters.resolve import resolve_model
+    from fcn_deploy.converters.onnx_export import export
+    from fcn_deploy.converters.resolve import resolve_model
 
     folder = tmp_path_factory.mktemp("exports")
     frames = list(scene_frames(4, 48, 64))

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt]
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from converters import tensorrt_build as tb  # noqa: E402
+from fcn_deploy.converters import tensorrt_build as tb  # noqa: E402
 from fcn_deploy.runtime import engine_cache as ec  # noqa: E402
 from fcn_deploy.runtime.backends import open_backend  # noqa: E402
 from fcn_deploy.runtime import tensorrt_compat as compat  # noqa: E402
@@ -118,7 +118,7 @@ def test_two_contexts_and_buffer_reuse(tmp_path, trt, cuda):
 
 
 def test_a_refused_node_is_named_before_tensorrt_parses(tmp_path, trt, cuda):
-    from converters.tensorrt_check import TensorRTConformanceError
+    from fcn_deploy.converters.tensorrt_check import TensorRTConformanceError
 
     node = onnx.helper.make_node("NotARealOp", ["labels"], ["odd"], domain="com.example", name="mystery_node")
     onnx_path = exported_onnx(tmp_path / "m.onnx", extra_node=node)
@@ -140,8 +140,8 @@ def test_each_installed_cuda_library_runs_the_engine(tmp_path, trt, cuda, librar
 def test_bundled_zoo_model_matches_onnxruntime(tmp_path, trt, cuda):
     """A real FCN (ResNet18 FCN-8s, random weights) exported by fcn-deploy, built and run."""
     pytest.importorskip("torch")
-    from converters.onnx_export import export
-    from converters.resolve import resolve_model
+    from fcn_deploy.converters.onnx_export import export
+    from fcn_deploy.converters.resolve import resolve_model
 
     resolved = resolve_model("fcn8s_resnet18", num_classes=5)
     onnx_path = export(resolved, str(tmp_path / "resnet.onnx"), precision="fp32").path

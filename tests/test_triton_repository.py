@@ -15,7 +15,7 @@ from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.runtime.engine_cache import Sidecar, write_sidecar
 from fcn_deploy.runtime.model_files import bundled_onnx, read_metadata
 
-from converters.triton_repository import (
+from fcn_deploy.converters.triton_repository import (
     ONNX_PLATFORM,
     PYTHON_BACKEND,
     TritonModelConfig,

@@ -11,8 +11,8 @@ def export_tiny_model(path: Path) -> Path:
     """A real exported FCN-8s (ResNet-18 / 16, 3 classes) with non-trivial outputs."""
     import torch
 
-    from converters.onnx_export import export
-    from converters.resolve import resolve_model
+    from fcn_deploy.converters.onnx_export import export
+    from fcn_deploy.converters.resolve import resolve_model
 
     torch.manual_seed(0)
     resolved = resolve_model("fcn8s_resnet18", num_classes=3, width=16)

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 import onnx
 
-from converters import onnx_passes
-from converters.onnx_export import export
-from converters.resolve import resolve_model
+from fcn_deploy.converters import onnx_passes
+from fcn_deploy.converters.onnx_export import export
+from fcn_deploy.converters.resolve import resolve_model
 from fcn_deploy.data import build_dataset
 from fcn_deploy.fileio import sha256_file
 from fcn_deploy.evaluation import BackendPredictor, evaluate, json_safe

@@ -61,8 +61,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from converters.tensorrt_build import BuildOptions, ensure_engine
-    from converters.tensorrt_shapes import parse_shapes_arg, profile_text
+    from fcn_deploy.converters.tensorrt_build import BuildOptions, ensure_engine
+    from fcn_deploy.converters.tensorrt_shapes import parse_shapes_arg, profile_text
 
     from ..fileio import check_output_file
 

@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from converters.tensorrt_check import check_onnx, load_model, parse_releases, profile_for
+    from fcn_deploy.converters.tensorrt_check import check_onnx, load_model, parse_releases, profile_for
     from fcn_deploy.runtime.model_files import BUNDLED_MODELS, ONNX, resolve_model_file
 
     releases = parse_releases(args.tensorrt)

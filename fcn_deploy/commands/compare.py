@@ -38,8 +38,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from converters.calibration import load_calibration_frames
-    from converters.compare import DEFAULT_MIN_AGREEMENT, OnnxSide, Tolerances, compare, format_report, reference_side
+    from fcn_deploy.converters.calibration import load_calibration_frames
+    from fcn_deploy.converters.compare import DEFAULT_MIN_AGREEMENT, OnnxSide, Tolerances, compare, format_report, reference_side
 
     from ..errors import FcnDeployError
     from ..options import parse_sizes

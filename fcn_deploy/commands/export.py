@@ -87,7 +87,7 @@ def _deepstream(result, folder: str, size, overwrite: bool) -> int:
     """The DeepStream files from the logits graph just exported (removed afterwards)."""
     import os
 
-    from converters.deepstream import write_deepstream
+    from fcn_deploy.converters.deepstream import write_deepstream
 
     try:
         files = write_deepstream(result.path, folder, size=size, overwrite=overwrite)
@@ -108,7 +108,7 @@ def _plan_repository(args: argparse.Namespace) -> int:
     """``--triton REPO --engine E ...``: a tensorrt_plan model from built engines (nothing exported)."""
     import os
 
-    from converters.triton_repository import ngc_command, write_plan_model
+    from fcn_deploy.converters.triton_repository import ngc_command, write_plan_model
 
     from ..errors import FcnDeployError
 
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(ignored)} cannot apply to --engine: an engine's precision and graph were fixed "
                 f"when it was built (fcn-deploy build MODEL.onnx --fp16 ...)")
         return _plan_repository(args)
-    from converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
+    from fcn_deploy.converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
     from ..options import parse_key_values
     from ..workflows import export
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     output, overwrite = args.output, args.overwrite
     triton_name = None
     if args.triton:
-        from converters.triton_repository import TritonModelConfig, check_free, model_dir
+        from fcn_deploy.converters.triton_repository import TritonModelConfig, check_free, model_dir
 
         triton_name = args.name or name
         TritonModelConfig.check_name(triton_name)
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         output = os.path.join(model_dir(args.triton, triton_name), "1", "model.onnx")
     logits = args.logits or bool(args.deepstream)
     if args.deepstream:
-        from converters.deepstream import ONNX_FILE
+        from fcn_deploy.converters.deepstream import ONNX_FILE
 
         if os.path.exists(os.path.join(args.deepstream, ONNX_FILE)) and not args.overwrite:
             raise FcnDeployError(f"{os.path.join(args.deepstream, ONNX_FILE)} exists; pass --overwrite to replace the "
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
               f"(TensorRT {built.sidecar.tensorrt_version}, {built.sidecar.gpu_name})")
     steps = []
     if triton_name:
-        from converters.triton_repository import ngc_command, write_onnx_model
+        from fcn_deploy.converters.triton_repository import ngc_command, write_onnx_model
 
         repo = write_onnx_model(result.path, args.triton, triton_name, max_batch_size=args.max_batch, overwrite=True)
         print(f"Triton model repository: {repo.config_path} (platform onnxruntime_onnx, max batch {args.max_batch}, "

@@ -1,6 +1,6 @@
 """What differs between the TensorRT releases fcn-deploy supports, in one place.
 
-The builder (:mod:`converters.tensorrt_build`) and the runtime backend
+The builder (:mod:`fcn_deploy.converters.tensorrt_build`) and the runtime backend
 (:mod:`fcn_deploy.runtime.backends.tensorrt`) both need to import TensorRT with a clear error,
 read its version, look enum members up by name only where a release has them, route
 TensorRT's log to :mod:`logging`, name the GPU a device string means, and describe the system

@@ -1,7 +1,7 @@
 """A Triton server process hosting one fcn-deploy model: its repository, start, readiness, stop.
 
 The repository is the same ``config.pbtxt`` that ``export --triton`` writes
-(:class:`converters.triton_repository.TritonModelConfig`: I/O, dynamic batching, the
+(:class:`fcn_deploy.converters.triton_repository.TritonModelConfig`: I/O, dynamic batching, the
 model's metadata as parameters), with ``backend: "python"`` instead of the ONNX Runtime
 platform, because the pip-installable server has only the Python backend; its ``model.py``
 (:mod:`fcn_deploy.serve.triton_model`) runs the model with our own backends.
@@ -53,7 +53,7 @@ class ServeOptions:
 
 def write_python_model(repo: str, options: ServeOptions, metadata: ModelMetadata) -> str:
     """``REPO/NAME/config.pbtxt`` (Python backend) and ``REPO/NAME/1/model.py``; returns the config path."""
-    from converters.triton_repository import CONFIG_FILE, PYTHON_BACKEND, VERSION, TritonModelConfig
+    from fcn_deploy.converters.triton_repository import CONFIG_FILE, PYTHON_BACKEND, VERSION, TritonModelConfig
 
     parameters = {"fcn_deploy_model_path": os.path.abspath(options.model_path), "fcn_deploy_device": options.device}
     if options.threads:

@@ -5,7 +5,7 @@ gRPC (port 8001); ``/NAME/VERSION`` pins a version. Many edge boxes can then sha
 whose dynamic batcher merges their frames, while ``run``, ``eval`` and the benchmarks stay the same.
 
 The model's metadata (classes, palette, normalisation, training scale) comes from the server's
-model config ``parameters``, which :mod:`converters.triton_repository` writes there from the
+model config ``parameters``, which :mod:`fcn_deploy.converters.triton_repository` writes there from the
 exported file's own metadata, so overlays, metrics and the input-size rule work unchanged.
 
 Failures are one line each (:class:`~.base.BackendError`): a server that cannot be reached, a
@@ -95,7 +95,7 @@ def parse_triton_url(url: str) -> TritonURL:
 def metadata_from_parameters(parameters: Mapping[str, Any], where: str) -> ModelMetadata:
     """The :class:`ModelMetadata` a Triton model config's ``parameters`` carry.
 
-    ``converters.triton_repository`` writes one parameter per :meth:`ModelMetadata.to_props`
+    ``fcn_deploy.converters.triton_repository`` writes one parameter per :meth:`ModelMetadata.to_props`
     key, with the same JSON text; ``parameters`` maps key -> string, or key ->
     ``{"string_value": ...}`` as Triton's JSON model config gives them.
     """
