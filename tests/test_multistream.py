@@ -319,7 +319,7 @@ def test_run_with_three_sources_writes_per_stream_outputs_a_mosaic_and_serves_th
                                env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_line(process, "watch the streams at")
-        mosaic_parts = read_mjpeg_parts(f"http://127.0.0.1:{free}/", 2, timeout=30)
+        mosaic_parts = read_mjpeg_parts(f"http://127.0.0.1:{free}/stream.mjpg", 2, timeout=30)
         stream_parts = read_mjpeg_parts(f"http://127.0.0.1:{free}/front", 2, timeout=30)
         out, err = process.communicate(timeout=120)
     finally:

@@ -22,13 +22,13 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="sources: 0 | /dev/video0 | v4l2://0 | csi://0 | rtsp://... | http(s)://... | clip.mp4 | "
         "frames/ | 'frames/*.png' | 'GSTREAMER ! ... ! appsink'\n"
-        "outputs: display://0 | out.mp4 | out.avi | frames_out/ | http://0.0.0.0:8554 | none\n"
+        "outputs: display://0 | out.mp4 | out.avi | frames_out/ | http://[HOST]:PORT[?token=T&viewers=N] | none\n"
         "examples:\n"
         "  fcn-deploy run --camera 0 --output display://0\n"
-        "  fcn-deploy run --source csi://0 --width 1280 --height 720 --output http://0.0.0.0:8554\n"
+        "  fcn-deploy run --source csi://0 --width 1280 --height 720 --output 'http://0.0.0.0:8090?token=SECRET'\n"
         "  fcn-deploy run --source images/ --labels-dir labels/ --output none   # batch prediction\n"
         "  fcn-deploy run --source front=rtsp://cam1/live --source rear=rtsp://cam2/live \\\n"
-        "      --output 'out_{stream}.mp4' --output http://0.0.0.0:8554   # several streams, batched",
+        "      --output 'out_{stream}.mp4' --output http://:8090   # several streams, batched",
     )
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="camvid", metavar="M",

@@ -4,7 +4,7 @@
 ``display://0``                 an OpenCV window (closing it, ``q`` or Esc stops the run)
 ``out.mp4``, ``out.avi``        a video file at the source's frame rate (mp4v / MJPG)
 ``frames/``                     an image folder, one JPEG per frame, named after the source image
-``http://0.0.0.0:8554``         an MJPEG stream a browser shows (for headless boards)
+``http://:8090``                 MJPEG streams and the live page (127.0.0.1 unless a host is given)
 ``none``                        nothing (for benchmarks, or with ``--labels-dir`` only)
 ==============================  ============================================================
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import FcnDeployError
 from ..fileio import check_output_file, make_folder
-from .mjpeg import MjpegServer
+from .mjpeg import HttpOutputOptions, MjpegServer, parse_http_output
 from .sources import Frame
 
 log = logging.getLogger(__name__)
@@ -201,17 +201,20 @@ class MjpegSink(Sink):
     sink that opened the server closes it.
     """
 
-    def __init__(self, host: str, port: int, quality: int = 80):
+    def __init__(self, host: str = "127.0.0.1", port: int = 8090, quality: int = 80,
+                 options: Optional[HttpOutputOptions] = None):
+        options = options or HttpOutputOptions(host, port)
         try:
-            self.server = MjpegServer(host, port)
+            self.server = MjpegServer(options.host, options.port, token=options.token,
+                                      max_viewers=options.max_viewers)
         except FcnDeployError as exc:
             raise SinkError(str(exc)) from None
         self.quality = quality
         self.name = ""
         self._owner = True
-        bound_host, bound_port = self.server.address
+        host, port = options.host, self.server.address[1]
         self._host = host
-        self.description = f"MJPEG stream http://{host}:{bound_port}/"
+        self.description = f"MJPEG stream http://{host}:{port}/" + (" (token required)" if options.token else "")
 
     def channel(self, name: str) -> "MjpegSink":
         """A sink that serves stream ``name`` at ``/name`` on this sink's server."""
@@ -287,17 +290,6 @@ class DisplaySink(Sink):
             pass
 
 
-def _parse_host_port(rest: str, uri: str) -> Tuple[str, int]:
-    hostport = rest.split("/", 1)[0]
-    host, sep, port = hostport.rpartition(":")
-    if not sep:
-        host, port = hostport, "8554"
-    host = host.strip("[]") or "0.0.0.0"
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise SinkError(f"bad port in {uri!r}: expected http://HOST:PORT")
-    return host, int(port)
-
-
 def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False) -> Sink:
     """Open the output a URI names (see the module docstring for the forms)."""
     text = uri.strip()
@@ -307,9 +299,11 @@ def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False) ->
     scheme = scheme.lower() if sep else ""
     if scheme == "display":
         return DisplaySink(rest or "0")
-    if scheme == "http":
-        host, port = _parse_host_port(rest, uri)
-        return MjpegSink(host, port)
+    if scheme == "http":  # no host: 127.0.0.1 (see .mjpeg for ?token= and ?viewers=)
+        try:
+            return MjpegSink(options=parse_http_output(text))
+        except FcnDeployError as exc:
+            raise SinkError(str(exc)) from None
     if scheme == "file":
         text = rest
     elif scheme:
