@@ -9,6 +9,10 @@ One function, :func:`download`, does what every download here needs:
   give, and the size where known) *before* the file is renamed into place, so a truncated or
   tampered file never takes the name of the good one: a mismatch is refused in one line,
   whatever was at ``DEST`` stays as it was, and the bad ``.part`` is removed;
+* ``max_bytes`` bounds what is fetched where the publisher gives no size (an archive's expected
+  size times a margin): a ``Content-Length`` over it is refused before a byte is written, and a
+  body that runs past it (no or a false ``Content-Length``) is stopped there and its ``.part``
+  removed, so a server cannot fill the disk;
 * without network it says in one line which URL it could not reach and where to put the file
   by hand (a file placed there is then checked like a download);
 * progress goes to a callback ``progress(done_bytes, total_bytes_or_None)``; library code
@@ -121,21 +125,35 @@ def _total_size(response, offset: int) -> Optional[int]:
     return offset + int(length) if length and length.isdigit() else None
 
 
-def _fetch_once(url: str, part: str, timeout_s: float, progress: Optional[Progress]) -> None:
-    """One GET into ``part``, resuming from its current length where the server allows."""
+class TooLarge(DownloadError):
+    """More bytes came (or were announced) than the file can hold; its ``.part`` is removed."""
+
+
+def _too_large(url: str, size: int, max_bytes: int, announced: bool) -> TooLarge:
+    what = f"announces {size} bytes" if announced else f"sent more than {max_bytes} bytes"
+    return TooLarge(f"{url} {what}, over the {max_bytes} this file can be (its expected size with a margin); "
+                    "stopped, nothing was kept")
+
+
+def _fetch_once(url: str, part: str, timeout_s: float, progress: Optional[Progress],
+                max_bytes: Optional[int] = None) -> None:
+    """One GET into ``part``, resuming from its current length where the server allows;
+    never more than ``max_bytes`` in all (:class:`TooLarge`)."""
     start = os.path.getsize(part) if os.path.isfile(part) else 0
     try:
         response = _open(url, start, timeout_s)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and start:  # the .part is as long as the file (or longer): start over
             os.unlink(part)
-            return _fetch_once(url, part, timeout_s, progress)
+            return _fetch_once(url, part, timeout_s, progress, max_bytes)
         raise
     with response:
         offset = _content_start(response, start)
         if start and not offset:
             log.info("%s: the server sent the whole file instead of the rest; downloading it again", url)
         total = _total_size(response, offset)
+        if max_bytes is not None and total is not None and total > max_bytes:
+            raise _too_large(url, total, max_bytes, announced=True)
         done = offset
         if progress:
             progress(done, total)
@@ -146,8 +164,10 @@ def _fetch_once(url: str, part: str, timeout_s: float, progress: Optional[Progre
                 block = response.read(CHUNK)
                 if not block:
                     break
-                f.write(block)
                 done += len(block)
+                if max_bytes is not None and done > max_bytes:
+                    raise _too_large(url, done, max_bytes, announced=False)
+                f.write(block)
                 if progress:
                     progress(done, total)
             f.flush()
@@ -182,12 +202,14 @@ def download(
     progress: Optional[Progress] = None,
     timeout_s: float = 30.0,
     retries: int = 3,
+    max_bytes: Optional[int] = None,
 ) -> str:
     """Fetch ``url`` to ``dest`` (verified against ``checksum``); return ``dest``.
 
     A ``dest`` that already matches the checksum is used as it is (so a file placed by hand
     works offline). Interrupted transfers are retried ``retries`` times, each resuming the
     ``.part``; one that still fails leaves the ``.part`` for the next run to resume.
+    ``max_bytes``: the most the file may be (see the module docstring); ``None``, no bound.
     """
     checksum = checksum or Checksum()
     dest = os.path.abspath(dest)
@@ -200,11 +222,11 @@ def download(
     except OSError as exc:
         raise DownloadError(f"cannot create {os.path.dirname(dest)} ({exc.strerror}); {_offline_hint(url, dest)}") from None
     with _locked(dest):
-        return _download_locked(url, dest, checksum, progress, timeout_s, retries)
+        return _download_locked(url, dest, checksum, progress, timeout_s, retries, max_bytes)
 
 
 def _download_locked(url: str, dest: str, checksum: Checksum, progress: Optional[Progress],
-                     timeout_s: float, retries: int) -> str:
+                     timeout_s: float, retries: int, max_bytes: Optional[int]) -> str:
     if os.path.isfile(dest):  # another process may have fetched it while this one waited
         problem = checksum.mismatch(dest)
         if problem is None:
@@ -214,8 +236,12 @@ def _download_locked(url: str, dest: str, checksum: Checksum, progress: Optional
     attempt = 0
     while True:
         try:
-            _fetch_once(url, part, timeout_s, progress)
+            _fetch_once(url, part, timeout_s, progress, max_bytes)
             break
+        except TooLarge:
+            if os.path.exists(part):
+                os.unlink(part)
+            raise
         except urllib.error.HTTPError as exc:
             raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; {_offline_hint(url, dest)}") from None
         except urllib.error.URLError as exc:  # no route, refused, DNS: nothing to retry

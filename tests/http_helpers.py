@@ -11,13 +11,15 @@ from typing import Dict, List, Optional, Tuple
 class FileServer:
     """Serves ``files`` (URL path -> bytes). ``cut[path] = n`` makes the next response to that
     path stop after n body bytes (the connection is closed with the Content-Length unmet);
-    ``ignore_range`` answers every request with the whole file (200). ``requests`` records
+    ``ignore_range`` answers every request with the whole file (200); ``no_length`` leaves out
+    Content-Length (the body ends when the connection closes). ``requests`` records
     (path, Range header or None) of every GET."""
 
     def __init__(self) -> None:
         self.files: Dict[str, bytes] = {}
         self.cut: Dict[str, int] = {}
         self.ignore_range = False
+        self.no_length = False  # send no Content-Length: the body ends when the connection closes
         self.redirects: Dict[str, str] = {}  # path -> path, answered with 302 (as GitHub's archive URLs)
         self.requests: List[Tuple[str, Optional[str]]] = []
         server = self
@@ -53,7 +55,10 @@ class FileServer:
                 else:
                     self.send_response(200)
                 part = body[start:]
-                self.send_header("Content-Length", str(len(part)))
+                if server.no_length:
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(part)))
                 self.send_header("Content-Type", "application/octet-stream")
                 self.end_headers()
                 limit = server.cut.pop(self.path, None)

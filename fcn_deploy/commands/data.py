@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
         help="download a dataset (CamVid, PASCAL VOC, SBD, Cityscapes) into the layout train/eval read",
         description="Download a public dataset from where it is published, check it against the "
         "publisher's checksum, and unpack it into ROOT in the layout `--dataset NAME --root ROOT` "
-        "reads. An interrupted download resumes; a download that fails its check changes nothing. "
+        "reads. An interrupted download resumes; a download that fails its check changes nothing "
+        "and is removed from the cache, so the next run fetches it again. "
         "sbd goes into the same ROOT as voc (for --dataset voc_aug). Cityscapes needs a login: "
         "the command prints the steps.",
     )

@@ -29,6 +29,18 @@ Nothing the user has is lost: archives download (resumably) into the cache folde
 member's path checked to stay inside it, are checked, and only then are moved into ROOT entry
 by entry. A failure at any step leaves ROOT as it was, and the temporary folder a killed run
 leaves behind is removed by the next run into the same folder.
+
+Nothing bad is kept: an archive that cannot be read to its end (cut short, a bad CRC, not an
+archive at all), unpacks to more than it should, or fails its check (:class:`BadArchive`) is
+removed from the cache, and the one-line error says that the next run fetches it again. Without
+that, CamVid's archive (no published checksum, so any file of that name passes the download)
+would be reused, and fail, on every later run. A hand-placed archive (Cityscapes) is the user's
+and stays; the error says to replace it.
+
+Nothing unbounded is done: each archive's download stops at its expected size times
+:data:`MARGIN` (``Archive.expected_bytes``), and unpacking stops once the members kept have
+written the dataset's expected size times :data:`MARGIN` (``DatasetSource.unpacked_bytes``),
+so a small archive that inflates to fill the disk (a "zip bomb") stops early.
 """
 from __future__ import annotations
 
@@ -39,10 +51,10 @@ import shutil
 import stat
 import tarfile
 import zipfile
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..download import Checksum, DownloadError, Progress, cache_dir, download
-from ..errors import FcnDeployError
+from ..errors import FcnDeployError, first_line
 from ..fileio import unpacking_folder
 
 log = logging.getLogger(__name__)
@@ -51,15 +63,34 @@ log = logging.getLogger(__name__)
 SEGNET_COMMIT = "bb68b64e72cb004b3ed927fee0f5624dd8097498"
 SEGNET_CAMVID_TREE = "58c604d6ff4ae2239e7d39f2da2bb3ec1a83fa87"
 CAMVID_ENTRIES = ("train", "trainannot", "val", "valannot", "test", "testannot", "train.txt", "val.txt", "test.txt")
+# The bytes of those entries at that tree (exact: the tree pins every file; `du -sb` of them).
+CAMVID_BYTES = 186_927_403
+MARGIN = 1.5  # bounds are the expected sizes times this (sizes below are rounded up)
+CHUNK = 1 << 20
+MB = 1_000_000
 
 
 class Archive(NamedTuple):
-    """One published file: where it is, its name, and what its publisher says it hashes to."""
+    """One published file: where it is, its name, and what its publisher says it hashes to.
+
+    ``expected_bytes``: its size, rounded up (``None``: not bounded); the download stops at
+    that times :data:`MARGIN`.
+    """
 
     url: str
     filename: str
     checksum: Checksum
     checksum_source: str  # where the checksum comes from, or why there is none
+    expected_bytes: Optional[int] = None
+
+    @property
+    def max_bytes(self) -> Optional[int]:
+        return None if self.expected_bytes is None else int(self.expected_bytes * MARGIN)
+
+
+class BadArchive(FcnDeployError):
+    """An archive that cannot be read to its end, unpacks to too much, or fails its check:
+    not worth keeping (see the module docstring)."""
 
 
 class DatasetSource(NamedTuple):
@@ -70,7 +101,8 @@ class DatasetSource(NamedTuple):
     are then moved into ROOT. ``keep(member)`` selects the archive members worth unpacking.
     ``tree`` is the git tree id that ``staging`` must hash to (None: not checked).
     ``manual`` holds the steps for a dataset behind a login (its archives are placed in ROOT
-    by hand).
+    by hand). ``unpacked_bytes``: what the kept members of all its archives add up to, rounded
+    up (``None``: not bounded); unpacking stops at that times :data:`MARGIN`.
     """
 
     name: str
@@ -81,6 +113,11 @@ class DatasetSource(NamedTuple):
     tree: Optional[str] = None
     manual: Tuple[str, ...] = ()
     reader: Optional[str] = None  # the build_dataset name whose train split must then open
+    unpacked_bytes: Optional[int] = None
+
+    @property
+    def max_unpacked(self) -> Optional[int]:
+        return None if self.unpacked_bytes is None else int(self.unpacked_bytes * MARGIN)
 
 
 class DataResult(NamedTuple):
@@ -109,14 +146,14 @@ def _find_dir(top: str, name: str, depth: int = 2) -> str:
         for child in sorted(os.listdir(top)):
             if os.path.isdir(os.path.join(top, child, name)):
                 return os.path.join(top, child, name)
-    raise FcnDeployError(f"the archive holds no {name}/ folder (expected {name}/ or REPO/{name}/)")
+    raise BadArchive(f"the archive holds no {name}/ folder (expected {name}/ or REPO/{name}/)")
 
 
 def _move_entries(src: str, dest: str, entries: Sequence[str]) -> None:
     for entry in entries:
         source = os.path.join(src, entry)
         if not os.path.exists(source):
-            raise FcnDeployError(f"the archive lacks {entry}")
+            raise BadArchive(f"the archive lacks {entry}")
         os.makedirs(os.path.dirname(os.path.join(dest, entry)), exist_ok=True)
         os.replace(source, os.path.join(dest, entry))
 
@@ -158,12 +195,16 @@ DATASETS: Dict[str, DatasetSource] = {
             checksum=Checksum(),
             checksum_source="none published for GitHub's generated archive; "
                             f"CamVid/ must hash to git tree {SEGNET_CAMVID_TREE} of commit {SEGNET_COMMIT}",
+            # CamVid/'s 187 MB of PNGs (which gzip does not shrink) and the rest of the
+            # repository: prototxts, scripts and one example caffemodel.
+            expected_bytes=320 * MB,
         ),),
         entries=CAMVID_ENTRIES,
         arrange=_arrange_camvid,
         keep=_keep_camvid,
         tree=SEGNET_CAMVID_TREE,
         reader="camvid",
+        unpacked_bytes=CAMVID_BYTES,
     ),
     "voc": DatasetSource(
         name="voc",
@@ -172,11 +213,13 @@ DATASETS: Dict[str, DatasetSource] = {
             filename="VOCtrainval_11-May-2012.tar",
             checksum=Checksum(md5="6cd6e144f989b92b3379bac3b3de84fd"),
             checksum_source="md5 from torchvision.datasets.VOCSegmentation (no sha256 is published)",
+            expected_bytes=2000 * MB,  # 1.9 GB
         ),),
         entries=("VOCdevkit/VOC2012",),
         arrange=_arrange_as_is(("VOCdevkit/VOC2012",)),
         keep=_keep_under("VOCdevkit/VOC2012"),
         reader="voc",
+        unpacked_bytes=2000 * MB,  # an uncompressed tar: never more than the tar
     ),
     "sbd": DatasetSource(
         name="sbd",
@@ -185,11 +228,13 @@ DATASETS: Dict[str, DatasetSource] = {
             filename="benchmark.tgz",
             checksum=Checksum(md5="82b4d87ceb2ed10f6038a1cba92111cb"),
             checksum_source="md5 from torchvision.datasets.SBDataset (no sha256 is published)",
+            expected_bytes=1500 * MB,  # 1.4 GB
         ),),
         entries=("benchmark_RELEASE",),
         arrange=_arrange_as_is(("benchmark_RELEASE",)),
         keep=_keep_under("benchmark_RELEASE"),
         reader=None,  # voc_aug also needs VOC; checked by layout only
+        unpacked_bytes=2000 * MB,  # JPEGs and compressed .mat files: about the .tgz's size
     ),
     "cityscapes": DatasetSource(
         name="cityscapes",
@@ -204,6 +249,8 @@ DATASETS: Dict[str, DatasetSource] = {
         keep=_keep_under("leftImg8bit", "gtFine"),
         manual=CITYSCAPES_STEPS,
         reader="cityscapes",
+        # 11 GB of PNGs (zip does not shrink them) and gtFine's PNGs and polygon JSONs
+        unpacked_bytes=13_000 * MB,
     ),
 }
 
@@ -258,10 +305,10 @@ def check_zip(path: str) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FcnDeployError(f"{path} is not a readable zip ({exc}); download it again") from None
+    except Exception as exc:  # noqa: BLE001 (zipfile and its decompressors raise many types)
+        raise BadArchive(f"{path} is not a readable zip ({type(exc).__name__}: {first_line(exc)})") from None
     if bad is not None:
-        raise FcnDeployError(f"{path} is damaged ({bad} fails its CRC check); download it again")
+        raise BadArchive(f"{path} is damaged ({bad} fails its CRC check)")
 
 
 # ---------------------------------------------------------------------------- unpacking
@@ -271,10 +318,10 @@ def _safe_member_path(top: str, name: str, archive: str) -> str:
     clean = name.replace("\\", "/")
     parts = [p for p in clean.split("/") if p not in ("", ".")]
     if clean.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-        raise FcnDeployError(f"{archive}: member {name!r} would be written outside the target folder; refused")
+        raise BadArchive(f"{archive}: member {name!r} would be written outside the target folder; refused")
     target = os.path.realpath(os.path.join(top, *parts))
     if os.path.commonpath([target, os.path.realpath(top)]) != os.path.realpath(top):
-        raise FcnDeployError(f"{archive}: member {name!r} would be written outside the target folder; refused")
+        raise BadArchive(f"{archive}: member {name!r} would be written outside the target folder; refused")
     return target
 
 
@@ -286,21 +333,79 @@ def _member_name(name: str) -> str:
     return name
 
 
-def _copy_stream(src, path: str) -> None:
+class _Budget:
+    """Bytes left to unpack: :class:`BadArchive` once members write more than ``limit``."""
+
+    def __init__(self, archive: str, limit: Optional[int]) -> None:
+        self.archive, self.limit, self.used = archive, limit, 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.limit is not None and self.used > self.limit:
+            raise BadArchive(f"{self.archive} unpacks to more than {self.limit} bytes, over this dataset's "
+                             "expected size with a margin; stopped there")
+
+
+def _damaged(archive: str, exc: BaseException) -> BadArchive:
+    """What reading ``archive`` raised, as one line: truncated gzip (EOFError), bad CRC
+    (BadZipFile), a broken stream (zlib.error, OSError) all mean the same to the user."""
+    return BadArchive(f"{archive} is damaged or cut short ({type(exc).__name__}: {first_line(exc)})")
+
+
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")  # gzip, bzip2, xz
+
+
+def _copy_member(src: BinaryIO, path: str, archive: str, budget: _Budget) -> None:
+    """Copy one member to ``path``: a read that fails is the archive's fault (:class:`BadArchive`),
+    a write that fails (a full disk) is not, and says so."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as out:
-        shutil.copyfileobj(src, out, 1 << 20)
+        while True:
+            try:
+                block = src.read(CHUNK)
+            except FcnDeployError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (each decompressor has its own error types)
+                raise _damaged(archive, exc) from None
+            if not block:
+                return
+            budget.take(len(block))
+            try:
+                out.write(block)
+            except OSError as exc:
+                raise FcnDeployError(f"cannot write {path} while unpacking: {exc.strerror or exc}") from None
 
 
-def extract(archive: str, dest: str, keep: Callable[[str], bool] = lambda name: True) -> int:
+def _tar_members(tf: tarfile.TarFile, archive: str) -> Iterator[tarfile.TarInfo]:
+    """The members of ``tf``, a header that cannot be read being :class:`BadArchive`."""
+    members = iter(tf)
+    while True:
+        try:
+            member = next(members)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 (tarfile.ReadError, EOFError, zlib.error, ...)
+            raise _damaged(archive, exc) from None
+        yield member
+
+
+def extract(archive: str, dest: str, keep: Callable[[str], bool] = lambda name: True,
+            max_bytes: Optional[int] = None) -> int:
     """Unpack the tar (any compression) or zip ``archive`` into ``dest``; return files written.
 
     Only regular files and folders are written (links and devices are refused), each at a
-    path checked to stay inside ``dest``; ``keep(name)`` skips members not wanted.
+    path checked to stay inside ``dest``; ``keep(name)`` skips members not wanted. Members
+    kept write at most ``max_bytes`` in all (counted as written, whatever the archive claims).
+    Anything wrong with the archive is one :class:`BadArchive` line.
     """
+    budget = _Budget(archive, max_bytes)
     count = 0
     if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
+        try:
+            zf = zipfile.ZipFile(archive)
+        except Exception as exc:  # noqa: BLE001
+            raise _damaged(archive, exc) from None
+        with zf:
             for info in zf.infolist():
                 if not keep(_member_name(info.filename)):
                     continue
@@ -309,32 +414,40 @@ def extract(archive: str, dest: str, keep: Callable[[str], bool] = lambda name: 
                     os.makedirs(target, exist_ok=True)
                     continue
                 if stat.S_ISLNK(info.external_attr >> 16):
-                    raise FcnDeployError(f"{archive}: member {info.filename!r} is a link; refused")
-                with zf.open(info) as src:
-                    _copy_stream(src, target)
+                    raise BadArchive(f"{archive}: member {info.filename!r} is a link; refused")
+                try:
+                    src = zf.open(info)
+                except Exception as exc:  # noqa: BLE001 (a bad local header, an unknown compression)
+                    raise _damaged(archive, exc) from None
+                with src:
+                    _copy_member(src, target, archive, budget)
                 count += 1
         return count
     try:
         tf = tarfile.open(archive)
-    except (tarfile.TarError, OSError) as exc:
-        raise FcnDeployError(f"{archive} is neither a tar nor a zip archive ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 (ReadError lists every method tried, one per line)
+        with open(archive, "rb") as f:  # gzip, bzip2 or xz that ends before the first tar header
+            compressed = f.read(6).startswith(_COMPRESSED_MAGIC)
+        kind = "is damaged or cut short" if compressed else "is neither a tar nor a zip archive"
+        raise BadArchive(f"{archive} {kind} ({type(exc).__name__})") from None
     with tf:
-        try:
-            for member in tf:
-                if not keep(_member_name(member.name)):
-                    continue
-                target = _safe_member_path(dest, member.name, archive)
-                if member.isdir():
-                    os.makedirs(target, exist_ok=True)
-                elif member.isfile():
-                    _copy_stream(tf.extractfile(member), target)
-                    count += 1
-                elif member.type == tarfile.XGLTYPE or member.type == tarfile.XHDTYPE:
-                    continue
-                else:
-                    raise FcnDeployError(f"{archive}: member {member.name!r} is a link or device; refused")
-        except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as exc:
-            raise FcnDeployError(f"{archive} is damaged ({type(exc).__name__}: {exc}); download it again") from None
+        for member in _tar_members(tf, archive):
+            if not keep(_member_name(member.name)):
+                continue
+            target = _safe_member_path(dest, member.name, archive)
+            if member.isdir():
+                os.makedirs(target, exist_ok=True)
+            elif member.isfile():
+                try:
+                    src = tf.extractfile(member)
+                except Exception as exc:  # noqa: BLE001
+                    raise _damaged(archive, exc) from None
+                _copy_member(src, target, archive, budget)
+                count += 1
+            elif member.type == tarfile.XGLTYPE or member.type == tarfile.XHDTYPE:
+                continue
+            else:
+                raise BadArchive(f"{archive}: member {member.name!r} is a link or device; refused")
     return count
 
 
@@ -398,16 +511,20 @@ def _fetch_archives(source: DatasetSource, root: str, mirror: Optional[str], dow
                 f"{source.name}: {', '.join(os.path.basename(p) for p in missing)} not found in {root}; "
                 "follow the steps above, then run the command again", steps)
         for archive, path in zip(source.archives, paths):
-            problem = archive.checksum.mismatch(path)
-            if problem is not None:
-                raise FcnDeployError(f"{path} does not match its published checksum ({problem})")
-            if path.endswith(".zip"):
-                log.info("checking %s (the CRC of every member)", path)
-                check_zip(path)
+            try:
+                problem = archive.checksum.mismatch(path)
+                if problem is not None:
+                    raise BadArchive(f"{path} does not match its published checksum ({problem})")
+                if path.endswith(".zip"):
+                    log.info("checking %s (the CRC of every member)", path)
+                    check_zip(path)
+            except BadArchive as exc:
+                raise BadArchive(f"{exc}; {_drop_bad(source, [path])}") from None
         return paths
     folder = download_dir or cache_dir("downloads")
     return [
-        download(archive_url(a, mirror), os.path.join(folder, a.filename), a.checksum, progress, timeout_s)
+        download(archive_url(a, mirror), os.path.join(folder, a.filename), a.checksum, progress, timeout_s,
+                 max_bytes=a.max_bytes)
         for a in source.archives
     ]
 
@@ -464,6 +581,42 @@ def fetch_dataset(
     return DataResult(source.name, root, True, source.entries, items)
 
 
+def _folder_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(top, f)) for top, _, files in os.walk(folder) for f in files)
+
+
+def _unpack_and_check(source: DatasetSource, archives: Sequence[str], extracted: str, staging: str) -> None:
+    """Unpack ``archives`` (at most ``source.max_unpacked`` bytes in all) and arrange them in
+    ``staging``, checked; anything wrong with what the archives hold is :class:`BadArchive`."""
+    limit = source.max_unpacked
+    for path in archives:
+        log.info("unpacking %s", path)
+        extract(path, extracted, source.keep, None if limit is None else limit - _folder_bytes(extracted))
+    source.arrange(extracted, staging)
+    missing = [e for e in source.entries if not os.path.lexists(os.path.join(staging, e))]
+    if missing:
+        raise BadArchive(f"{source.name}: the archive lacks {', '.join(missing)}")
+    if source.tree is not None:
+        got = git_tree_id(staging)
+        if got != source.tree:
+            raise BadArchive(f"{source.name}: the unpacked files hash to git tree {got}, expected the published "
+                             f"{source.tree}")
+
+
+def _drop_bad(source: DatasetSource, archives: Sequence[str]) -> str:
+    """Remove downloaded ``archives`` that failed (a hand-placed one stays: the user's); say what
+    happens next."""
+    names = ", ".join(os.path.basename(p) for p in archives)
+    if source.manual:
+        return f"download {names} again and put the new copy in its place"
+    for path in archives:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return f"removed {names} from the cache, so the next run downloads it again"
+
+
 def _download_and_install(
     source: DatasetSource,
     root: str,
@@ -479,20 +632,10 @@ def _download_and_install(
     extracted, staging, trash = (os.path.join(work, d) for d in ("extracted", "staging", "trash"))
     for d in (extracted, staging, trash):
         os.makedirs(d)
-    for path in archives:
-        log.info("unpacking %s", path)
-        extract(path, extracted, source.keep)
-    source.arrange(extracted, staging)
-    missing = [e for e in source.entries if not os.path.lexists(os.path.join(staging, e))]
-    if missing:
-        raise FcnDeployError(f"{source.name}: the archive lacks {', '.join(missing)}; nothing was changed in {root}")
-    if source.tree is not None:
-        got = git_tree_id(staging)
-        if got != source.tree:
-            raise DownloadError(
-                f"{source.name}: the unpacked files hash to git tree {got}, expected the published "
-                f"{source.tree}; nothing was changed in {root}"
-            )
+    try:
+        _unpack_and_check(source, archives, extracted, staging)
+    except BadArchive as exc:
+        raise BadArchive(f"{exc}; {_drop_bad(source, archives)}; nothing was changed in {root}") from None
     os.makedirs(root, exist_ok=True)
     _install(staging, root, source.entries, trash)
     return archives
