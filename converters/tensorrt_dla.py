@@ -43,7 +43,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .tensorrt_check import ERROR, NOTE, Graph, Problem, data_inputs, node_label
+from .tensorrt_graph import Graph, data_inputs, node_label
+from .tensorrt_report import ERROR, NOTE, Problem
 
 DLA_RELEASES: Tuple[str, ...] = ("8.5", "8.6", "10")
 
