@@ -61,7 +61,9 @@ from .runtime.input_size import (
 from .runtime.metadata import ModelMetadata
 from .runtime.model_files import ONNX, default_device, model_kind, resolve_model_file
 from .runtime.sources import IMAGE_EXTENSIONS, quiet_opencv
+from .runtime.stats import FrameStatistics
 from .runtime.visualize import VisualOptions, Visualizer
+from .runtime.zones import parse_zones
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,7 @@ class Segmenter:
         self.model = spec
         self.skipped: List[Path] = []  # images the last folder or stream could not read
         self._visualizers: Dict[Tuple[Tuple[str, Any], ...], Visualizer] = {}
+        self._statistics: Dict[Tuple[str, ...], FrameStatistics] = {}
 
     # -- what the model is ------------------------------------------------------------------
     @property
@@ -263,6 +266,25 @@ class Segmenter:
             visualizer = Visualizer(self.metadata.classes, self.metadata.palette, visual)
             self._visualizers[key] = visualizer
         return visualizer.render(frame, labels)
+
+    # -- numbers ----------------------------------------------------------------------------
+    def stats(self, labels: np.ndarray, zones: Sequence[str] = ()) -> Dict[str, Any]:
+        """The share of each class in ``labels`` (what :meth:`predict` returns), and in each zone:
+        ``{"classes": {name: share}, "zones": {zone: {name: share}}}``, the same numbers as the
+        ``classes`` and ``zones`` of ``fcn-deploy run --stats`` (:mod:`fcn_deploy.runtime.stats`).
+
+        ``zones`` are ``--zone`` texts, ``"NAME=x1,y1,x2,y2,..."`` (fractions of the frame, or pixels).
+        """
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or labels.dtype != np.uint8:
+            raise FcnDeployError(f"labels must be an H x W uint8 array (what predict returns), not {labels.dtype} "
+                                 f"{'x'.join(map(str, labels.shape))}")
+        key = tuple(zones)
+        statistics = self._statistics.get(key)
+        if statistics is None:
+            statistics = FrameStatistics(self.classes, parse_zones(list(zones)))
+            self._statistics[key] = statistics
+        return statistics.shares(labels)
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

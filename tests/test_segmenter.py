@@ -313,6 +313,18 @@ def test_overlay_draws_like_run(seg):
     assert seg.classes[3] == "Road" and seg.metadata.dataset == "camvid"
 
 
+def test_stats_are_the_class_shares_run_reports(seg):
+    frame = clip_frames(1, (120, 160))[0]
+    labels = seg(frame)
+    stats = seg.stats(labels, zones=["top=0,0,1,0.5"])
+    counts = np.bincount(labels.ravel(), minlength=len(seg.classes))
+    assert stats["classes"] == {name: int(counts[i]) / labels.size for i, name in enumerate(seg.classes)}
+    top = np.bincount(labels[:60].ravel(), minlength=len(seg.classes))
+    assert stats["zones"]["top"] == {name: int(top[i]) / (60 * 160) for i, name in enumerate(seg.classes)}
+    with pytest.raises(FcnDeployError, match="H x W uint8"):
+        seg.stats(labels.astype(np.int32))
+
+
 # -- errors ------------------------------------------------------------------------------------------
 def test_bad_inputs_are_one_clear_error(seg, tmp_path):
     frame = clip_frames(1, (60, 80))[0]

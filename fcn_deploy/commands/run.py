@@ -74,6 +74,23 @@ def add_parser(subparsers) -> None:
                         "image (with several streams, in DIR/NAME/)")
     output.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
 
+    numbers = parser.add_argument_group("statistics, zones and events (docs/outputs.md)")
+    numbers.add_argument("--stats", default=None, metavar="FILE.jsonl|-",
+                         help="one JSON line per processed frame and stream: stream, frame, time, latency_ms, "
+                         "the share of each class in the frame (classes) and in each zone (zones); '-' is stdout")
+    numbers.add_argument("--zone", dest="zones", action="append", default=[], metavar="[STREAM:]NAME=x1,y1,x2,y2,...",
+                         help="a polygon (two points: a rectangle) whose class shares are reported on their own; "
+                         "coordinates in 0..1 are fractions of the frame, else pixels; repeatable")
+    numbers.add_argument("--event", dest="events", action="append", default=[], metavar="'[ZONE:]CLASS>SHARE'",
+                         help="a line when the condition starts and when it ends (e.g. 'lane:Car>0.2', 'Sky<0.1'; "
+                         "no ZONE: the whole frame); repeatable")
+    numbers.add_argument("--event-hold", type=int, default=3, metavar="N",
+                         help="frames in a row a condition must hold (or fail) before it starts (or ends) "
+                         "(default 3: one noisy frame does not flap)")
+    numbers.add_argument("--publish", action="append", default=[], metavar="mqtt://HOST:PORT/TOPIC",
+                         help="send the statistics and event lines to an MQTT broker too (needs "
+                         "'fcn-deploy[publish]'); repeatable")
+
     look = parser.add_argument_group("visualisation")
     look.add_argument("--mode", default="overlay", choices=("overlay", "mask", "side-by-side"),
                       help="how to draw the labels (default overlay)")
@@ -166,6 +183,7 @@ def refuse_source_as_output(uri: str, outputs, labels_dir) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
     import os
+    import sys
 
     if not args.verbose:
         # FFmpeg prints its own lines ("moov atom not found") for a bad file; ours say it once.
@@ -177,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.backends import open_backend
     from ..runtime.input_size import InputSizer, parse_input_size
     from ..runtime.pipeline import MultiStreamPipeline
-    from ..runtime.sinks import VideoFileSink
+    from ..runtime.results_setup import ResultsOptions, open_results
+    from ..runtime.sinks import MjpegSink, VideoFileSink
+    from ..runtime.zones import parse_zones
     from ..runtime.sources import CameraOptions
     from ..runtime.streams import STREAM_FIELD, StreamSpec, close_streams, expand_output, open_streams, stream_specs
     from ..runtime.visualize import VisualOptions, Visualizer
@@ -216,10 +236,15 @@ def run(args: argparse.Namespace) -> int:
         targets = [expand_output(o, spec.name) for o in outputs]
         refuse_source_as_output(spec.uri, targets, args.labels_dir)
 
+    zones = parse_zones(args.zones, [s.name for s in specs])  # every flag checked before anything opens
+    if args.event_hold < 1:
+        raise FcnDeployError(f"--event-hold must be at least 1 frame, not {args.event_hold}")
     camera = CameraOptions(args.width, args.height, args.framerate, args.flip_method)
     streams, mosaic_sinks = open_streams(specs, outputs, args.labels_dir, overwrite=args.overwrite, loop=args.loop,
                                          camera=camera)
     backend = None
+    results = None
+    pipeline = None
     try:
         backend_options = {"threads": args.threads} if args.threads else {}
         if kind == ONNX:
@@ -248,25 +273,40 @@ def run(args: argparse.Namespace) -> int:
         if not many and getattr(streams[0].source, "size", None):
             width, height = streams[0].source.size  # said once, at start: the size frames go in at, and why
             sizer.size_for((height, width))
+        servers = list({id(k.server): k.server for k in mosaic_sinks + [k for st in streams for k in st.sinks]
+                         if isinstance(k, MjpegSink)}.values())
+        results, live = open_results(
+            ResultsOptions(args.stats, args.publish, zones, args.events, args.event_hold, args.overwrite, servers),
+            meta.classes, meta.palette, [s.name for s in streams], meta.model_name)
         pipeline = MultiStreamPipeline(streams, backend, visualizer, mosaic_sinks, input_size=sizer,
                                        batch_timeout_ms=args.batch_timeout, max_frames=args.max_frames,
-                                       queue_size=args.queue_size)
+                                       queue_size=args.queue_size, results=results)
+        if live is not None:
+            live.report = pipeline.report  # the page marks a failed stream as failed
         report = pipeline.run()
+    except BaseException:
+        if results is not None and pipeline is None:
+            results.abandon()  # no run: no --stats file
+        raise
     finally:
         close_streams(streams, mosaic_sinks)  # a second close of what the pipeline closed is harmless
         if backend is not None:
             backend.close()
 
-    print(report.format())
+    # When stdout carries the JSON lines (--stats -, or events alone), the summary goes to stderr.
+    out = sys.stderr if args.stats == "-" or (args.events and not args.stats and not args.publish) else sys.stdout
+    print(report.format(), file=out)
+    if args.stats and args.stats != "-":
+        print(f"wrote {results.records} statistics records to {args.stats}", file=out)
     for stream in streams:
         for sink in list(stream.sinks):
             if isinstance(sink, VideoFileSink) and sink.frames:
-                print(f"wrote {sink.path} ({sink.frames} frames at {sink.fps:g} fps)")
+                print(f"wrote {sink.path} ({sink.frames} frames at {sink.fps:g} fps)", file=out)
         if stream.label_sink is not None:
-            print(f"wrote {stream.label_sink.frames} label PNGs to {stream.label_sink.folder}")
+            print(f"wrote {stream.label_sink.frames} label PNGs to {stream.label_sink.folder}", file=out)
     for sink in mosaic_sinks:
         if isinstance(sink, VideoFileSink) and sink.frames:
-            print(f"wrote {sink.path} (mosaic, {sink.frames} frames at {sink.fps:g} fps)")
+            print(f"wrote {sink.path} (mosaic, {sink.frames} frames at {sink.fps:g} fps)", file=out)
     if pipeline.stream_errors:
         if not many:
             raise next(iter(pipeline.stream_errors.values()))

@@ -57,6 +57,7 @@ from .pipeline_batching import BatchingStage
 from .pipeline_capture import RECONNECT_BACKOFF_S, CaptureStage
 from .pipeline_queues import Stream
 from .pipeline_render import RenderStage
+from .results import ResultsWorker
 from .pipeline_report import STAGES, PipelineReport, StageTime, StreamStats
 from .sinks import LabelSink, NullSink, Sink
 from .sources import Source
@@ -81,7 +82,8 @@ class MultiStreamPipeline(CaptureStage, BatchingStage, RenderStage):
     decides as it is set up to. With several streams all frames share one size
     (:func:`~fcn_deploy.runtime.input_size.shared_input_size`).
     ``batch_timeout_ms`` is how long a batch waits for the streams that have no frame yet.
-    ``max_frames`` stops each stream after that many frames. ``queue_size`` bounds every
+    ``max_frames`` stops each stream after that many frames. ``results`` (statistics, events,
+    publishing, the live page's numbers) gets every frame's full-size labels on its own thread. ``queue_size`` bounds every
     queue: small keeps latency low, 2 is enough for the stages to overlap.
 
     A backend whose batch limit (a TensorRT engine's profile) is below the number of streams
@@ -91,7 +93,7 @@ class MultiStreamPipeline(CaptureStage, BatchingStage, RenderStage):
     def __init__(self, streams: Sequence[Stream], backend, visualizer: Optional[Visualizer],
                  mosaic_sinks: Sequence[Sink] = (), input_size: Union[InputSizeSpec, InputSizer] = None,
                  batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS, max_frames: Optional[int] = None,
-                 queue_size: int = 2):
+                 queue_size: int = 2, results: Optional[ResultsWorker] = None):
         if not streams:
             raise FcnDeployError("no stream to run")
         if queue_size < 1:
@@ -116,6 +118,7 @@ class MultiStreamPipeline(CaptureStage, BatchingStage, RenderStage):
         self.batch_timeout = batch_timeout_ms / 1000.0
         self.max_frames = max_frames
         self.queue_size = queue_size
+        self.results = results
         self.report = PipelineReport(streams=[StreamStats(s.name, s.source.description) for s in self.streams])
         # Draw only for streams whose picture goes somewhere (not for `--output none` alone).
         showing = bool(self.mosaic_sinks)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .input_size import InputSizer, Size
 from .pipeline_report import PipelineReport, StreamStats
+from .results import ResultsWorker
 from .sinks import LabelSink, Sink
 from .sources import Frame, Source
 from .visualize import Visualizer
@@ -83,6 +84,7 @@ class PipelineState:
     batch_timeout: float
     max_frames: Optional[int]
     queue_size: int
+    results: Optional[ResultsWorker]  # statistics, events, publishing (see .results)
     report: PipelineReport
     stream_errors: Dict[str, BaseException]
     _draw: List[bool]

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from .pipeline_queues import _END, PipelineState, _get
+from .results import FrameResult, source_time
 from .sources import Frame
 from .visualize import HudStats, mosaic
 
@@ -37,7 +38,7 @@ class RenderStage(PipelineState):
                 stream, stats, hud = self.streams[item.stream], self.report.streams[item.stream], huds[item.stream]
                 t0 = time.perf_counter()
                 frame, labels = item.frame, item.labels
-                if stream.label_sink is not None:
+                if stream.label_sink is not None or self.results is not None:
                     height, width = frame.image.shape[:2]
                     if labels.shape != (height, width):
                         labels_full = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
@@ -64,6 +65,10 @@ class RenderStage(PipelineState):
                 stats.processed += 1
                 stats.latencies_ms.append(latency)
                 stats.seconds = t2 - started
+                if self.results is not None:  # statistics, events, publishing: on the results thread
+                    source = stream.source
+                    when = source_time(frame.index, frame.captured, source.live, source.fps)
+                    self.results.submit(FrameResult(stream.name, frame.index, when, labels_full, latency))
                 previous, last_done[item.stream] = last_done[item.stream], t2
                 if previous is not None:  # smoothed FPS for the HUD
                     instant = 1.0 / max(t2 - previous, 1e-6)
@@ -82,6 +87,11 @@ class RenderStage(PipelineState):
 
     def _close_outputs(self) -> None:
         first: Optional[BaseException] = None
+        if self.results is not None:  # every queued frame's lines, then the file renamed into place
+            try:
+                self.results.close()
+            except BaseException as exc:
+                first = exc
         for sink in [k for s in self.streams for k in s.sinks] + self.mosaic_sinks:
             try:
                 sink.close()

@@ -188,6 +188,15 @@ class ResultsWorker:
         if self.live is not None:
             self.live.add(result.stream, result.done or time.monotonic(), result.latency_ms, record["classes"])
 
+    def abandon(self) -> None:
+        """End without a run: no file is left behind (a --stats file is not created)."""
+        self._closed = True
+        for sink in self.sinks:
+            if hasattr(sink, "discard"):
+                sink.discard()
+            else:
+                sink.close()
+
     def close(self) -> None:
         """Finish every queued frame, then close each destination (a file is renamed into place).
         Raises the first error the worker or a destination met."""
