@@ -52,3 +52,38 @@ def test_a_zip_without_the_server_is_refused_and_leaves_nothing(tmp_path):
     with pytest.raises(FcnDeployError, match="holds no tritonserver binary"):
         unpack_wheel(str(wheel), str(cache))
     assert os.listdir(cache) == []
+
+
+def test_the_stub_gets_this_pythons_packages_through_settings_not_pythonpath(monkeypatch, tmp_path):
+    # Triton's stub runs an isolated interpreter: PYTHONPATH would be ignored, so it is not passed
+    # on; the model adopts python_settings() instead (fcn_deploy.serve.triton_model.adopt_python).
+    import site
+    import sys
+
+    from fcn_deploy.serve.install import TritonInstall, python_settings
+
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(sys, "path", ["", str(tmp_path), "relative/dir", *sys.path])
+    if sysconfig_shared():
+        assert "PYTHONPATH" not in TritonInstall(str(tmp_path)).environment()
+    settings = python_settings()
+    assert settings["version"] == "%d.%d" % sys.version_info[:2]
+    assert "" not in settings["sys_path"] and "relative/dir" not in settings["sys_path"]
+    assert str(tmp_path) in settings["sys_path"]
+    assert all(os.path.isabs(p) for p in settings["sys_path"])
+    assert [d for d in site.getsitepackages() if os.path.isdir(d)] == [d for d in settings["site_dirs"]
+                                                                      if d in site.getsitepackages()]
+    import fcn_deploy
+
+    # fcn_deploy is found from these folders, or through an import hook one of their .pth files installs
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fcn_deploy.__file__)))
+    hooks = [f for d in settings["site_dirs"] for f in os.listdir(d) if f.endswith(".pth")]
+    assert here in settings["sys_path"] or hooks
+
+
+def sysconfig_shared() -> bool:
+    import glob
+    import sysconfig
+
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    return bool(sysconfig.get_config_var("Py_ENABLE_SHARED") or glob.glob(os.path.join(libdir, "libpython3*.so*")))

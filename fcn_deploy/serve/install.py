@@ -27,6 +27,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import site
 import stat
 import subprocess
 import sys
@@ -34,7 +35,7 @@ import sysconfig
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from ..errors import FcnDeployError
 from ..fileio import unpacking_folder, user_cache_root
@@ -84,7 +85,8 @@ class TritonInstall:
 
     def environment(self) -> Dict[str, str]:
         """The server's environment: the stub embeds this Python, so it needs libpython on the
-        library path and this interpreter's ``sys.path`` (fcn-deploy and its packages)."""
+        library path. (Its ``sys.path`` cannot be given here: the stub's interpreter is isolated
+        and ignores ``PYTHONPATH``; :func:`python_settings` carries it instead.)"""
         libdir = sysconfig.get_config_var("LIBDIR") or ""
         ldlibrary = sysconfig.get_config_var("LDLIBRARY") or ""
         if not sysconfig.get_config_var("Py_ENABLE_SHARED") and not glob.glob(os.path.join(libdir, "libpython3*.so*")):
@@ -92,10 +94,26 @@ class TritonInstall:
                                  "Triton's Python backend embeds one: use a Python built with --enable-shared")
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
-        paths = [p for p in sys.path if p and os.path.isdir(p)]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        env.pop("PYTHONPATH", None)  # ignored by the isolated stub; python_settings() carries the path
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
+
+
+def python_settings() -> Dict[str, Any]:
+    """What the stub's isolated interpreter needs to see this interpreter's packages: its
+    version, its ``sys.path`` (absolute folders only: not the working directory) and its site
+    folders, whose ``.pth`` files install editable installs' import hooks. The model applies
+    them before it imports anything (:func:`fcn_deploy.serve.triton_model.adopt_python`)."""
+    sites = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        sites.append(site.getusersitepackages())
+    paths = [os.path.abspath(p) for p in sys.path if p and os.path.isabs(p) and os.path.isdir(p)]
+    return {
+        "version": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "executable": sys.executable,
+        "sys_path": list(dict.fromkeys(paths)),
+        "site_dirs": [s for s in dict.fromkeys(sites) if os.path.isdir(s)],
+    }
 
 
 def _valid(root: str) -> bool:

@@ -12,8 +12,10 @@ shutdown: in-flight requests finish), then SIGKILL if it does not stop in time.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,15 +25,25 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..errors import FcnDeployError
+from ..fileio import atomic_write
 from ..runtime.metadata import ModelMetadata
-from .install import TritonInstall
+from .bounds import InputBounds, model_bounds
+from .gate import TritonGate
+from .install import TritonInstall, python_settings
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_model.py")
+SETTINGS_FILE = "serve.json"
+# Triton's APIs that change the server or reach outside the request: shared-memory regions (any
+# POSIX segment the server's user can open), loading models, log settings, tracing to files.
+ADMIN_APIS = ("shared-memory", "model-repository", "logging", "trace")
+ADMIN_HEADER = "fcn-deploy-admin-key"
+ADMIN_KEY_ENV = "FCN_DEPLOY_ADMIN_KEY"
+MIN_KEY_LENGTH = 16  # triton_model.SETTINGS_FILE (that module imports nothing of ours at the top)
 
 
 @dataclass
@@ -48,34 +60,82 @@ class ServeOptions:
     instances: int = 1
     device: str = "cpu"
     threads: Optional[int] = None
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
+    max_frame: Optional[Tuple[int, int]] = None
+    admin_key: Optional[str] = None  # opens ADMIN_APIS to requests carrying it (restricted_api_options)
 
 
 def write_python_model(repo: str, options: ServeOptions, metadata: ModelMetadata) -> str:
-    """``REPO/NAME/config.pbtxt`` (Python backend) and ``REPO/NAME/1/model.py``; returns the config path."""
+    """``REPO/NAME/config.pbtxt`` (Python backend), ``REPO/NAME/1/model.py`` and its settings
+    ``REPO/NAME/1/serve.json``; returns the config path.
+
+    What the model opens and this interpreter's ``sys.path`` go into ``serve.json``, not into
+    the config's ``parameters``: every client may read the config (``/v2/models/NAME/config``,
+    the triton:// backend's metadata), and the server's file system is none of its business.
+    """
     from fcn_deploy.converters.triton_repository import CONFIG_FILE, PYTHON_BACKEND, VERSION, TritonModelConfig
 
-    parameters = {"fcn_deploy_model_path": os.path.abspath(options.model_path), "fcn_deploy_device": options.device}
-    if options.threads:
-        parameters["fcn_deploy_threads"] = str(options.threads)
     config = TritonModelConfig(
         options.name, metadata, platform=None, backend=PYTHON_BACKEND, max_batch_size=options.max_batch,
         queue_delay_us=options.queue_delay_us, instance_count=options.instances,
-        instance_kind="KIND_CPU" if options.device == "cpu" else "KIND_GPU", parameters=parameters,
+        instance_kind="KIND_CPU" if options.device == "cpu" else "KIND_GPU",
     )
+    settings = {
+        "model": {"path": os.path.abspath(options.model_path), "device": options.device, "threads": options.threads},
+        "bounds": input_bounds(options, metadata).to_dict(),
+        "python": python_settings(),
+    }
     folder = os.path.join(repo, options.name)
-    os.makedirs(os.path.join(folder, VERSION), exist_ok=True)
-    shutil.copyfile(MODEL_FILE, os.path.join(folder, VERSION, "model.py"))
+    version = os.path.join(folder, VERSION)
+    os.makedirs(version, exist_ok=True)
+    with open(MODEL_FILE, "rb") as f:
+        atomic_write(os.path.join(version, "model.py"), f.read())
+    atomic_write(os.path.join(version, SETTINGS_FILE), json.dumps(settings, indent=1))
     path = os.path.join(folder, CONFIG_FILE)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(config.text())
+    atomic_write(path, config.text())
     return path
+
+
+def input_bounds(options: ServeOptions, metadata: ModelMetadata) -> InputBounds:
+    """The largest request the served model takes (:mod:`fcn_deploy.serve.bounds`)."""
+    return model_bounds(options.model_path, metadata, options.max_batch, options.max_frame)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1 (for Triton's private HTTP service)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_admin_key(key: str) -> str:
+    """``key`` if it can guard the admin APIs: 16 to 256 printable ASCII characters, no spaces
+    (it travels as an HTTP header value and as gRPC metadata)."""
+    if not MIN_KEY_LENGTH <= len(key) <= 256 or not all("!" <= c <= "~" for c in key):
+        raise FcnDeployError(f"${ADMIN_KEY_ENV} must be {MIN_KEY_LENGTH} to 256 printable ASCII characters without "
+                             "spaces (e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+    return key
+
+
+def restricted_api_options(admin_key: Optional[str]) -> List[str]:
+    """Triton's own restricted-API options for :data:`ADMIN_APIS`, on HTTP and gRPC.
+
+    With a key, a request to those APIs must carry the header (gRPC: metadata)
+    ``fcn-deploy-admin-key: KEY``; Triton answers 403 (PERMISSION_DENIED) otherwise. Without
+    one they are closed: the value Triton expects then holds a line feed, which no HTTP header
+    and no gRPC metadata value can carry, so not even a process that reads Triton's command
+    line can send it.
+    """
+    value = admin_key if admin_key is not None else "closed\n" + secrets.token_hex(16)
+    apis = ",".join(ADMIN_APIS)
+    return [f"--http-restricted-api={apis}:{ADMIN_HEADER}={value}",
+            f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={value}"]
 
 
 def _last_error(log_path: str) -> str:
@@ -116,11 +176,14 @@ class TritonServer:
         self.repository = os.path.join(self.workdir, "repository")
         self.log_path = os.path.join(self.workdir, "tritonserver.log")
         self.process: Optional[subprocess.Popen] = None
+        self.gate: Optional[TritonGate] = None
+        self.triton_http_port = free_port()  # Triton's own HTTP service, behind the gate
         self._log_file = None
 
     @property
     def http_url(self) -> str:
-        return f"http://localhost:{self.options.http_port}"
+        """Triton's private HTTP service (the public port is the gate's)."""
+        return f"http://127.0.0.1:{self.triton_http_port}"
 
     def command(self) -> List[str]:
         o = self.options
@@ -128,10 +191,12 @@ class TritonServer:
             self.install.binary,
             f"--model-repository={self.repository}",
             f"--backend-directory={self.install.backend_dir()}",
-            f"--http-port={o.http_port}", f"--grpc-port={o.grpc_port}", f"--metrics-port={o.metrics_port}",
-            f"--http-address={o.host}", f"--grpc-address={o.host}", f"--metrics-address={o.host}",
+            "--http-address=127.0.0.1", f"--http-port={self.triton_http_port}",
+            f"--grpc-address={o.host}", f"--grpc-port={o.grpc_port}",
+            f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
             "--allow-metrics=true", "--allow-cpu-metrics=true", "--strict-readiness=true", "--exit-on-error=true",
             "--log-verbose=0",
+            *restricted_api_options(o.admin_key),
         ]
 
     def start(self, timeout: float = 120.0) -> None:
@@ -145,6 +210,14 @@ class TritonServer:
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)  # Ctrl-C reaches us; we stop the server
         self.wait_ready(timeout)
+        o = self.options
+        try:
+            self.gate = TritonGate(o.host, o.http_port, self.triton_http_port, input_bounds(o, self.metadata),
+                                   self.metadata.input_layout)
+        except OSError as exc:
+            self.stop()
+            self._failed(f"cannot listen on {o.host}:{o.http_port}: {exc.strerror or exc}")
+        self.gate.start()
 
     def ready(self) -> bool:
         url = f"{self.http_url}/v2/models/{self.options.name}/ready"
@@ -178,6 +251,9 @@ class TritonServer:
         """SIGTERM (Triton finishes the requests in flight and unloads), SIGKILL after ``grace`` s."""
         process, self.process = self.process, None
         code = None
+        if self.gate is not None:
+            self.gate.stop()
+            self.gate = None
         if process is not None:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

@@ -223,13 +223,23 @@ class TritonBackend(Backend):
         return client
 
     def _ready_models(self, client: Any) -> List[str]:
+        """The models the server has ready: its repository index, or, where that API is restricted
+        (``fcn-deploy serve`` closes the model-repository API by default), the models it keeps
+        statistics for (only loaded ones have them)."""
+        grpc = {"as_json": True} if self.url.protocol == "grpc" else {}
         try:
-            index = client.get_model_repository_index(**({"as_json": True} if self.url.protocol == "grpc" else {}))
+            index = client.get_model_repository_index(**grpc)
+        except Exception:
+            index = None
+        if index is not None:
+            if isinstance(index, dict):
+                index = index.get("models", [])
+            return sorted(str(m.get("name")) for m in index if str(m.get("state", "")).upper() == "READY")
+        try:
+            stats = client.get_inference_statistics(**grpc)
         except Exception:
             return []
-        if isinstance(index, dict):
-            index = index.get("models", [])
-        return sorted(str(m.get("name")) for m in index if str(m.get("state", "")).upper() == "READY")
+        return sorted({str(m.get("name")) for m in (stats or {}).get("model_stats", []) if m.get("name")})
 
     def _config(self, client: Any) -> Dict[str, Any]:
         if self.url.protocol == "grpc":
