@@ -38,7 +38,8 @@ function build(status) {
     const img = element("img");
     img.alt = "stream " + stream.name;
     img.addEventListener("error", () => { card.classList.add("failed"); status_.textContent = "stream unavailable"; });
-    img.src = streamPath(status, stream.name) + query;
+    img.addEventListener("load", () => { card.dataset.loaded = String(img.naturalWidth); });
+    if (!stream.error) img.src = streamPath(status, stream.name) + query;
     const charts = element("div", "charts");
     const fps = chart("FPS"), latency = chart("latency ms");
     charts.append(fps.box, latency.box);
@@ -118,9 +119,11 @@ function update(status) {
     if (stream.error) {
       entry.card.classList.add("failed");
       entry.status.textContent = "FAILED: " + stream.error;
+      if (entry.img.src && !entry.card.dataset.loaded) entry.img.removeAttribute("src");  // no frame will come
     } else if (!entry.card.classList.contains("failed")) {
-      const fps = stream.fps.length ? stream.fps[stream.fps.length - 1] : 0;
-      entry.status.textContent = fps + " FPS";
+      const recent = stream.fps.slice(-5);  // frames per second over the last five seconds
+      const fps = recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : 0;
+      entry.status.textContent = fps.toFixed(1) + " FPS";
     }
     draw(entry.fps, stream.fps, "#4fc3f7");
     draw(entry.latency, stream.latency_ms, "#ffb74d");
