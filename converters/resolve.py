@@ -17,9 +17,12 @@ from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.fileio import sha256_file
 from fcn_deploy.models import available_models, build_model
 from fcn_deploy.runtime.assets import BUNDLED_MODELS
-from fcn_deploy.runtime.model_files import bundled_checkpoint
+from fcn_deploy.runtime.model_files import ENGINE, MODEL_SUFFIXES, ONNX, bundled_checkpoint
 
 log = logging.getLogger(__name__)
+
+# What export writes and build builds: files that are no longer PyTorch networks.
+EXPORTED_SUFFIXES = tuple(suffix for suffix, kind in MODEL_SUFFIXES.items() if kind in (ENGINE, ONNX))
 
 # Build options that fetch weights; a checkpoint brings its own, so they are dropped.
 _WEIGHT_OPTIONS = ("pretrained", "pretrained_backbone")
@@ -108,6 +111,10 @@ def resolve_model(spec: str, num_classes: int = 21, **options: Any) -> ResolvedM
         resolved.checkpoint = spec
         return resolved
     if os.path.isfile(spec):
+        if spec.lower().endswith(EXPORTED_SUFFIXES):
+            raise FcnDeployError(
+                f"{spec} is an exported model, not a checkpoint: export and compare start from a checkpoint of "
+                f"`fcn-deploy train` (or `camvid`); an exported model runs as it is: fcn-deploy run --model {spec}")
         return model_from_checkpoint(spec)
     zoo = available_models()
     if spec in zoo:

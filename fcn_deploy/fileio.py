@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import BinaryIO, Callable, Iterator, Optional, Union
+from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 Writer = Callable[[BinaryIO], None]
@@ -106,6 +106,67 @@ def check_output_file(path: PathLike, what: str) -> None:
     problem = _folder_problem(os.path.dirname(text))
     if problem is not None:
         raise FcnDeployError(f"{what} {os.fspath(path)}: {problem}")
+
+
+# -- what a failed command created: removed again -------------------------------------------------
+def _missing_folders(path: str) -> List[str]:
+    """``path`` and those of its parents that do not exist yet: what creating it creates."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+@contextlib.contextmanager
+def removed_on_failure(files: Sequence[PathLike] = (), folders: Sequence[PathLike] = ()) -> Iterator[None]:
+    """Undo, if the body raises (an error, Ctrl-C, SIGTERM turned into an exception), what it
+    created of ``files`` and ``folders`` (and of their parent folders): a file that did not
+    exist before is removed, a folder that did not exist is removed while it is empty. What
+    existed before is never touched, and a folder that got something in it (a checkpoint to
+    resume from) stays. Only SIGKILL or a power cut leaves an empty folder behind.
+    """
+    new_files = [os.path.abspath(os.fspath(f)) for f in files if not os.path.lexists(os.fspath(f))]
+    new_folders: List[str] = []
+    for target in [os.path.dirname(f) for f in new_files] + [os.fspath(d) for d in folders]:
+        new_folders += _missing_folders(target)
+    try:
+        yield
+    except BaseException:
+        for path in new_files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        for folder in sorted(set(new_folders), key=len, reverse=True):  # children before parents
+            with contextlib.suppress(OSError):  # not empty, or gone: leave it
+                os.rmdir(folder)
+        raise
+
+
+def remove_stale_temps(folder: PathLike, names: Sequence[str]) -> List[str]:
+    """Remove the temporary files :func:`atomic_write` left for ``names`` in ``folder`` when its
+    process was killed mid-write (SIGKILL: no clean-up ran); return their paths.
+
+    Only for a folder with one writer at a time (a training run's folder): there, a temporary
+    file is always a dead writer's.
+    """
+    folder = os.fspath(folder)
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        if entry.endswith(".tmp") and any(entry.startswith("." + name + ".") for name in names):
+            path = os.path.join(folder, entry)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                removed.append(path)
+                log.info("removed %s, left by a run that was killed while writing", path)
+    return removed
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .commands._requirements import require_training
 from .errors import FcnDeployError
-from .fileio import check_output_file, make_folder
+from .fileio import check_output_file, make_folder, remove_stale_temps, removed_on_failure
 
 if TYPE_CHECKING:  # pragma: no cover - names for annotations only
     from fcn_deploy.converters.onnx_export import ExportResult
@@ -184,18 +184,37 @@ def train(
         if isinstance(val_split, str) and val_split.lower() == NONE:
             options["val_split"] = ""
         folder = os.fspath(out) if out is not None else os.path.join("runs", f"{model}-{dataset}")
-        if int(os.environ.get("RANK", "0")) == 0:  # the process that writes it; before any download or epoch
-            make_folder(folder, "run folder")
-        try:
-            config = make_config(model, dataset, preset, root=resolve_root(dataset, os.fspath(root) if root else None),
-                                 out=folder, **options)
-        except TypeError as exc:  # an option TrainConfig does not have
-            raise FcnDeployError(str(exc)) from None
-        if no_crop:
-            config.crop = None
-        if no_scale:
-            config.scale_range = None
-        if config.val_split == "":
-            config.val_split = None
-        checkpoint = None
+        main_process = int(os.environ.get("RANK", "0")) == 0  # the process that writes the run folder
+        # A run that fails (bad option, no dataset, Ctrl-C before the first checkpoint) removes the
+        # folder it made while it is still empty.
+        with removed_on_failure(folders=[folder] if main_process else []):
+            if main_process:  # before any download or epoch
+                make_folder(folder, "run folder")
+            try:
+                config = make_config(model, dataset, preset,
+                                     root=resolve_root(dataset, os.fspath(root) if root else None),
+                                     out=folder, **options)
+            except TypeError as exc:  # an option TrainConfig does not have
+                raise FcnDeployError(str(exc)) from None
+            if no_crop:
+                config.crop = None
+            if no_scale:
+                config.scale_range = None
+            if config.val_split == "":
+                config.val_split = None
+            if main_process:
+                _remove_stale_temps(folder)
+            return run_training(config, resume_from=None, on_step=on_step, on_epoch=on_epoch,
+                                on_download=on_download)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _remove_stale_temps(config.out)
     return run_training(config, resume_from=checkpoint, on_step=on_step, on_epoch=on_epoch, on_download=on_download)
+
+
+def _remove_stale_temps(run_dir: PathLike) -> None:
+    """The temporary files of a run killed mid-write (``.curves.png.*.tmp``, ``.last.pt.*.tmp``):
+    removed when the run is resumed or its folder reused, so they do not pile up."""
+    from .training.checkpoint import BEST, LAST
+    from .training.log import RECORD_FILES
+
+    remove_stale_temps(run_dir, (LAST, BEST) + RECORD_FILES)

@@ -125,8 +125,19 @@ def _plan_repository(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Export (see the parser); a failed export leaves nothing it created behind (the ONNX file,
+    ``REPO/NAME/1/``, the DeepStream folder, the folders ``--output`` named)."""
+    import contextlib
+
+    with contextlib.ExitStack() as undo:
+        return _run(args, undo)
+
+
+def _run(args: argparse.Namespace, undo) -> int:
     import os
     import sys
+
+    from ..fileio import removed_on_failure
 
     if args.engine:
         from ..errors import FcnDeployError
@@ -142,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             raise FcnDeployError(
                 f"{', '.join(ignored)} cannot apply to --engine: an engine's precision and graph were fixed "
                 f"when it was built (fcn-deploy build MODEL.onnx --fp16 ...)")
+        undo.enter_context(removed_on_failure(folders=[args.triton]))
         return _plan_repository(args)
     from fcn_deploy.converters.tensorrt_build import NOT_BUILT_HINT, build_after_export, tensorrt_available
 
@@ -177,6 +189,11 @@ def run(args: argparse.Namespace) -> int:
         check_free(args.triton, triton_name, args.overwrite)
         output = os.path.join(model_dir(args.triton, triton_name), "1", "model.onnx")
     logits = args.logits or bool(args.deepstream)
+    # From here on files and folders are made: a failure removes those this command made.
+    if args.deepstream:
+        undo.enter_context(removed_on_failure(folders=[args.deepstream]))
+    elif output is not None:
+        undo.enter_context(removed_on_failure(files=[output]))
     if args.deepstream:
         from fcn_deploy.converters.deepstream import ONNX_FILE
 

@@ -76,6 +76,27 @@ def load_state_dict_checked(
     model.load_state_dict(dict(state_dict), strict=False)
 
 
+def load_problem(path: str, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words that fit one line.
+
+    PyTorch's own message for a file the safe loader refuses advises re-running with
+    ``weights_only=False``, which runs whatever code the file carries: advice we never pass
+    on. A file that is not a PyTorch file at all (an ONNX model, a truncated download) gets
+    that refusal too; the unpickler's reason is kept.
+    """
+    text = str(exc)
+    if "weights_only" not in text and "Weights only load failed" not in text:
+        return first_line(exc)
+    detail = ""
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].strip()
+        detail = rest.splitlines()[0].strip() if rest else ""
+    if str(path).lower().endswith(".onnx"):
+        return "a .onnx file is an exported model, not PyTorch weights"
+    return ("not a file of tensors and plain values, the only kind read here, so that loading never runs "
+            "code from the file" + (f" ({detail})" if detail else ""))
+
+
 def read_weight_file(path: str) -> Dict:
     """``torch.load`` a weight file onto the CPU with a clear error for a missing/corrupt file."""
     if not os.path.isfile(path):
@@ -83,7 +104,7 @@ def read_weight_file(path: str) -> Dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise PretrainedError(f"cannot read weight file {path}: {first_line(exc)}") from None
+        raise PretrainedError(f"cannot read weight file {path}: {load_problem(path, exc)}") from None
 
 
 def is_checkpoint(obj: object) -> bool:

@@ -84,6 +84,10 @@ PROFILE_CAMERA: Size = (720, 1280)
 # The typical frame when nothing says otherwise (CamVid's), and the smallest profile side.
 DEFAULT_SIZE: Size = (360, 480)
 MIN_SIDE = 32
+# The largest side --input-size takes: twice an 8K frame's width. One frame that size is 800 MB
+# as uint8 BGR before the network (whose activations are tens of times that); a larger one is a
+# typo, refused before the model loads rather than found as an allocation failure mid-run.
+MAX_SIDE = 16384
 
 
 def _size(value: Any) -> Optional[Size]:
@@ -237,7 +241,13 @@ def resize_frame(image: np.ndarray, size: Size) -> np.ndarray:
     if (h, w) == tuple(size):
         return image
     shrink = size[0] * size[1] < h * w
-    return cv2.resize(image, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    try:
+        return cv2.resize(image, (int(size[1]), int(size[0])),
+                          interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    except (cv2.error, MemoryError) as exc:  # OpenCV's "(-4:Insufficient memory) Failed to allocate N bytes"
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        raise FcnDeployError(f"cannot resize a {w}x{h} frame to the input size {size[1]}x{size[0]} (WxH): "
+                             f"{why.split(' error: ', 1)[-1]}; choose a smaller --input-size") from None
 
 
 # -- engine profiles -----------------------------------------------------------------------------
@@ -400,6 +410,9 @@ def parse_input_size(text: Optional[str], option: str = "--input-size") -> Input
     parts = value.replace(" ", "").split("x")
     if len(parts) != 2 or not all(p.isdigit() for p in parts) or min(int(p) for p in parts) < 1:
         raise FcnDeployError(f"{option}: bad value {text!r}; expected native or HEIGHTxWIDTH, e.g. 360x640")
+    if max(int(p) for p in parts) > MAX_SIDE:
+        raise FcnDeployError(f"{option} {text}: at most {MAX_SIDE} pixels a side (one frame of {text} would "
+                             f"take {int(parts[0]) * int(parts[1]) * 3 / 1e9:.0f} GB before the network)")
     return int(parts[0]), int(parts[1])
 
 

@@ -339,6 +339,8 @@ def _image_paths(pattern_or_dir: str) -> List[Path]:
 
 
 # -- the URI ----------------------------------------------------------------------------------
+MAX_CAMERA_INDEX = 2**31 - 1
+
 def camera_uri(index: int) -> str:
     """``--camera N`` as a source URI."""
     return str(int(index))
@@ -363,6 +365,8 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
 
     if text.isdigit():
         index = int(text)
+        if index > MAX_CAMERA_INDEX:  # OpenCV takes a C int: a bigger one is its traceback, not "no camera"
+            raise SourceError(f"no camera {text}: camera indices go from 0 to {MAX_CAMERA_INDEX}")
         return CaptureSource(index, cv2.CAP_ANY, uri, f"camera {index}", live=True, camera=camera)
 
     scheme, sep, rest = text.partition("://")

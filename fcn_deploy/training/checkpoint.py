@@ -24,9 +24,9 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from ..errors import FcnDeployError, first_line
+from ..errors import FcnDeployError
 from ..fileio import atomic_write
-from ..models.pretrained import CHECKPOINT_FORMAT
+from ..models.pretrained import CHECKPOINT_FORMAT, load_problem
 from ..normalization import Normalization
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,7 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        first = first_line(exc)
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {load_problem(str(path), exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a fcn-deploy checkpoint (no format={CHECKPOINT_FORMAT!r})")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]

@@ -17,6 +17,7 @@ from ..fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
+RECORD_FILES = ("log.csv", "log.json", "curves.png")  # what write_history writes into the run folder
 COLUMNS = ["epoch", "iteration", "loss", "lr", "pixel_acc", "mean_acc", "mean_iu", "fw_iu", "epoch_time_s", "wall_time_s"]
 
 
