@@ -86,8 +86,24 @@ def reference_side(a: OnnxSide, b_spec: Optional[str]):
 
     from .resolve import resolve_model
 
+    imported = bool((a.metadata.source or {}).get("imported"))
     if b_spec and b_spec.lower().endswith(".onnx"):
+        from fcn_deploy.runtime.metadata import has_fcn_deploy_metadata
+        from fcn_deploy.runtime.model_files import onnx_metadata_props
+
+        if imported and not has_fcn_deploy_metadata(onnx_metadata_props(b_spec)):
+            return SourceOnnxSide(b_spec, a.metadata)
         return OnnxSide(b_spec, "cpu")
+    if not b_spec and imported:
+        source = a.metadata.source
+        if not source.get("onnx"):
+            raise FcnDeployError(f"{a.backend.path} was imported from {source.get('torchvision') or 'a model'} without an "
+                                 "ONNX file; pass B (an ONNX export of it)")
+        if not os.path.isfile(source["onnx"]):
+            raise FcnDeployError(f"{a.backend.path} was imported from {source['onnx']}, which is not here; pass B")
+        if source.get("sha256") and sha256_file(source["onnx"]) != source["sha256"]:
+            log.warning("%s changed since the import (sha256 differs): expect differences", source["onnx"])
+        return SourceOnnxSide(source["onnx"], a.metadata)
     if not b_spec:
         source = a.metadata.source or {}
         b_spec = source.get("checkpoint")
@@ -111,6 +127,50 @@ def reference_side(a: OnnxSide, b_spec: Optional[str]):
         log.warning("A and B expect different input normalisation: %s vs %s",
                     a.metadata.normalization, resolved.model.normalization)
     return TorchSide(resolved)
+
+
+class SourceOnnxSide:
+    """The ONNX file an imported model came from (no fcn-deploy metadata), in ONNX Runtime.
+
+    Frames are normalised in numpy as A's metadata says and the score output A was made from is
+    read; scores smaller than the frame are upsampled bilinearly (OpenCV's ``INTER_LINEAR``,
+    PyTorch's ``align_corners=False``). A source fixed to one input size runs exactly as
+    exported at that size (a frame at a time where its batch is fixed too); at other sizes it
+    runs with the import's dynamic rewrite of it (:func:`fcn_deploy.converters.import_onnx.make_dynamic`).
+    """
+
+    def __init__(self, path: str, metadata) -> None:
+        from .import_onnx import load_source, make_dynamic, read_source, session
+
+        source = read_source(load_source(path), path, (metadata.source or {}).get("output_name"))
+        self.source, self.normalization = source, metadata.normalization
+        dims = source.input_dims
+        self.fixed_size = tuple(dims[2:]) if all(isinstance(d, int) for d in dims[2:]) else None
+        self.fixed_batch = dims[0] if isinstance(dims[0], int) else None
+        self.as_exported = session(source.model)
+        self.dynamic = session(make_dynamic(source)) if self.fixed_size or self.fixed_batch else self.as_exported
+        fixed = f"; fixed to {'x'.join(map(str, dims))}, made dynamic for other sizes" if self.fixed_size else ""
+        self.description = f"{path} (ONNX Runtime CPU, the source graph, output {source.output_name}{fixed})"
+
+    def run(self, frames: np.ndarray) -> Outputs:
+        x = normalize_frames(check_frames(frames), self.normalization)
+        name, out = self.source.input_name, self.source.output_name
+        if self.fixed_size == tuple(x.shape[2:]):
+            step = self.fixed_batch or len(x)
+            scores = np.concatenate([self.as_exported.run([out], {name: x[i:i + step]})[0]
+                                     for i in range(0, len(x), step)])
+        else:
+            scores = self.dynamic.run([out], {name: x})[0]
+        h, w = x.shape[2:]
+        if scores.shape[2:] != (h, w):
+            import cv2
+
+            scores = np.stack([np.stack([cv2.resize(plane, (w, h), interpolation=cv2.INTER_LINEAR) for plane in image])
+                               for image in scores])
+        return Outputs(labels=scores.argmax(axis=1).astype(np.uint8), logits=scores)
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass

@@ -24,6 +24,7 @@ FP16 and INT8 variants start from the checked FP32 graph (:mod:`fcn_deploy.conve
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import logging
 import os
@@ -222,6 +223,61 @@ def check_export_options(precision: str, *, calibration: bool, keep_fp32: Sequen
         raise ExportError(f"--opset {opset} is too old; per-channel Q/DQ and TensorRT need 13 or later")
 
 
+def precision_variant(
+    fp32: onnx.ModelProto,
+    meta32: ModelMetadata,
+    precision: str,
+    *,
+    keep_fp32: Sequence[str] = (),
+    calib_frames: Optional[Sequence[np.ndarray]] = None,
+    progress: Callable[[Iterable], Iterable] = lambda it: it,
+    int8_scheme: str = TENSORRT_INT8_SCHEME,
+) -> Tuple[onnx.ModelProto, ModelMetadata, Optional[float]]:
+    """The ``precision`` variant of a finalized FP32 graph: ``(model, metadata, agreement)``.
+
+    One path for every FP32 graph that ends as a deployable file, traced here
+    (:func:`export`) or imported (:mod:`fcn_deploy.converters.import_onnx`): FP16 keeps the
+    folded pre-processing and ``keep_fp32`` nodes in float32; INT8 is calibrated on
+    ``calib_frames``; ``agreement`` is the arg-max agreement with FP32 on them (``None`` for
+    FP32, or FP16 without frames).
+    """
+    def variant_metadata() -> ModelMetadata:
+        return dataclasses.replace(meta32, precision=precision, exporter=dict(meta32.exporter),
+                                   extra=copy.deepcopy(meta32.extra), source=copy.deepcopy(meta32.source))
+
+    if precision == "fp32":
+        return fp32, meta32, None
+    if precision == "fp16":
+        from .onnx_fp16 import convert_to_fp16
+
+        meta = variant_metadata()
+        meta.exporter.update(tool_versions("onnxconverter_common"))
+        meta.extra["keep_fp32"] = list(keep_fp32)
+        model = finalize(convert_to_fp16(fp32, keep_fp32), meta, simplify=False)
+        agreement = label_agreement(fp32, model, calib_frames, meta) if calib_frames else None
+        return model, meta, agreement
+    if precision != "int8":
+        raise ExportError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    from .onnx_int8 import quantize_int8
+
+    meta = variant_metadata()
+    meta.exporter.update(tool_versions("onnxruntime"))
+    quantized = quantize_int8(fp32, calib_frames, meta32, progress, scheme=int8_scheme)
+    agreement = label_agreement(fp32, quantized, calib_frames, meta32)
+    meta.extra["calibration"] = {
+        "images": len(calib_frames),
+        "size": list(calib_frames[0].shape[:2]),
+        "method": "minmax",
+        "bias_correction": True,
+        "scheme": int8_scheme,
+        "symmetric": int8_scheme == TENSORRT_INT8_SCHEME,
+        "per_channel": True,
+        "for": "TensorRT and ONNX Runtime" if int8_scheme == TENSORRT_INT8_SCHEME else "ONNX Runtime on CPUs",
+        "agreement_with_fp32": round(agreement, 6),
+    }
+    return finalize(quantized, meta, simplify=False), meta, agreement
+
+
 @dataclass
 class ExportResult:
     path: str
@@ -264,36 +320,9 @@ def export(
     start = time.perf_counter()
     meta32 = metadata_for(resolved, fold_preprocessing, fold_argmax, "fp32", opset, upsampling)
     fp32 = finalize(trace_to_onnx(resolved.model, meta32, opset), meta32)
-    result_model, meta, agreement = fp32, meta32, None
-
-    if precision == "fp16":
-        from .onnx_fp16 import convert_to_fp16
-
-        meta = metadata_for(resolved, fold_preprocessing, fold_argmax, "fp16", opset, upsampling)
-        meta.exporter.update(tool_versions("onnxconverter_common"))
-        meta.extra["keep_fp32"] = list(keep_fp32)
-        result_model = finalize(convert_to_fp16(fp32, keep_fp32), meta, simplify=False)
-        if calib_frames:
-            agreement = label_agreement(fp32, result_model, calib_frames, meta)
-    elif precision == "int8":
-        from .onnx_int8 import quantize_int8
-
-        meta = metadata_for(resolved, fold_preprocessing, fold_argmax, "int8", opset, upsampling)
-        meta.exporter.update(tool_versions("onnxruntime"))
-        quantized = quantize_int8(fp32, calib_frames, meta32, progress, scheme=int8_scheme)
-        agreement = label_agreement(fp32, quantized, calib_frames, meta32)
-        meta.extra["calibration"] = {
-            "images": len(calib_frames),
-            "size": list(calib_frames[0].shape[:2]),
-            "method": "minmax",
-            "bias_correction": True,
-            "scheme": int8_scheme,
-            "symmetric": int8_scheme == TENSORRT_INT8_SCHEME,
-            "per_channel": True,
-            "for": "TensorRT and ONNX Runtime" if int8_scheme == TENSORRT_INT8_SCHEME else "ONNX Runtime on CPUs",
-            "agreement_with_fp32": round(agreement, 6),
-        }
-        result_model = finalize(quantized, meta, simplify=False)
+    result_model, meta, agreement = precision_variant(fp32, meta32, precision, keep_fp32=keep_fp32,
+                                                      calib_frames=calib_frames, progress=progress,
+                                                      int8_scheme=int8_scheme)
     # Checked where it is written, since no machine here can run TensorRT: the CLI reports it
     # and leaves `build` out of its next steps when a release would refuse the graph.
     tensorrt = None

@@ -16,13 +16,14 @@ from typing import List, Optional, Tuple
 from . import __version__
 from .commands import build, check, compare, data, export, models, run, serve, train
 from .commands import eval as eval_
+from .commands import import_
 from .commands._requirements import missing_module_message, require_torch
 from .errors import FcnDeployError
 
 # Order is the order shown by --help.
-COMMANDS = (run, models, train, eval_, export, build, compare, check, data, serve)
+COMMANDS = (run, models, train, eval_, export, import_, build, compare, check, data, serve)
 # Commands that run PyTorch whatever they are given; `eval` needs it for a checkpoint only.
-TORCH_COMMANDS = frozenset({"models", "train", "export", "compare"})
+TORCH_COMMANDS = frozenset({"models", "train", "export", "import", "compare"})
 
 
 def _build() -> Tuple[argparse.ArgumentParser, argparse.Action]:

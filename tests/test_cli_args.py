@@ -80,5 +80,6 @@ def test_every_command_is_registered_under_its_module_name():
     assert names[0] == "run" and {"models", "train", "eval", "export", "build", "compare"} <= set(names)
     for name in names:
         assert parse(name, *(["--model", "camvid"] if name == "eval" else []),
-                     *(["x.onnx"] if name in ("build", "compare", "check") else []),
-                     *(["camvid", "--root", "d"] if name == "data" else [])).func.__module__ == f"fcn_deploy.commands.{name}"
+                     *(["x.onnx"] if name in ("build", "compare", "check", "import") else []),
+                     *(["camvid", "--root", "d"] if name == "data" else [])).func.__module__ == \
+            f"fcn_deploy.commands.{name}{'_' if name == 'import' else ''}"  # `import` is a keyword

@@ -37,6 +37,7 @@ TRAIN_EXTRA: Dict[str, str] = {
 COMMAND_NEEDS: Dict[str, Tuple[str, ...]] = {
     "train": ("torch", "tqdm", "matplotlib"),
     "export": ("torch", "onnxslim", "tqdm"),
+    "import": ("torch", "onnxslim"),
     "compare": ("torch", "onnxslim"),
     "models": ("torch",),
 }
