@@ -50,6 +50,7 @@ from .initialization import (
 )
 from .initialization import init_from_checkpoint  # noqa: F401 (imported from here before the split)
 from .losses import lovasz_softmax, segmentation_loss
+from .memory_format import channels_last_hazards, channels_last_note
 from .rng import rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,11 @@ class _Run:
         if c.freeze_bn:
             freeze_batchnorm(model)
         model.to(self.device)
+        if self.channels_last and self.device.type == "cpu":
+            hazards = channels_last_hazards(model)
+            if hazards:  # PyTorch 2.13's oneDNN would corrupt the heap (memory_format.py)
+                log.warning(channels_last_note(getattr(model, "name", c.model), hazards))
+                self.channels_last = False
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
