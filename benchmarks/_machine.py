@@ -44,6 +44,53 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction-set extensions that change which kernels the engines run (and so the numbers):
+# AVX2 (8 floats), AVX-512 (16), VNNI (int8 dot products), BF16 and AMX (bfloat16/int8 tiles).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> Dict[str, bool]:
+    """Which of :data:`ISA_FLAGS` the CPU reports (Linux /proc/cpuinfo; all False elsewhere)."""
+    flags: set = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {name: name in flags for name in ISA_FLAGS}
+
+
+def memory_gib() -> Optional[float]:
+    """The machine's memory in GiB (/proc/meminfo's MemTotal), ``None`` where unknown."""
+    kb = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    kb = float(line.split()[1])
+                    break
+    except OSError:
+        pass
+    return round(kb / (1024.0 * 1024.0), 1) if kb else None
+
+
+def os_name() -> str:
+    """The distribution's name (/etc/os-release) and the kernel, or what ``platform`` says."""
+    pretty = None
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    pretty = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    kernel = f"{platform.system()} {platform.release()}"
+    return f"{pretty}, {kernel}" if pretty else platform.platform()
+
+
 def gpu_names() -> List[str]:
     """Names of the NVIDIA GPUs: from torch when it sees CUDA, else from nvidia-smi, else none."""
     try:
@@ -92,6 +139,9 @@ def describe_machine(threads: int) -> Dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_cores": cores,
+        "cpu_flags": cpu_flags(),
+        "memory_gib": memory_gib(),
+        "os": os_name(),
         "gpus": gpu_names(),
         "versions": library_versions(),
         "threads": threads,
