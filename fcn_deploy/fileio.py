@@ -8,6 +8,7 @@ Torch-free, so the runtime can use it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -21,31 +22,189 @@ Writer = Callable[[BinaryIO], None]
 log = logging.getLogger(__name__)
 
 
-def atomic_write(path: PathLike, data: Union[bytes, memoryview, str, Writer]) -> None:
-    """Replace ``path`` atomically with ``data`` (bytes, text as UTF-8, or ``write(file)``)."""
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+def atomic_write(path: PathLike, data: Union[bytes, memoryview, str, Writer], overwrite: bool = True) -> None:
+    """Replace ``path`` atomically with ``data`` (bytes, text as UTF-8, or ``write(file)``).
+
+    With ``overwrite=False`` the file is created only if nothing is at ``path`` when it is put
+    in place (checked atomically then: :class:`FileExistsError` otherwise, and nothing changes).
+    """
+    with TempBeside(path) as temp:
+        with open(temp.fd, "wb", closefd=False) as f:
             if callable(data):
                 data(f)
             else:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
+        temp.publish(overwrite)
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, blocking: bool = True) -> bool:
+    """``flock`` ``fd`` exclusively; False if another process holds it (True without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, and no clean-up of other runs' temporary files
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+class TempBeside:
+    """A temporary file beside ``target`` (same folder, so the same file system), published
+    under the target's name in one step when it is complete.
+
+    Why: a reader, a crash or a full disk must never leave half a file under the name the user
+    asked for. The file is ``.NAME.XXXX.tmp`` (hidden, and recognisable by
+    :func:`remove_stale_temps`); this process holds an ``flock`` on it while it lives, so a
+    later run can tell the leftover of a killed run (no lock) from another run's work in
+    progress. Write to :attr:`fd` or let a library write to :attr:`path`, then
+    :meth:`publish`; leaving the ``with`` block without publishing removes it.
+    """
+
+    def __init__(self, target: PathLike):
+        self.target = os.path.abspath(os.path.expanduser(os.fspath(target)))
+        self.folder = os.path.dirname(self.target)
+        os.makedirs(self.folder, exist_ok=True)
+        self.fd, self.path = tempfile.mkstemp(dir=self.folder, prefix="." + os.path.basename(self.target) + ".",
+                                              suffix=TEMP_SUFFIX)
+        _lock(self.fd)
+        self.published = False
+
+    def publish(self, overwrite: bool = True) -> None:
+        """Flush the file to disk and put it at the target's name.
+
+        ``overwrite=False``: the existence check is the creation itself (a hard link, which
+        fails if the name is taken), so two runs finishing the same file cannot both succeed.
+        Raises :class:`FileExistsError` then, or :class:`OSError` for a failed flush (a full
+        disk); the temporary file is removed either way by :meth:`discard`/the ``with`` block.
+        """
+        os.fsync(self.fd)
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
+        os.chmod(self.path, 0o666 & ~umask)
+        if overwrite:
+            os.replace(self.path, self.target)
+        else:
+            _link_new(self.path, self.target)
+        self.published = True
+        _fsync_folder(self.folder)
+        self._close_fd()
+
+    def discard(self) -> None:
+        """Remove the temporary file (nothing is published)."""
+        self._close_fd()
+        if not self.published:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+
+    def __enter__(self) -> "TempBeside":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+
+def _link_new(source: str, target: str) -> None:
+    """Give ``source`` the name ``target`` only if nothing has that name (atomically), then drop
+    the name ``source``. File systems without hard links (FAT on an SD card) reserve the name
+    with ``O_EXCL`` and rename over the empty reservation."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        os.replace(source, target)
+        return
+    os.unlink(source)
+
+
+def remove_stale_temps(folder: PathLike, names: Sequence[str], min_age_s: float = 0.0) -> List[str]:
+    """Remove the temporary files that :func:`atomic_write` and :class:`TempBeside` left for
+    ``names`` in ``folder`` when their process was killed mid-write (SIGKILL, a power cut: no
+    clean-up ran); return their paths.
+
+    A temporary file whose lock a live process holds is another run's work in progress and is
+    left alone, so this is safe in a folder that several runs write. ``min_age_s`` leaves
+    younger files too (a writer takes its lock a moment after it creates the file).
+    """
+    import time
+
+    folder = os.fspath(folder)
+    removed: List[str] = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    prefixes = tuple("." + name + "." for name in names)
+    for entry in entries:
+        if not (entry.endswith(TEMP_SUFFIX) and entry.startswith(prefixes)):
+            continue
+        path = os.path.join(folder, entry)
         try:
-            os.unlink(tmp)
+            if min_age_s and time.time() - os.stat(path).st_mtime < min_age_s:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd, blocking=False):
+                os.unlink(path)
+                removed.append(path)
+                log.info("removed %s, left by a run that was killed while writing", path)
         except OSError:
             pass
-        raise
+        finally:
+            os.close(fd)
+    return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            if time.time() - os.stat(path).st_mtime < min_age_s:
+                continue  # just made: its writer may not hold the lock yet
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd, blocking=False):
+                os.unlink(path)
+                removed.append(path)
+                log.info("removed %s, left by an interrupted run", path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 # -- folders a user names: one line when one cannot be used ---------------------------------------
@@ -144,29 +303,6 @@ def removed_on_failure(files: Sequence[PathLike] = (), folders: Sequence[PathLik
             with contextlib.suppress(OSError):  # not empty, or gone: leave it
                 os.rmdir(folder)
         raise
-
-
-def remove_stale_temps(folder: PathLike, names: Sequence[str]) -> List[str]:
-    """Remove the temporary files :func:`atomic_write` left for ``names`` in ``folder`` when its
-    process was killed mid-write (SIGKILL: no clean-up ran); return their paths.
-
-    Only for a folder with one writer at a time (a training run's folder): there, a temporary
-    file is always a dead writer's.
-    """
-    folder = os.fspath(folder)
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return []
-    removed = []
-    for entry in entries:
-        if entry.endswith(".tmp") and any(entry.startswith("." + name + ".") for name in names):
-            path = os.path.join(folder, entry)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-                removed.append(path)
-                log.info("removed %s, left by a run that was killed while writing", path)
-    return removed
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:

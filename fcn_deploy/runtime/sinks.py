@@ -2,37 +2,68 @@
 
 ==============================  ============================================================
 ``display://0``                 an OpenCV window (closing it, ``q`` or Esc stops the run)
-``out.mp4``, ``out.avi``        a video file at the source's frame rate (mp4v / MJPG)
+``out.mp4`` (``.mov .mkv``)     a video file, H.264 by default (:mod:`.encoders`), at the
+                                source's frame rate (a live source's measured rate)
+``out.avi``                     a Motion-JPEG AVI
 ``frames/``                     an image folder, one JPEG per frame, named after the source image
+<<<<<<< HEAD
 ``http://:8090``                 MJPEG streams and the live page (127.0.0.1 unless a host is given)
+=======
+``http://0.0.0.0:8554``         an MJPEG stream a browser shows (for headless boards)
+``rtsp://127.0.0.1:8554/live``  an H.264 RTSP stream served by the run (:mod:`.rtsp`)
+>>>>>>> abd29a3 (wip video outputs)
 ``none``                        nothing (for benchmarks, or with ``--labels-dir`` only)
 ==============================  ============================================================
 
 Plus :class:`LabelSink` (``--labels-dir``): one single-channel PNG of class indices per frame.
 
-A sink never overwrites a file that exists unless it was opened with ``overwrite=True``: the
-check happens when the sink opens, before any frame is processed, and is one clear error.
-Video files are finalised by :meth:`Sink.close`, which the pipeline calls however the run
-ends (end of input, Ctrl-C, a closed window, an error), so the file always plays.
+Every file is written under a temporary name beside its target and renamed into place when
+complete (:class:`~fcn_deploy.fileio.TempBeside`), so a full disk, an error or a kill never
+leaves a partial file under the name asked for. A sink never overwrites a file that exists
+unless it was opened with ``overwrite=True``: it says so when it opens, before any frame is
+processed, and the final rename checks again, atomically, so two runs writing one name
+cannot both succeed. Video files are finished by :meth:`Sink.close`, which the pipeline calls
+however the run ends (end of input, Ctrl-C, a closed window, an error).
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
+from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 import cv2
 import numpy as np
 
+<<<<<<< HEAD
 from ..errors import FcnDeployError
 from ..fileio import check_output_file, make_folder
 from .mjpeg import HttpOutputOptions, MjpegServer, parse_http_output
+=======
+from ..errors import FcnDeployError, first_line
+from ..fileio import TempBeside, atomic_write, check_output_file, make_folder, remove_stale_temps
+from .encoders import (
+    CONTAINERS,
+    GStreamerWriter,
+    OpenCvWriter,
+    PyAvWriter,
+    VideoSettings,
+    canonical_codec,
+    check_video_file,
+    choose_encoder,
+    frame_rate,
+    pyav_encoder,
+)
+from .mjpeg import MjpegServer
+>>>>>>> abd29a3 (wip video outputs)
 from .sources import Frame
 
 log = logging.getLogger(__name__)
 
-VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+VIDEO_SUFFIXES = tuple(CONTAINERS)
 DEFAULT_FPS = 30.0  # for sources without a frame rate (image folders)
 WINDOW_NAME = "fcn-deploy"
 
@@ -89,49 +120,239 @@ class NullSink(Sink):
 
 
 class VideoFileSink(Sink):
-    """A video file, opened on the first frame (whose size it takes), at ``fps``.
+    """A video file (H.264 in ``.mp4`` by default; see :mod:`.encoders`), opened on the first
+    frame, whose size it takes (frames of another size are resized to it).
 
-    Frames of another size (an image folder of mixed sizes) are resized to the first one's.
+    Encoding runs on a thread of its own behind a small queue, so the renderer hands a frame
+    over and goes on. The file is written under a temporary name beside the target and put
+    in place by :meth:`close` once complete and read back (:class:`~fcn_deploy.fileio.TempBeside`):
+    a full disk, a failed write or a kill never leaves a file under the target's name, and
+    the "already exists" check is that final, atomic step.
+
+    Frame rate: a file or folder source is recorded at its own rate (``fps``; frames counted
+    one by one). A live source is recorded at its *measured* rate: the first second of frames
+    is held back to measure it, and every frame is then stamped with its capture time, so
+    dropped frames leave gaps instead of speeding the video up.
     """
 
-    def __init__(self, path: Path, fps: Optional[float] = None, overwrite: bool = False):
+    RATE_WINDOW_S = 1.0   # how long a live source is measured before the file is opened
+    RATE_WINDOW_FRAMES = 30
+    QUEUE_FRAMES = 4
+
+    def __init__(self, path: Path, fps: Optional[float] = None, overwrite: bool = False,
+                 settings: Optional[VideoSettings] = None, live: bool = False):
         self.path = Path(path)
         suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_CODECS:
-            raise SinkError(f"unsupported video file type {suffix!r} for {path}: use .mp4 or .avi")
+        if suffix not in CONTAINERS:
+            raise SinkError(f"unsupported video file type {suffix!r} for {path}: use {', '.join(CONTAINERS)}")
         refuse_overwrite(self.path, overwrite)
         try:  # its folder is made now: a path that cannot be written fails before any frame is processed
             check_output_file(self.path, "output")
         except FcnDeployError as exc:
             raise SinkError(str(exc)) from None
-        self.fourcc = VIDEO_CODECS[suffix]
-        self.fps = fps or DEFAULT_FPS
-        self.description = f"video file {self.path}"
-        self.frames = 0
-        self._writer: Optional[cv2.VideoWriter] = None
+        self.container = CONTAINERS[suffix][0]
+        self.settings = settings or VideoSettings()
+        try:
+            self.codec = canonical_codec(self.settings.codec, self.container)
+            self.encoder = choose_encoder(self.codec, self.settings.encoder)
+            if self.encoder == "cpu":
+                pyav_encoder(self.codec)  # an unknown --codec fails now, not at the first frame
+        except FcnDeployError as exc:
+            raise SinkError(f"{self.path}: {exc}") from None
+        remove_stale_temps(self.path.parent, [self.path.name], min_age_s=1.0)  # a killed run's leftovers
+        self.overwrite = overwrite
+        self.live = live
+        self.fps = fps or DEFAULT_FPS  # the measured rate once known, for a live source
+        self.description = f"video file {self.path} ({self.codec})"
+        self.frames = 0  # frames in the finished file
+        self.bytes = 0
         self._size: Optional[Tuple[int, int]] = None
+        self._queue: "queue.Queue" = queue.Queue(maxsize=self.QUEUE_FRAMES)
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+        self._reported = False
+        self._closed = False
+        self._temp: Optional[TempBeside] = None
+        self._writer = None
+        self._pending: List[Tuple[np.ndarray, float]] = []
+        self._rate: Optional[Fraction] = None
+        self._t0 = 0.0
+        self._last_pts = -1
+        self._written = 0
 
-    def _open(self, size: Tuple[int, int]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), float(self.fps), size)
-        if not writer.isOpened():
-            raise SinkError(f"cannot write {self.path} with codec {self.fourcc}: is the folder writable?")
-        self._writer, self._size = writer, size
-
+    # -- the calling (render) thread -------------------------------------------------------------
     def write(self, image: np.ndarray, frame: Frame) -> None:
+        if self._closed:
+            raise SinkError(f"{self.path} is closed")
         size = (image.shape[1], image.shape[0])
-        if self._writer is None:
-            self._open(size)
+        if self._size is None:
+            self._size = size
+            self._thread = threading.Thread(target=self._encode_all, name=f"encode-{self.path.name}", daemon=True)
+            self._thread.start()
         elif size != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(image)
-        self.frames += 1
+        self._put((image, frame.captured))
+
+    def _put(self, item) -> None:
+        while True:
+            self._raise_error()
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_error(self) -> None:
+        if self._error is not None and not self._reported:
+            self._reported = True
+            raise SinkError(f"cannot write {self.path}: {_reason(self._error)}") from None
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()  # writes the container's index: the file plays from here on
-            self._writer = None
-            log.debug("closed %s after %d frames", self.path, self.frames)
+        """Finish the file and put it in place (or, after an error, remove it). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._thread is not None:
+                while self._thread.is_alive() and self._error is None:
+                    try:
+                        self._queue.put(None, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                self._thread.join()
+            self._raise_error()
+            if self._temp is not None and self._error is None and self._written:
+                try:
+                    self._temp.publish(self.overwrite)
+                except FileExistsError:
+                    raise SinkError(f"{self.path} was created by another program while this run wrote it; "
+                                    "this run's video is not kept (pass --overwrite to replace it)") from None
+                except OSError as exc:
+                    raise SinkError(f"cannot write {self.path}: {_reason(exc)}") from None
+                self.frames = self._written
+                log.debug("wrote %s: %d frames, %d bytes", self.path, self.frames, self.bytes)
+        finally:
+            if self._temp is not None:
+                self._temp.discard()
+
+    # -- the encoder thread ------------------------------------------------------------------------
+    def _encode_all(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    break
+                self._encode(*item)
+            self._finish()
+        except BaseException as exc:  # raised on the render thread at its next write, or by close
+            self._error = exc
+            self._abort_writer()
+
+    def _encode(self, image: np.ndarray, captured: float) -> None:
+        if self._writer is None:
+            if self.live:  # measure the source's rate first
+                self._pending.append((image, captured))
+                span = captured - self._pending[0][1]
+                if span < self.RATE_WINDOW_S and len(self._pending) < self.RATE_WINDOW_FRAMES:
+                    return
+                self._open(self._measured_rate())
+                pending, self._pending = self._pending, []
+                for held, when in pending:
+                    self._write_one(held, when)
+                return
+            self._open(frame_rate(self.fps))
+        self._write_one(image, captured)
+
+    def _measured_rate(self) -> Fraction:
+        times = [when for _, when in self._pending]
+        if len(times) >= 2 and times[-1] > times[0]:
+            self.fps = round((len(times) - 1) / (times[-1] - times[0]), 2)
+        return frame_rate(self.fps)
+
+    def _open(self, rate: Fraction) -> None:
+        self._rate = rate
+        self.fps = float(rate)
+        self._temp = TempBeside(self.path)
+        size = self._size
+        if self.encoder == "jetson":
+            self._writer = GStreamerWriter(self._temp.path, self.container, self.codec, size, rate, self.settings)
+        elif self.encoder == "opencv":  # OpenCV picks the container by suffix: a name of its own beside the temp
+            self._writer = OpenCvWriter(self._temp.path + self.path.suffix, self.codec, size, rate)
+        else:
+            self._writer = PyAvWriter(self._temp.path, self.container, self.codec, size, rate, 1 / rate,
+                                      self.settings)
+
+    def _write_one(self, image: np.ndarray, captured: float) -> None:
+        if self.live:  # the capture clock on a grid of the measured rate; a dropped frame is a gap
+            if self._written == 0:
+                self._t0 = captured
+            pts = max(int(round((captured - self._t0) * self._rate)), self._last_pts + 1)
+        else:
+            pts = self._written
+        self._writer.write(image, pts)
+        self._last_pts = pts
+        self._written += 1
+
+    def _finish(self) -> None:
+        if self._writer is None and self._pending:  # a live run shorter than the measuring window
+            pending, self._pending = self._pending, []
+            self._open(self._measured_rate())
+            for held, when in pending:
+                self._write_one(held, when)
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        writer.close()
+        self.bytes = writer.bytes
+        if self.encoder == "opencv":
+            os.replace(self._temp.path + self.path.suffix, self._temp.path)
+        check_video_file(self._temp.path, self._written)
+
+    def _abort_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except BaseException:  # the first error is the one reported
+                pass
+        if self.encoder == "opencv" and self._temp is not None:
+            try:
+                os.unlink(self._temp.path + self.path.suffix)
+            except OSError:
+                pass
+        while True:  # unblock a renderer waiting to put a frame
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+
+
+def _reason(exc: BaseException) -> str:
+    """The one-line reason of a write error: ``No space left on device`` rather than FFmpeg's
+    whole message with the temporary file's name."""
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(exc, OSError) and strerror:
+        return str(strerror)
+    return first_line(exc)
+
+
+def write_new_file(path: Path, data: np.ndarray, overwrite: bool, written: Set[str]) -> bool:
+    """Write one image file whole or not at all (temporary file beside it, then renamed).
+
+    Without ``overwrite`` a file already there is one error, checked atomically as the file is
+    put in place, except one this sink wrote itself earlier in the run (``written``: a looped
+    folder). Returns True for a new name. A full disk is one :class:`SinkError` line.
+    """
+    again = path.name in written
+    try:
+        atomic_write(path, data.tobytes(), overwrite=overwrite or again)
+    except FileExistsError:
+        raise SinkError(f"{path} already exists; pass --overwrite to replace it, or choose another output") from None
+    except OSError as exc:
+        raise SinkError(f"cannot write {path}: {_reason(exc)}") from None
+    written.add(path.name)
+    return not again
 
 
 def _refuse_nonempty(folder: Path, pattern: str, what: str, overwrite: bool) -> None:
@@ -158,12 +379,13 @@ class ImageFolderSink(Sink):
         self.overwrite = overwrite
         self.params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix == ".jpg" else []
         self.description = f"image folder {self.folder}"
+        self._written: Set[str] = set()
 
     def write(self, image: np.ndarray, frame: Frame) -> None:
-        path = self.folder / frame_file_name(frame, self.suffix)
-        refuse_overwrite(path, self.overwrite)
-        if not cv2.imwrite(str(path), image, self.params):
-            raise SinkError(f"cannot write {path}")
+        ok, data = cv2.imencode(self.suffix, image, self.params)
+        if not ok:
+            raise SinkError(f"cannot encode frame {frame.index} as {self.suffix}")
+        write_new_file(self.folder / frame_file_name(frame, self.suffix), data, self.overwrite, self._written)
 
 
 class LabelSink:
@@ -181,14 +403,15 @@ class LabelSink:
         writable_folder(self.folder, "--labels-dir")
         self.overwrite = overwrite
         self.description = f"label PNGs in {self.folder}"
-        self.frames = 0
+        self.frames = 0  # files written (a looped folder rewrites its own)
+        self._written: Set[str] = set()
 
     def write(self, labels: np.ndarray, frame: Frame) -> None:
-        path = self.folder / frame_file_name(frame, ".png")
-        refuse_overwrite(path, self.overwrite)
-        if not cv2.imwrite(str(path), labels, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-            raise SinkError(f"cannot write {path}")
-        self.frames += 1
+        ok, data = cv2.imencode(".png", labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise SinkError(f"cannot encode the labels of frame {frame.index} as PNG")
+        if write_new_file(self.folder / frame_file_name(frame, ".png"), data, self.overwrite, self._written):
+            self.frames += 1
 
     def close(self) -> None:
         pass
@@ -290,8 +513,29 @@ class DisplaySink(Sink):
             pass
 
 
+<<<<<<< HEAD
 def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False) -> Sink:
     """Open the output a URI names (see the module docstring for the forms)."""
+=======
+def _parse_host_port(rest: str, uri: str) -> Tuple[str, int]:
+    hostport = rest.split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep:
+        host, port = hostport, "8554"
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise SinkError(f"bad port in {uri!r}: expected http://HOST:PORT")
+    return host, int(port)
+
+
+def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False,
+              video: Optional[VideoSettings] = None, live: bool = False) -> Sink:
+    """Open the output a URI names (see the module docstring for the forms).
+
+    ``fps`` is the source's nominal rate and ``live`` whether it runs at its own pace (its
+    rate is then measured); ``video`` the codec settings of video files and streams.
+    """
+>>>>>>> abd29a3 (wip video outputs)
     text = uri.strip()
     if text.lower() in ("", "none", "null", "null://"):
         return NullSink()
@@ -299,22 +543,33 @@ def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False) ->
     scheme = scheme.lower() if sep else ""
     if scheme == "display":
         return DisplaySink(rest or "0")
+<<<<<<< HEAD
     if scheme == "http":  # no host: 127.0.0.1 (see .mjpeg for ?token= and ?viewers=)
         try:
             return MjpegSink(options=parse_http_output(text))
         except FcnDeployError as exc:
             raise SinkError(str(exc)) from None
+=======
+    if scheme == "http":
+        host, port = _parse_host_port(rest, uri)
+        return MjpegSink(host, port)
+    if scheme == "rtsp":
+        from .rtsp import RtspSink
+
+        return RtspSink.open(uri, video)
+>>>>>>> abd29a3 (wip video outputs)
     if scheme == "file":
         text = rest
     elif scheme:
         raise SinkError(
             f"unsupported output URI {uri!r}: use display://0, a .mp4 or .avi file, an image folder, "
-            "http://HOST:PORT or none"
+            "http://HOST:PORT, rtsp://HOST:PORT/PATH or none"
         )
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
-    if suffix in VIDEO_CODECS:
-        return VideoFileSink(path, fps, overwrite)
+    if suffix in VIDEO_SUFFIXES:
+        return VideoFileSink(path, fps, overwrite, video, live)
     if text.endswith(("/", os.sep)) or path.is_dir() or not suffix:
         return ImageFolderSink(path, overwrite)
-    raise SinkError(f"unsupported output {uri!r}: a video file must end in .mp4 or .avi; a folder needs no suffix")
+    raise SinkError(f"unsupported output {uri!r}: a video file must end in {', '.join(VIDEO_SUFFIXES)}; "
+                    "a folder needs no suffix")

@@ -275,6 +275,7 @@ class ImageSource(Source):
         if not paths:
             raise SourceError(f"{description} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         self.paths = paths
+        self.names = unique_image_names(paths)
         self.uri = uri
         self.description = description
         self.loop = loop
@@ -303,7 +304,7 @@ class ImageSource(Source):
             self._position += 1
             image = self._load(path)
             if image is not None:
-                self._current = path
+                self._current = self.names[self._position - 1]
                 return image
             if path not in self.skipped:
                 self.skipped.append(path)
@@ -320,9 +321,34 @@ class ImageSource(Source):
                 image = self._next_image()
             if image is None:
                 return None
-        frame = Frame(image, self._index, self._current.stem, time.perf_counter())
+        frame = Frame(image, self._index, self._current, time.perf_counter())
         self._index += 1
         return frame
+
+
+def unique_image_names(paths: List[Path]) -> List[str]:
+    """The name each image's outputs take: its stem (``0001.png`` -> ``0001``), or, where two
+    images of one source share a stem (``a.jpg`` and ``a.png``), the whole file name
+    (``a.jpg``, ``a.png``), so that no output overwrites another's; a name still shared (the
+    same file name in two folders of a glob) gets ``-2``, ``-3`` ... in path order. Names are
+    compared without case, as case-insensitive file systems (FAT, macOS) would."""
+    def clashes(names: List[str]) -> set:
+        seen: dict = {}
+        for name in names:
+            seen[name.lower()] = seen.get(name.lower(), 0) + 1
+        return {name for name, count in seen.items() if count > 1}
+
+    names = [p.stem for p in paths]
+    shared = clashes(names)
+    names = [p.name if n.lower() in shared else n for p, n in zip(paths, names)]
+    shared = clashes(names)
+    counts: dict = {}
+    for i, name in enumerate(names):
+        if name.lower() in shared:
+            counts[name.lower()] = counts.get(name.lower(), 0) + 1
+            if counts[name.lower()] > 1:
+                names[i] = f"{name}-{counts[name.lower()]}"
+    return names
 
 
 def _is_image(path: Path) -> bool:
