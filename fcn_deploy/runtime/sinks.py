@@ -6,12 +6,9 @@
                                 source's frame rate (a live source's measured rate)
 ``out.avi``                     a Motion-JPEG AVI
 ``frames/``                     an image folder, one JPEG per frame, named after the source image
-<<<<<<< HEAD
 ``http://:8090``                 MJPEG streams and the live page (127.0.0.1 unless a host is given)
-=======
-``http://0.0.0.0:8554``         an MJPEG stream a browser shows (for headless boards)
-``rtsp://127.0.0.1:8554/live``  an H.264 RTSP stream served by the run (:mod:`.rtsp`)
->>>>>>> abd29a3 (wip video outputs)
+``rtsp://:8554/live``           an H.264 RTSP stream served by the run (:mod:`.rtsp`; 127.0.0.1
+                                unless a host is given)
 ``none``                        nothing (for benchmarks, or with ``--labels-dir`` only)
 ==============================  ============================================================
 
@@ -38,11 +35,6 @@ from typing import List, Optional, Set, Tuple
 import cv2
 import numpy as np
 
-<<<<<<< HEAD
-from ..errors import FcnDeployError
-from ..fileio import check_output_file, make_folder
-from .mjpeg import HttpOutputOptions, MjpegServer, parse_http_output
-=======
 from ..errors import FcnDeployError, first_line
 from ..fileio import TempBeside, atomic_write, check_output_file, make_folder, remove_stale_temps
 from .encoders import (
@@ -57,8 +49,7 @@ from .encoders import (
     frame_rate,
     pyav_encoder,
 )
-from .mjpeg import MjpegServer
->>>>>>> abd29a3 (wip video outputs)
+from .mjpeg import HttpOutputOptions, MjpegServer, parse_http_output
 from .sources import Frame
 
 log = logging.getLogger(__name__)
@@ -513,21 +504,6 @@ class DisplaySink(Sink):
             pass
 
 
-<<<<<<< HEAD
-def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False) -> Sink:
-    """Open the output a URI names (see the module docstring for the forms)."""
-=======
-def _parse_host_port(rest: str, uri: str) -> Tuple[str, int]:
-    hostport = rest.split("/", 1)[0]
-    host, sep, port = hostport.rpartition(":")
-    if not sep:
-        host, port = hostport, "8554"
-    host = host.strip("[]") or "0.0.0.0"
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise SinkError(f"bad port in {uri!r}: expected http://HOST:PORT")
-    return host, int(port)
-
-
 def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False,
               video: Optional[VideoSettings] = None, live: bool = False) -> Sink:
     """Open the output a URI names (see the module docstring for the forms).
@@ -535,7 +511,6 @@ def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False,
     ``fps`` is the source's nominal rate and ``live`` whether it runs at its own pace (its
     rate is then measured); ``video`` the codec settings of video files and streams.
     """
->>>>>>> abd29a3 (wip video outputs)
     text = uri.strip()
     if text.lower() in ("", "none", "null", "null://"):
         return NullSink()
@@ -543,21 +518,15 @@ def open_sink(uri: str, fps: Optional[float] = None, overwrite: bool = False,
     scheme = scheme.lower() if sep else ""
     if scheme == "display":
         return DisplaySink(rest or "0")
-<<<<<<< HEAD
     if scheme == "http":  # no host: 127.0.0.1 (see .mjpeg for ?token= and ?viewers=)
         try:
             return MjpegSink(options=parse_http_output(text))
         except FcnDeployError as exc:
             raise SinkError(str(exc)) from None
-=======
-    if scheme == "http":
-        host, port = _parse_host_port(rest, uri)
-        return MjpegSink(host, port)
     if scheme == "rtsp":
         from .rtsp import RtspSink
 
         return RtspSink.open(uri, video)
->>>>>>> abd29a3 (wip video outputs)
     if scheme == "file":
         text = rest
     elif scheme:
