@@ -73,6 +73,18 @@ def add_parser(subparsers) -> None:
                         help="also write a single-channel PNG of class indices per frame, named after the source "
                         "image (with several streams, in DIR/NAME/)")
     output.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    video = parser.add_argument_group("video encoding (files and rtsp:// streams)")
+    video.add_argument("--codec", default=None, metavar="C",
+                       help="h264 (default for .mp4/.mov/.mkv and rtsp://: plays in every browser), h265, mp4v, "
+                       "mjpeg (default for .avi), or an FFmpeg encoder name")
+    video.add_argument("--bitrate", type=_bitrate, default=None, metavar="BPS",
+                       help="target bits per second, e.g. 4M or 800k (default: constant quality)")
+    video.add_argument("--preset", default=None, metavar="P",
+                       help="x264/x265 speed preset: ultrafast (default: about mp4v's CPU cost) ... medium "
+                       "(smaller files, more CPU)")
+    video.add_argument("--encoder", default="auto", choices=("auto", "cpu", "jetson"),
+                       help="auto: the Jetson hardware encoder (nvv4l2h264enc) where GStreamer has it, else the "
+                       "CPU (PyAV's libx264) (default auto)")
 
     numbers = parser.add_argument_group("statistics, zones and events (docs/outputs.md)")
     numbers.add_argument("--stats", default=None, metavar="FILE.jsonl|-",
@@ -106,6 +118,20 @@ def add_parser(subparsers) -> None:
 
 
 DEFAULT_BATCH_TIMEOUT_MS = 20.0  # fcn_deploy.runtime.pipeline's; here so that --help imports nothing
+
+
+def _bitrate(text: str) -> int:
+    """``4M``, ``800k`` or ``2500000`` -> bits per second (a usage error otherwise)."""
+    value = text.strip().lower()
+    scale = {"k": 1_000, "m": 1_000_000}.get(value[-1:], 1)
+    number = value[:-1] if scale > 1 else value
+    try:
+        bits = float(number) * scale
+    except ValueError:
+        bits = 0
+    if bits < 1000:
+        raise argparse.ArgumentTypeError(f"bitrate must be bits per second such as 4M or 800k, not {text!r}")
+    return int(bits)
 
 
 def camera_source(text: str) -> str:
@@ -172,7 +198,7 @@ def refuse_source_as_output(uri: str, outputs, labels_dir) -> None:
         return
     source = source.resolve()
     folder = source if source.is_dir() else source.parent
-    for target in list(outputs) + ([labels_dir] if labels_dir else []):
+    for target in list(outputs) + ([str(labels_dir)] if labels_dir else []):
         if "://" in target and not target.startswith("file://"):
             continue
         path = Path(target[len("file://"):] if target.startswith("file://") else target).expanduser().resolve()
@@ -199,7 +225,9 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.sinks import MjpegSink, VideoFileSink
     from ..runtime.zones import parse_zones
     from ..runtime.sources import CameraOptions
-    from ..runtime.streams import STREAM_FIELD, StreamSpec, close_streams, expand_output, open_streams, stream_specs
+    from ..runtime.encoders import VideoSettings
+    from ..runtime.streams import (STREAM_FIELD, StreamSpec, close_streams, expand_output, labels_folder, open_streams,
+                                   stream_specs)
     from ..runtime.visualize import VisualOptions, Visualizer
 
     log = logging.getLogger("fcn_deploy.run")
@@ -234,13 +262,16 @@ def run(args: argparse.Namespace) -> int:
             outputs = [str(default_output(source_stem(specs[0].uri), args.mode))]
     for spec in specs:
         targets = [expand_output(o, spec.name) for o in outputs]
-        refuse_source_as_output(spec.uri, targets, args.labels_dir)
+        labels = labels_folder(args.labels_dir, spec.name, many) if args.labels_dir else None
+        refuse_source_as_output(spec.uri, targets, labels)
 
     zones = parse_zones(args.zones, [s.name for s in specs])  # every flag checked before anything opens
     if args.event_hold < 1:
         raise FcnDeployError(f"--event-hold must be at least 1 frame, not {args.event_hold}")
     camera = CameraOptions(args.width, args.height, args.framerate, args.flip_method)
+    video = VideoSettings(codec=args.codec, bitrate=args.bitrate, preset=args.preset, encoder=args.encoder)
     streams, mosaic_sinks = open_streams(specs, outputs, args.labels_dir, overwrite=args.overwrite, loop=args.loop,
+                                         video=video,
                                          camera=camera)
     backend = None
     results = None

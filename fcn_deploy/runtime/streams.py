@@ -6,10 +6,14 @@ from 0, in the order given). Outputs follow one rule per kind, so that one ``--o
 serves any number of streams:
 
 =================================  =========================================================
-``out_{stream}.mp4``, ``{stream}/``  one file or folder per stream (``{stream}`` is its name)
+``out_{stream}.mp4``, ``{stream}/``  one file or folder per stream (``{stream}`` is its name,
+                                   also with one stream)
 ``http://HOST:PORT``               one server: each stream at ``/NAME``, the mosaic at ``/``
+``rtsp://HOST:PORT/PATH``          one server: each stream at ``/PATH/NAME``, the mosaic at
+                                   ``/PATH``; ``rtsp://HOST:PORT/{stream}`` puts each at ``/NAME``
 ``display://0``, ``out.mp4`` ...   the mosaic of all streams (each stream's own, with one)
-``--labels-dir DIR``               label PNGs in ``DIR/NAME/`` (in ``DIR`` with one stream)
+``--labels-dir DIR``               label PNGs in ``DIR/NAME/`` (in ``DIR`` with one stream);
+                                   ``--labels-dir 'l_{stream}/'`` names the folders itself
 =================================  =========================================================
 
 :func:`open_streams` opens every source and output before anything runs, and closes what it
@@ -25,7 +29,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..errors import FcnDeployError
 from .pipeline import Stream
-from .sinks import LabelSink, MjpegSink, Sink, open_sink
+from .encoders import VideoSettings
+from .sinks import LabelSink, Sink, open_sink
 from .sources import STREAM_SCHEMES, CameraOptions, Source, open_source
 
 STREAM_FIELD = "{stream}"
@@ -86,9 +91,18 @@ def _close_all(streams: Sequence[Stream], sinks: Sequence[Sink]) -> None:
         sink.close()
 
 
+def labels_folder(labels_dir: str, name: str, many: bool) -> Path:
+    """Where stream ``name``'s label PNGs go: ``{stream}`` replaced, else ``DIR/NAME`` with
+    several streams and ``DIR`` with one."""
+    if STREAM_FIELD in labels_dir:
+        return Path(expand_output(labels_dir, name))
+    return Path(labels_dir) / name if many else Path(labels_dir)
+
+
 def open_streams(specs: Sequence[StreamSpec], outputs: Sequence[str], labels_dir: Optional[str] = None,
                  overwrite: bool = False, loop: bool = False,
-                 camera: Optional[CameraOptions] = None) -> Tuple[List[Stream], List[Sink]]:
+                 camera: Optional[CameraOptions] = None,
+                 video: Optional[VideoSettings] = None) -> Tuple[List[Stream], List[Sink]]:
     """Open every stream's source and outputs: ``(streams, mosaic_sinks)``.
 
     With one stream, every output is that stream's. With several, outputs follow the module
@@ -100,7 +114,7 @@ def open_streams(specs: Sequence[StreamSpec], outputs: Sequence[str], labels_dir
     camera = camera or CameraOptions()
     streams: List[Stream] = []
     mosaic_sinks: List[Sink] = []
-    servers: List[MjpegSink] = []
+    servers: List[Sink] = []
     try:
         sources: List[Source] = []
         for spec in specs:
@@ -110,16 +124,19 @@ def open_streams(specs: Sequence[StreamSpec], outputs: Sequence[str], labels_dir
                 raise type(exc)(f"stream {spec.name}: {exc}" if many else str(exc)) from None
             streams.append(Stream(sources[-1], [], None, spec.name, _reopener(spec.uri, camera)))
         fps = next((s.fps for s in sources if s.fps), None)
+        any_live = any(s.live for s in sources)
         for output in outputs:
-            if many and STREAM_FIELD in output:
+            if STREAM_FIELD in output:  # one output per stream, also with one stream
                 for stream in streams:
                     stream.sinks.append(open_sink(expand_output(output, stream.name), fps=stream.source.fps,
-                                                  overwrite=overwrite))  # type: ignore[attr-defined]
+                                                  overwrite=overwrite, video=video,
+                                                  live=stream.source.live))  # type: ignore[attr-defined]
                 continue
-            sink = open_sink(output, fps=fps if many else sources[0].fps, overwrite=overwrite)
+            sink = open_sink(output, fps=fps if many else sources[0].fps, overwrite=overwrite, video=video,
+                             live=any_live if many else sources[0].live)
             if not many:
                 streams[0].sinks.append(sink)  # type: ignore[attr-defined]
-            elif isinstance(sink, MjpegSink):
+            elif hasattr(sink, "channel"):  # a server (HTTP, RTSP): each stream on its own path
                 servers.append(sink)
                 mosaic_sinks.append(sink)
                 for stream in streams:
@@ -128,8 +145,7 @@ def open_streams(specs: Sequence[StreamSpec], outputs: Sequence[str], labels_dir
                 mosaic_sinks.append(sink)
         if labels_dir:
             for stream in streams:
-                folder = Path(labels_dir) / stream.name if many else Path(labels_dir)
-                stream.label_sink = LabelSink(folder, overwrite=overwrite)
+                stream.label_sink = LabelSink(labels_folder(labels_dir, stream.name, many), overwrite=overwrite)
     except BaseException:
         _close_all(streams, mosaic_sinks)
         raise
