@@ -121,12 +121,13 @@ class VideoFileSink(Sink):
     the "already exists" check is that final, atomic step.
 
     Frame rate: a file or folder source is recorded at its own rate (``fps``; frames counted
-    one by one). A live source is recorded at its *measured* rate: the first second of frames
+    one by one). A live source is recorded at its *measured* rate: its first frames
     is held back to measure it, and every frame is then stamped with its capture time, so
-    dropped frames leave gaps instead of speeding the video up.
+    dropped frames leave gaps instead of speeding the video up. The rate comes from the times
+    between frames of the first two seconds (or 30 frames): :meth:`_measured_rate`.
     """
 
-    RATE_WINDOW_S = 1.0   # how long a live source is measured before the file is opened
+    RATE_WINDOW_S = 2.0   # how long a live source is measured before the file is opened
     RATE_WINDOW_FRAMES = 30
     QUEUE_FRAMES = 4
 
@@ -256,9 +257,18 @@ class VideoFileSink(Sink):
         self._write_one(image, captured)
 
     def _measured_rate(self) -> Fraction:
+        """The source's rate from the times between the first frames, robust to a burst: a
+        stream's frames buffered while the model loaded arrive all at once at the start. The
+        gaps far below the typical one (a third of the median of the longer half) are that
+        burst and are left out; the rate is one over the median of the others."""
         times = [when for _, when in self._pending]
-        if len(times) >= 2 and times[-1] > times[0]:
-            self.fps = round((len(times) - 1) / (times[-1] - times[0]), 2)
+        gaps = sorted(b - a for a, b in zip(times, times[1:]))
+        if gaps:
+            typical = gaps[len(gaps) // 2 + len(gaps) // 4]
+            steady = [gap for gap in gaps if gap >= typical / 3 and gap > 0]
+            if steady:
+                rate = 1.0 / steady[len(steady) // 2]
+                self.fps = float(round(rate)) if abs(rate - round(rate)) <= 0.02 * rate else round(rate, 2)
         return frame_rate(self.fps)
 
     def _open(self, rate: Fraction) -> None:
