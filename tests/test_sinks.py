@@ -137,7 +137,7 @@ def test_stale_temporary_files_of_killed_runs_are_removed_and_live_ones_kept(tmp
             f"t = TempBeside({str(target)!r}); os.write(t.fd, b'x'); os.kill(os.getpid(), signal.SIGKILL)")
     subprocess.run([sys.executable, "-c", code], check=False)
     assert len(os.listdir(tmp_path)) == 2
-    removed = remove_stale_temps(target, min_age_s=0)
+    removed = remove_stale_temps(tmp_path, [target.name])
     assert len(removed) == 1 and os.listdir(tmp_path) == [os.path.basename(live.path)]
     live.discard()
     assert os.listdir(tmp_path) == []
