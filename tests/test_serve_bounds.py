@@ -87,3 +87,11 @@ def test_the_repository_keeps_server_paths_out_of_the_config_clients_read(tmp_pa
     assert settings["bounds"]["max_height"] == 1920 and settings["bounds"]["max_batch"] == 8
     assert settings["python"] == python_settings()
     assert (tmp_path / "camvid" / "1" / "model.py").is_file()
+
+
+def test_a_bad_max_frame_or_admin_key_is_one_line_before_anything_starts():
+    from onnx_helpers import assert_one_line_error, run_cli
+
+    assert_one_line_error(run_cli(["serve", "--max-frame", "big"]), "--max-frame must be HEIGHTxWIDTH")
+    assert_one_line_error(run_cli(["serve"], env_extra={"FCN_DEPLOY_ADMIN_KEY": "short"}),
+                          "FCN_DEPLOY_ADMIN_KEY must be 16 to 256")

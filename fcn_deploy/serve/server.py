@@ -4,11 +4,19 @@ The repository is the same ``config.pbtxt`` that ``export --triton`` writes
 (:class:`fcn_deploy.converters.triton_repository.TritonModelConfig`: I/O, dynamic batching, the
 model's metadata as parameters), with ``backend: "python"`` instead of the ONNX Runtime
 platform, because the pip-installable server has only the Python backend; its ``model.py``
-(:mod:`fcn_deploy.serve.triton_model`) runs the model with our own backends.
+(:mod:`fcn_deploy.serve.triton_model`) runs the model with our own backends, with the settings
+``serve.json`` beside it (the model file, the input bounds, this interpreter's ``sys.path``).
+
+Private until opened (docs/security.md): every port on ``host`` (127.0.0.1 by default);
+Triton's shared-memory, model-repository, logging and trace APIs closed through its own
+restricted-API options unless an admin key is set (:func:`restricted_api_options`); Triton's
+HTTP service on a private 127.0.0.1 port behind :class:`~fcn_deploy.serve.gate.TritonGate`,
+which takes the public HTTP port and refuses requests outside the model's bounds before
+Triton allocates anything for them.
 
 :class:`TritonServer` starts ``tritonserver`` as a child process with its log in the work
-folder, waits for ``/v2/health/ready``, and stops it with SIGTERM (Triton's graceful
-shutdown: in-flight requests finish), then SIGKILL if it does not stop in time.
+folder, waits for the model to be ready, opens the gate, and stops both with SIGTERM
+(Triton's graceful shutdown: in-flight requests finish), then SIGKILL if it does not stop in time.
 """
 from __future__ import annotations
 

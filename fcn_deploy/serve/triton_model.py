@@ -36,7 +36,9 @@ incorrect name" with a traceback, once per inference.
 
 **Bounds.** ``serve.json`` also says the largest batch and frame the model accepts
 (:class:`fcn_deploy.serve.bounds.InputBounds`); a request outside them gets an error reply
-before the backend allocates anything for it, and the server keeps serving.
+(INVALID_ARG) before the backend runs it, and the server keeps serving. (HTTP requests were
+already checked by ``serve``'s front door, :mod:`fcn_deploy.serve.gate`; gRPC ones reach the
+model directly.)
 """
 import json
 import os
@@ -123,6 +125,8 @@ class TritonPythonModel:
         from fcn_deploy.runtime.backends import open_backend
         from fcn_deploy.serve.bounds import InputBounds
 
+        if not SETTINGS:
+            raise RuntimeError(f"{SETTINGS_FILE} is missing beside {__file__}: this model is written by fcn-deploy serve")
         config = json.loads(args["model_config"])
         model = SETTINGS["model"]
         options: Dict[str, Any] = {}
