@@ -327,6 +327,7 @@ class MjpegServer:
             conn = _Connection(sock, time.monotonic() + self.request_timeout)
             self._connections[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
+            self._read(conn)  # a request sent with the connection is answered now: it frees its place at once
 
     def _read(self, conn: _Connection) -> None:
         try:

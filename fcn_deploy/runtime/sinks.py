@@ -470,10 +470,10 @@ def display_problem() -> Optional[str]:
     gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
     if gui and gui[0].split(":", 1)[1].strip().upper() in ("NONE", "NO", ""):
         return (f"this OpenCV {cv2.__version__} has no GUI support (opencv-python-headless): install "
-                "opencv-python, or use --output http://0.0.0.0:8554 to watch in a browser")
+                "opencv-python, or use --output 'http://0.0.0.0:8090?token=SECRET' to watch in a browser")
     if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return ("no display: DISPLAY is not set (a headless or SSH session); use --output "
-                "http://0.0.0.0:8554 to watch in a browser, or write a video file")
+                "'http://0.0.0.0:8090?token=SECRET' to watch in a browser, or write a video file")
     return None
 
 
