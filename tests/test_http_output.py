@@ -304,3 +304,18 @@ def test_2000_idle_connections_do_not_stop_a_run_that_writes_labels(tmp_path, ti
     written = len(list(labels.glob("*.png")))
     assert f"{written} frames in" in out and "stopped by SIGINT" in out and "Traceback" not in err
     assert busy[0] == 503 and b"too many viewers" in busy[1]
+
+
+def test_the_viewers_benchmark_runs_and_reports_its_numbers(tmp_path, tiny_onnx):
+    clip = write_video(tmp_path / "in.avi", synthetic_frames(10), "MJPG")
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "viewers.py"), "--model", str(tiny_onnx),
+                             "--clip", str(clip), "--viewers", "3", "--frames", "30", "--read-every", "0.01", "--rounds", "1", "--threads", "1",
+                             "--json", str(tmp_path / "out.json")], capture_output=True, text=True, timeout=120,
+                            env=_env())
+    assert result.returncode == 0, result.stderr
+    assert "pipeline FPS with 3 slow viewers / with none: median" in result.stdout
+    import json
+
+    numbers = json.loads((tmp_path / "out.json").read_text())
+    assert len(numbers["none"]) == 2 and len(numbers["slow"]) == 1 and numbers["median"] > 0
+    assert numbers["slow"][0]["bytes_read"] > 0 and numbers["slow"][0]["dropped_by_server"] == 0
