@@ -126,7 +126,8 @@ def metadata_for(
             "trained": resolved.trained,
         },
         exporter={**tool_versions(), "opset": opset},
-        extra={"upsampling": upsampling, "training_scale": training_scale_facts(resolved.dataset, resolved.recipe)},
+        extra={"upsampling": upsampling, "training_scale": training_scale_facts(resolved.dataset, resolved.recipe),
+               **({"mean_iu_split": resolved.mean_iu_split} if resolved.mean_iu_split else {})},
     )
 
 

@@ -42,6 +42,7 @@ class ResolvedModel:
     palette: Optional[List[Tuple[int, int, int]]] = None
     dataset: Optional[str] = None
     mean_iu: Optional[float] = None
+    mean_iu_split: Optional[str] = None  # the split mean_iu was measured on ("val", "test")
     recipe: Optional[Dict[str, Any]] = None  # the checkpoint's training recipe (crop, scale range)
 
     @property
@@ -53,8 +54,8 @@ def model_from_checkpoint(path: str) -> ResolvedModel:
     """Rebuild the network a fcn-deploy training checkpoint holds and load its weights.
 
     The checkpoint names the zoo model (``model_name``), ``num_classes`` and the build
-    options (``model_options``); ``classes``, ``palette``, ``dataset`` and
-    ``metrics["mean_iu"]`` go into the exported metadata.
+    options (``model_options``); ``classes``, ``palette``, ``dataset`` and its measured mean
+    IU go into the exported metadata (:func:`measured_mean_iu`).
     """
     from fcn_deploy.training.checkpoint import build_from_checkpoint, load_checkpoint
 
@@ -64,8 +65,7 @@ def model_from_checkpoint(path: str) -> ResolvedModel:
     # build_from_checkpoint also restores the normalisation the weights were trained with.
     model = build_from_checkpoint({**state, "model_options": options})
     num_classes = int(state["num_classes"])
-    metrics = state.get("metrics") or {}
-    mean_iu = metrics.get("mean_iu") if isinstance(metrics, dict) else None
+    mean_iu, mean_iu_split = measured_mean_iu(state)
     return ResolvedModel(
         model=model.eval(),
         spec=path,
@@ -76,9 +76,26 @@ def model_from_checkpoint(path: str) -> ResolvedModel:
         classes=list(state["classes"]) if state.get("classes") else None,
         palette=[tuple(int(v) for v in c) for c in state["palette"]] if state.get("palette") else None,
         dataset=state.get("dataset"),
-        mean_iu=float(mean_iu) if mean_iu is not None else None,
+        mean_iu=mean_iu,
+        mean_iu_split=mean_iu_split,
         recipe=dict(state.get("recipe") or {}),
     )
+
+
+def measured_mean_iu(state: Dict[str, Any]) -> Tuple[Optional[float], Optional[str]]:
+    """The mean IU a checkpoint carries and the split it was measured on, or ``(None, None)``.
+
+    Training writes the best validation score under ``metrics`` (split: the recipe's
+    ``val_split``); a model trained on train+val has none there, and ``tools/make_bundled_model.py``
+    writes its test score under ``test_metrics``. The validation score comes first: it is what
+    chose the checkpoint.
+    """
+    for key, split in (("metrics", (state.get("recipe") or {}).get("val_split") or "val"), ("test_metrics", "test")):
+        scores = state.get(key)
+        value = scores.get("mean_iu") if isinstance(scores, dict) else None
+        if isinstance(value, (int, float)) and value == value:  # nan: not measured
+            return float(value), str(split)
+    return None, None
 
 
 def _build(name: str, num_classes: int, options: Dict[str, Any]) -> nn.Module:

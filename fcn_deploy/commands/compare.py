@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_SIZES = "97x131,256x320,360x480"
+DEFAULT_SIZES = "97x131,256x320,360x480"  # fcn_deploy.converters.compare.DEFAULT_SIZES (no import for --help)
 
 
 def add_parser(subparsers) -> None:
@@ -18,8 +18,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("a", metavar="A.onnx", help="the model under test (an .onnx file, or triton://HOST:PORT/NAME)")
     parser.add_argument("b", nargs="?", metavar="B",
                         help="reference: a checkpoint or an ONNX file (default: A's source checkpoint)")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, metavar="HxW,...",
-                        help=f"input sizes (default {DEFAULT_SIZES})")
+    parser.add_argument("--sizes", default=None, metavar="HxW,...",
+                        help=f"input sizes (default {DEFAULT_SIZES}; for an INT8 model, the sizes the runtime "
+                        "feeds it: each common camera's frame at the model's training scale, and its calibration "
+                        "size)")
     parser.add_argument("--batch", type=int, default=2, metavar="N", help="frames per run (default 2)")
     parser.add_argument("--atol", type=float, metavar="X",
                         help="absolute logit tolerance (default: 1e-4 x the reference's logit range "
@@ -39,20 +41,29 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fcn_deploy.converters.calibration import load_calibration_frames
-    from fcn_deploy.converters.compare import DEFAULT_MIN_AGREEMENT, OnnxSide, Tolerances, compare, format_report, reference_side
+    from fcn_deploy.converters.compare import (
+        DEFAULT_MIN_AGREEMENT,
+        OnnxSide,
+        Tolerances,
+        compare,
+        default_sizes,
+        format_report,
+        reference_side,
+    )
 
     from ..errors import FcnDeployError
     from ..options import parse_sizes
     from ..runtime.model_files import ONNX, TRITON, resolve_model_file
 
-    sizes = parse_sizes(args.sizes, "--sizes")
-    if not sizes:
+    sizes = parse_sizes(args.sizes, "--sizes") if args.sizes is not None else None
+    if sizes is not None and not sizes:
         raise FcnDeployError("--sizes is empty; give e.g. 97x131,360x480")
     if args.batch < 1:
         raise FcnDeployError(f"--batch must be >= 1, not {args.batch}")
     if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
         raise FcnDeployError(f"--min-agreement is a fraction in [0, 1], not {args.min_agreement}")
     a = OnnxSide(str(resolve_model_file(args.a, (ONNX, TRITON))), args.device)
+    sizes = sizes or default_sizes(a.metadata)
     b = reference_side(a, args.b)
     images = load_calibration_frames(args.images, 64) if args.images else None
     precision = a.metadata.precision

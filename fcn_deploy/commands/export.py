@@ -233,12 +233,13 @@ def _run(args: argparse.Namespace, undo) -> int:
     if args.deepstream:
         return _deepstream(result, args.deepstream, infer_size, args.overwrite)
     inp, out = describe_io(meta)
+    split = f" on {meta.extra['mean_iu_split']}" if meta.extra.get("mean_iu_split") else ""
     size_mb = os.path.getsize(result.path) / 1e6
     print(f"Exported {meta.model_name} ({precision}) to {result.path} ({size_mb:.1f} MB) in {result.seconds:.1f} s")
     print(f"  input   input:  {inp}")
     print(f"  output  {meta.output}: {out}")
     print(f"  opset {args.opset}, IR version {result.ir_version}, {meta.num_classes} classes"
-          + (f", trained on {meta.dataset} (mean IU {meta.mean_iu:.3f})" if meta.dataset and meta.mean_iu is not None else ""))
+          + (f", trained on {meta.dataset} (mean IU {meta.mean_iu:.3f}{split})" if meta.dataset and meta.mean_iu is not None else ""))
     if result.agreement is not None:
         print(f"  arg-max agreement with FP32 on {result.calibration_images} calibration images: "
               f"{100 * result.agreement:.2f}%")
