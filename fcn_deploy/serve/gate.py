@@ -44,6 +44,7 @@ MAX_CONNECTIONS = 64
 TIMEOUT_S = 60.0
 MAX_JSON_BODY = 32 << 20  # 32 MiB of JSON values: ~8 M uint8 values, a 1080p frame
 MAX_HEADER_JSON = 1 << 20
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                "transfer-encoding", "upgrade", "host", "content-length"}
 _DTYPE_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2, "UINT32": 4,
@@ -222,6 +223,8 @@ class TritonGate(ThreadingHTTPServer):
             try:
                 connection.request(method, path, body=body if body or method in ("POST", "PUT") else None,
                                    headers=headers)
+                if _QUICKACK is not None:  # ACK Triton's reply headers at once: it sends the body after them
+                    connection.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
                 response = connection.getresponse()
                 return response.status, response.getheaders(), response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
