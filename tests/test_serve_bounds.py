@@ -95,3 +95,17 @@ def test_a_bad_max_frame_or_admin_key_is_one_line_before_anything_starts():
     assert_one_line_error(run_cli(["serve", "--max-frame", "big"]), "--max-frame must be HEIGHTxWIDTH")
     assert_one_line_error(run_cli(["serve"], env_extra={"FCN_DEPLOY_ADMIN_KEY": "short"}),
                           "FCN_DEPLOY_ADMIN_KEY must be 16 to 256")
+
+
+def test_an_engine_is_bounded_by_its_optimisation_profile(tmp_path, meta):
+    from fcn_deploy.runtime.engine_cache import Sidecar, write_sidecar
+
+    engine = tmp_path / "camvid_fp16.engine"
+    engine.write_bytes(b"plan")
+    profile = {"input": {"min": [1, 64, 64, 3], "opt": [2, 360, 480, 3], "max": [4, 720, 960, 3]}}
+    write_sidecar(engine, Sidecar("10.3.0", "Orin", "8.7", "fp16", [profile], "0" * 64, {}, "1" * 64, 4,
+                                  metadata=meta.to_dict()))
+    bounds = model_bounds(str(engine), meta, 8)
+    assert (bounds.max_batch, bounds.max_height, bounds.max_width) == (4, 720, 960)
+    assert bounds.why == "the engine's optimisation profile"
+    assert model_bounds(str(engine), meta, 2).max_batch == 2

@@ -4,7 +4,8 @@ A server that allocates whatever a request declares can be stopped by one reques
 aborted with ``std::bad_alloc`` on a JSON request declaring ``[1, 100000, 100000, 3]``). The
 bound comes from the model, as the user would state it:
 
-* **batch**: ``--max-batch`` (Triton's ``max_batch_size``, which Triton itself enforces);
+* **batch**: ``--max-batch`` (Triton's ``max_batch_size``, which Triton itself enforces), and at
+  most a TensorRT engine's profile maximum;
 * **frame** (height and width, each): a TensorRT engine's optimisation-profile maximum (it
   accepts nothing larger), a fixed-size graph's own size, else :data:`FRAME_FACTOR` times the
   long side of the model's reference size (its training scale,
@@ -87,10 +88,12 @@ def model_bounds(model_path: str, metadata: Any, max_batch: int, max_frame: Opti
     if str(model_path).endswith((".engine", ".plan")):
         from ..runtime.engine_cache import read_sidecar
 
-        profiles = [p for p in read_sidecar(model_path).profiles if isinstance(p, dict) and p]
-        profile = profile_from_shapes([next(iter(p.values())) for p in profiles], layout)
+        shapes = [next(iter(p.values())) for p in read_sidecar(model_path).profiles if isinstance(p, dict) and p]
+        profile = profile_from_shapes(shapes, layout)
         if profile is not None:
-            return InputBounds(max_batch, profile.max[0], profile.max[1], "the engine's optimisation profile")
+            batches = [int(s["max"][0]) for s in shapes if isinstance(s, dict) and s.get("max")]
+            batch = min([max_batch] + batches)
+            return InputBounds(batch, profile.max[0], profile.max[1], "the engine's optimisation profile")
     reference = training_scale(metadata).reference_size
     base = reference or DEFAULT_SIZE
     side = FRAME_FACTOR * max(base)
