@@ -17,9 +17,9 @@ from fcn_deploy.errors import FcnDeployError
 
 # The columns of the CSV, in order (every record's keys; nested values are JSON text).
 CSV_FIELDS = (
-    "model", "path", "backend", "precision", "int8_scheme", "size", "height", "width", "batch", "graph",
+    "model", "path", "backend", "precision", "int8_scheme", "execution_precision", "size", "height", "width", "batch", "graph",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "std_ms", "fps", "iters", "warmup",
-    "speedup", "vs_peer", "best_peer", "h2d_ms", "compute_ms", "d2h_ms", "gflops", "achieved_gflops_s", "peak_gflops_s",
+    "speedup", "vs_fp32", "vs_peer", "best_peer", "h2d_ms", "compute_ms", "d2h_ms", "gflops", "achieved_gflops_s", "peak_gflops_s",
     "pct_of_peak", "peak_rss_mb", "peak_rss_added_mb", "threads", "device", "providers", "notes",
     "mean_iu", "pixel_acc", "images",
 )
@@ -60,6 +60,16 @@ def add_speedups(records: List[Dict[str, Any]], reference: Tuple[str, str] = ("p
         r["speedup"] = round(ref / r["p50_ms"], 3) if ref and r.get("p50_ms") else None
 
 
+def add_precision_ratios(records: List[Dict[str, Any]]) -> None:
+    """``vs_fp32``: the p50 of the same backend's fp32 row (same size and batch) over this
+    record's, for the lower precisions (bf16, fp16, int8): what the precision buys on that
+    engine. ``None`` for fp32 rows and where no fp32 row was measured."""
+    fp32 = {(r["backend"], r["size"], r["batch"]): r["p50_ms"] for r in records if r["precision"] == "fp32"}
+    for r in records:
+        ref = fp32.get((r["backend"], r["size"], r["batch"])) if r["precision"] != "fp32" else None
+        r["vs_fp32"] = round(ref / r["p50_ms"], 3) if ref and r.get("p50_ms") else None
+
+
 def add_peer_ratios(records: List[Dict[str, Any]]) -> None:
     """``vs_peer``: the best peer-path p50 of the same precision and size over this record's
     (above 1: faster than the fastest peer configuration); ``best_peer`` names it. Only where
@@ -88,7 +98,8 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 
 def precision_label(precision: str, int8_scheme: Optional[str]) -> str:
-    """``fp32``, ``fp16``, or ``int8 u8s8`` / ``int8 s8s8``: an INT8 number says which graph it ran."""
+    """``fp32``, ``fp16``, ``bf16``, or ``int8 u8s8`` / ``int8 s8s8``: an INT8 number says which
+    graph it ran. What the engine compiled is the ``execution_precision`` column beside it."""
     return f"{precision} {int8_scheme}" if precision == "int8" and int8_scheme else precision
 
 
@@ -136,10 +147,12 @@ def write_markdown(path: str, report: Dict[str, Any], columns: Sequence[Tuple[st
 
 
 LATENCY_COLUMNS = (
-    ("path", "path", ""), ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""), ("batch", "batch", "d"),
+    ("path", "path", ""), ("backend", "backend", ""), ("prec", "prec", ""), ("execution_precision", "runs in", ""),
+    ("size", "size HxW", ""), ("batch", "batch", "d"),
     ("p50_ms", "p50 ms", ".1f"), ("p90_ms", "p90 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
     ("mean_ms", "mean ms", ".1f"), ("std_ms", "std", ".1f"), ("min_ms", "min ms", ".1f"),
-    ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"), ("vs_peer", "x best peer", ".2f"), ("h2d_ms", "h2d", ".2f"),
+    ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"), ("vs_fp32", "x fp32", ".2f"),
+    ("vs_peer", "x best peer", ".2f"), ("h2d_ms", "h2d", ".2f"),
     ("compute_ms", "compute", ".2f"), ("d2h_ms", "d2h", ".2f"), ("achieved_gflops_s", "GFLOP/s", ".0f"),
     ("pct_of_peak", "% peak", ".1f"), ("peak_rss_mb", "peak MB", ".0f"),
 )

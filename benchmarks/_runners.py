@@ -18,6 +18,12 @@ native TensorRT backend on an engine built from the same ONNX): our graphs, path
 plainly and quantised by each engine's own tool (:class:`~benchmarks._variants.PeerExports`),
 normalised and arg-maxed in numpy inside the timed call, as a user of that path does.
 A backend that cannot run here is reported by :func:`unavailable_reason`, never dropped.
+
+Precisions: ``fp32``, ``fp16`` and ``int8`` are graphs (the exporter's FP32, FP16 and INT8 Q/DQ
+files); ``bf16`` is the FP32 graph run in bfloat16 by an engine that can (OpenVINO on a CPU
+whose OpenVINO lists BF16, a TensorRT 10 engine built with the BF16 flag), and a skipped row
+with the reason elsewhere. Every runner says in ``execution_precision`` what its engine reports
+it compiled (OpenVINO's read back from the compiled model), so an fp32 row is seen to be fp32.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.runtime.metadata import PRECISIONS
+from fcn_deploy.runtime.metadata import PRECISIONS as GRAPH_PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,22 @@ DEVICE = {
 }
 _OPENVINO_DEVICE = {"openvino": "openvino", "openvino-gpu": "openvino:GPU"}
 PEER_BACKENDS = ("peer-ort-cpu", "peer-openvino")
+# The exported graphs' precisions, then bf16: the FP32 graph in an engine's bfloat16 mode.
+PRECISIONS = tuple(GRAPH_PRECISIONS) + ("bf16",)
+
+
+def graph_precision(precision: str) -> str:
+    """The exported graph a precision runs: its own, or FP32's for bf16."""
+    return "fp32" if precision == "bf16" else precision
+
+
+def openvino_bf16_problem(backend: str) -> Optional[str]:
+    """Why OpenVINO cannot run bf16 on ``backend``'s device here (its OPTIMIZATION_CAPABILITIES
+    lack BF16), or ``None``."""
+    from fcn_deploy.runtime.backends.openvino import device_capabilities, precision_problem
+
+    device = "GPU" if backend == "openvino-gpu" else "CPU"
+    return precision_problem("bf16", device, device_capabilities(device))
 
 
 def path_of(backend: str) -> str:
@@ -149,6 +171,15 @@ def unavailable_reason(backend: str) -> Optional[str]:
 
 def unsupported_reason(backend: str, precision: str, source) -> Optional[str]:
     """Why this backend cannot run this model at this precision, or ``None``."""
+    if precision == "bf16":
+        if backend.startswith("pytorch"):
+            return "bf16 is measured in the engines that deploy it (OpenVINO, TensorRT), not in PyTorch"
+        if backend.startswith("ort-") or backend == "peer-ort-cpu":
+            return "ONNX Runtime has no bf16 mode (it runs the graph's own types)"
+        if backend in ("openvino", "openvino-gpu", "peer-openvino"):
+            problem = openvino_bf16_problem(backend)
+            if problem:
+                return problem
     if backend.startswith("pytorch"):
         if not source.has_torch_model:
             return f"--model is an exported {source.kind} file; PyTorch needs a zoo name or checkpoint"
@@ -170,7 +201,7 @@ def unsupported_reason(backend: str, precision: str, source) -> Optional[str]:
         return None
     if source.kind == "engine" and backend != "tensorrt":
         return "--model is a TensorRT engine; only the native TensorRT backend runs it"
-    if not source.has_torch_model and precision != source.file_precision:
+    if not source.has_torch_model and graph_precision(precision) != source.file_precision:
         return f"--model is a {source.file_precision} file; give a zoo name or checkpoint to export {precision}"
     return None
 
@@ -207,6 +238,7 @@ class Runner:
 
     backend: str = ""
     precision: str = "fp32"
+    execution_precision: str = ""  # what the engine says it compiled; the precision's name where it cannot say
     int8_scheme: Optional[str] = None  # s8s8 or u8s8 for an INT8 graph
     device: str = "cpu"
     providers: List[str] = []
@@ -252,6 +284,7 @@ class TorchCPURunner(Runner):
         self.graph = graph
         self.normalization = normalization
         self.backend, self.precision, self.device = "pytorch", "fp32", "cpu"
+        self.execution_precision = "fp32"
         self.providers = [f"torch {torch.__version__} CPU, {torch.get_num_threads()} threads, channels-last"]
         self.output_kind = graph
         self.notes = []
@@ -284,6 +317,7 @@ class TorchCudaRunner(Runner):
         self.torch = torch
         self.graph, self.normalization = graph, normalization
         self.backend, self.precision, self.device = "pytorch-cuda", precision, "cuda"
+        self.execution_precision = precision
         self.output_kind = graph
         self.notes = ["channels-last"]
         torch.backends.cudnn.benchmark = True
@@ -371,6 +405,13 @@ class BackendRunner(Runner):
     def close(self) -> None:
         self.impl.close()
 
+    def _opened(self, backend: str, precision: str) -> None:
+        """The facts every backend runner reports, from the opened backend."""
+        self.backend, self.precision, self.device = backend, precision, DEVICE[backend]
+        self.providers = list(self.impl.providers)
+        self.output_kind = self.impl.output_kind
+        self.execution_precision = self.impl.execution_precision
+
 
 class OrtRunner(BackendRunner):
     """An ONNX file in ONNX Runtime through the runtime's own backend (``open_backend``).
@@ -392,9 +433,7 @@ class OrtRunner(BackendRunner):
                            profile_shapes={"min": shape, "opt": shape, "max": shape})
             self.notes.append("TensorRT EP, profile fixed at this shape")
         self.impl = open_backend(path, _ORT_DEVICE[backend], **options)
-        self.backend, self.precision, self.device = backend, precision, DEVICE[backend]
-        self.providers = list(self.impl.providers)
-        self.output_kind = self.impl.output_kind
+        self._opened(backend, precision)
         self.path = path
         if backend != "ort-cpu":
             self.split_note = "host timers around an I/O binding's steps"
@@ -431,16 +470,17 @@ class OrtRunner(BackendRunner):
 
 
 class OpenVINORunner(BackendRunner):
-    """An ONNX file in OpenVINO through the runtime's own backend (``open_backend(path, "openvino")``)."""
+    """An ONNX file in OpenVINO through the runtime's own backend (``open_backend(path, "openvino")``),
+    its float layers in f32 (``fp32``, ``fp16``, ``int8``: never OpenVINO's own bf16 default) or
+    bf16 (``bf16``)."""
 
     def __init__(self, path: str, backend: str, precision: str, threads: int) -> None:
         from fcn_deploy.runtime.backends import open_backend
 
         device = _OPENVINO_DEVICE[backend]
-        self.impl = open_backend(path, device, **({"threads": threads} if backend == "openvino" else {}))
-        self.backend, self.precision, self.device = backend, precision, DEVICE[backend]
-        self.providers = list(self.impl.providers)
-        self.output_kind = self.impl.output_kind
+        options: Dict[str, Any] = {"threads": threads} if backend == "openvino" else {}
+        self.impl = open_backend(path, device, precision="bf16" if precision == "bf16" else "fp32", **options)
+        self._opened(backend, precision)
         self.notes = ["model cache in the user cache"]
         if backend != "openvino":
             self.split_note = "not exposed by OpenVINO's infer request"
@@ -454,6 +494,7 @@ class PeerRunner(Runner):
 
     def __init__(self, path: str, backend: str, precision: str, threads: int, normalization, tool: str) -> None:
         self.backend, self.precision, self.device = backend, precision, "cpu"
+        self.execution_precision = precision
         self.normalization = normalization
         self.output_kind = "labels"
         self.notes = ["plain torch.onnx.export; normalisation and arg-max in numpy, timed"]
@@ -471,10 +512,15 @@ class PeerRunner(Runner):
         else:
             import openvino as ov
 
-            from fcn_deploy.runtime.backends.openvino import shared_core
+            from fcn_deploy.runtime.backends.openvino import PRECISION_HINTS, compiled_precision, shared_core
 
+            # The hint set as for our graphs: the same precision on both paths (OpenVINO's own
+            # default would be bf16 on a CPU with AVX512_BF16 or AMX).
+            hint = PRECISION_HINTS["bf16" if precision == "bf16" else "fp32"]
             self.compiled = shared_core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                                      "PERFORMANCE_HINT": "LATENCY"})
+                                                                      "PERFORMANCE_HINT": "LATENCY",
+                                                                      "INFERENCE_PRECISION_HINT": hint})
+            self.execution_precision = compiled_precision(self.compiled)
             self.request = self.compiled.create_infer_request()
             self.providers = [f"OpenVINO {ov.__version__.split('-')[0]} CPU, {threads} threads"]
             self._infer = lambda x: self.request.infer({0: x})[0]
@@ -496,13 +542,13 @@ def open_peer_runner(backend: str, precision: str, source, workdir: str, shape: 
 
     exports = PeerExports(workdir)
     engine = "onnxruntime" if backend == "peer-ort-cpu" else "openvino"
-    if precision == "fp32":
+    if precision in ("fp32", "bf16"):
         path = exports.fp32(source, shape)
     elif precision == "int8":
         calibration = calibration or Calibration()
         path = (exports.int8_onnxruntime if engine == "onnxruntime" else exports.int8_openvino)(source, shape, calibration)
     else:
-        raise FcnDeployError(f"the peer path runs fp32 and int8, not {precision}")
+        raise FcnDeployError(f"the peer path runs fp32, bf16 and int8, not {precision}")
     return PeerRunner(path, backend, precision, threads, source.resolved.model.normalization, PEER_INT8_TOOLS[engine])
 
 
@@ -513,18 +559,19 @@ class TensorRTRunner(BackendRunner):
         from fcn_deploy.runtime.backends import open_backend
 
         self.impl = open_backend(engine, "cuda")
-        self.backend, self.precision, self.device = "tensorrt", precision, "cuda"
-        self.providers = list(self.impl.providers)
-        self.output_kind = self.impl.output_kind
+        self._opened("tensorrt", precision)
+        self.execution_precision = precision  # fixed when the engine was built (its sidecar says so)
         self.split_note = "not exposed by the native TensorRT backend (copies and execution on one stream)"
         self.notes = ["page-locked buffers, one stream"]
 
 
-def build_engine(onnx_path: str, graph: str, shape: Tuple[int, int, int], workdir: str) -> str:
+def build_engine(onnx_path: str, graph: str, shape: Tuple[int, int, int], workdir: str,
+                 precision: Optional[str] = None) -> str:
     """A TensorRT engine for ``onnx_path`` with its profile fixed at ``shape`` (N, H, W), cached.
 
     The engine takes the ONNX's own precision (TensorRT 10/11 build strongly typed networks
-    from the FP16 or INT8-QDQ graph). ``fcn_deploy.converters.tensorrt_build.ensure_engine`` reuses an
+    from the FP16 or INT8-QDQ graph), or bf16 from the FP32 graph where the release has the
+    BF16 builder flag (``precision="bf16"``; refused in one line where it has not). ``fcn_deploy.converters.tensorrt_build.ensure_engine`` reuses an
     engine whose sidecar still matches (TensorRT version, GPU, ONNX sha256, profile, options)
     and rebuilds it otherwise.
     """
@@ -533,8 +580,9 @@ def build_engine(onnx_path: str, graph: str, shape: Tuple[int, int, int], workdi
     n, h, w = shape
     dims = f"{n}x{h}x{w}x3" if graph == "labels" else f"{n}x3x{h}x{w}"
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
-    engine = os.path.join(workdir, f"{stem}-{dims}.engine")
-    options = BuildOptions(shapes=[dims], timing_cache=os.path.join(workdir, "tensorrt.timing-cache"))
+    suffix = f"-{precision}" if precision else ""
+    engine = os.path.join(workdir, f"{stem}-{dims}{suffix}.engine")
+    options = BuildOptions(precision=precision, shapes=[dims], timing_cache=os.path.join(workdir, "tensorrt.timing-cache"))
     result = ensure_engine(onnx_path, engine, options)
     log.info("%s engine %s (%s)", "reused" if result.reused else "built", engine, result.reason)
     return result.engine_path
@@ -564,13 +612,14 @@ def open_runner(backend: str, precision: str, source, cache, graph: str, shape: 
         scheme = (calibration or Calibration()).scheme_for(backend)
         if scheme == "u8s8" and backend in ("ort-tensorrt", "tensorrt"):
             raise FcnDeployError("TensorRT builds only the symmetric s8s8 INT8 graph, not u8s8")
-    path = cache.onnx(source, precision, graph, calibration, scheme or "s8s8")
+    path = cache.onnx(source, graph_precision(precision), graph, calibration, scheme or "s8s8")
     if backend in _ORT_DEVICE:
         runner: Runner = OrtRunner(path, backend, precision, threads, shape, cache.workdir)
     elif backend in _OPENVINO_DEVICE:
         runner = OpenVINORunner(path, backend, precision, threads)
     elif backend == "tensorrt":
-        runner = TensorRTRunner(build_engine(path, graph, shape, cache.workdir), precision)
+        engine = build_engine(path, graph, shape, cache.workdir, "bf16" if precision == "bf16" else None)
+        runner = TensorRTRunner(engine, precision)
     else:
         raise FcnDeployError(f"unknown backend {backend!r}")
     runner.int8_scheme = scheme

@@ -10,6 +10,9 @@ the pre-processing and the arg-max inside the graph, labels out. Scores are the 
 four metrics at label resolution (:func:`fcn_deploy.evaluation.evaluate`); latency is
 measured on the same calls (batch 1, after ``--warmup`` untimed calls; resizing excluded).
 INT8 is calibrated on the dataset's *training* split, never on the images it is scored on.
+``bf16`` is the FP32 graph in an engine's bfloat16 mode (OpenVINO on a CPU with AVX512_BF16 or
+AMX); each row says what its engine compiled (``runs in``), and its labels are compared with
+the first engine's on the same graph (the FP32 graph for bf16).
 """
 from __future__ import annotations
 
@@ -34,12 +37,13 @@ from fcn_deploy.runtime.input_size import InputSizer, scale_from_facts, training
 log = logging.getLogger("benchmarks.accuracy")
 
 ACCURACY_COLUMNS = (
-    ("path", "path", ""), ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""),
+    ("path", "path", ""), ("backend", "backend", ""), ("prec", "prec", ""), ("execution_precision", "runs in", ""),
+    ("size", "size HxW", ""),
     ("mean_iu_pct", "mean IU %", ".2f"), ("delta_pts", "vs ref pts", "+.2f"), ("pixel_acc_pct", "pixel acc %", ".2f"),
     ("agreement_pct", "labels = first engine %", ".3f"),
     ("p50_ms", "p50 ms", ".1f"), ("p90_ms", "p90 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
     ("mean_ms", "mean ms", ".1f"), ("fps", "img/s", ".2f"), ("speedup", "x pytorch", ".2f"),
-    ("vs_peer", "x best peer", ".2f"), ("images", "images", "d"),
+    ("vs_fp32", "x fp32", ".2f"), ("vs_peer", "x best peer", ".2f"), ("images", "images", "d"),
 )
 
 
@@ -62,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the input-size rule for the first image (its own size on the model's training dataset)")
     p.add_argument("--backends", default="pytorch,ort-cpu,ort-cuda,ort-tensorrt,tensorrt",
                    help="comma list or 'all' (default: every backend but pytorch-cuda)")
-    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma list (default fp32,fp16,int8)")
+    p.add_argument("--precisions", default="fp32,fp16,int8",
+                   help="comma list of fp32, bf16, fp16, int8, or all (default fp32,fp16,int8)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before scoring (default 2)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores available)")
     p.add_argument("--calib", default=None,
@@ -126,11 +131,12 @@ def score(runner: _runners.Runner, dataset, indices: List[int], size, warmup: in
 
 def add_agreements(records: List[Dict[str, Any]]) -> None:
     """``agreement_pct``: the share of pixels on which a row's labels equal those of the first
-    row of the same path, precision and INT8 scheme (``agrees_with`` names it): OpenVINO
-    against ONNX Runtime on the same graph. Drops the kept labels."""
+    row of the same path, graph and INT8 scheme (``agrees_with`` names it): OpenVINO against
+    ONNX Runtime on the same graph, and a bf16 row (the FP32 graph in bfloat16) against the
+    first fp32 row. Drops the kept labels."""
     first: Dict[Any, Dict[str, Any]] = {}
     for r in records:
-        key = (r["path"], r["precision"], r.get("int8_scheme"))
+        key = (r["path"], _runners.graph_precision(r["precision"]), r.get("int8_scheme"))
         ref = first.setdefault(key, r)
         if ref is r:
             r["agreement_pct"], r["agrees_with"] = None, None
@@ -200,6 +206,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                 runner.close()
         record = {"model": source.name, "path": _runners.path_of(backend), "backend": backend, "precision": precision,
                   "int8_scheme": runner.int8_scheme, "prec": _report.precision_label(precision, runner.int8_scheme),
+                  "execution_precision": runner.execution_precision or precision,
                   "size": f"{h}x{w}",
                   "height": h, "width": w, "batch": 1, "dataset": args.dataset, "split": args.split}
         record.update(result)
@@ -210,6 +217,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     records = [_report.rounded(r) for r in records]
     add_deltas(records)
     _report.add_speedups(records)
+    _report.add_precision_ratios(records)
     _report.add_peer_ratios(records)
     return {
         "benchmark": "accuracy",

@@ -11,7 +11,11 @@ exported file (with the exporter's exact rewrites: sub-pixel upsamplers, arg-max
 last pixel shuffle); PyTorch runs the exporter's own wrapper around the trained network,
 channels-last (which the rewrites would not speed up). INT8 runs the graph each backend is
 built for: u8s8 on ONNX Runtime's CPU provider, s8s8 (TensorRT's) elsewhere, or the one
-``--int8-scheme`` names. ``--graph logits`` times the bare network on every backend
+``--int8-scheme`` names. ``bf16`` runs the FP32 graph in an engine's bfloat16 mode (OpenVINO
+on a CPU with AVX512_BF16 or AMX; a TensorRT 10 engine built with the BF16 flag); elsewhere it is
+a skipped row with the reason. Every row says what its engine compiled (``runs in``: OpenVINO's
+read back from the compiled model: ``fp32``, ``bf16``, ``u8 conv 29/29, fp32``), and each lower
+precision's speed-up over the same engine's fp32 (``x fp32``). ``--graph logits`` times the bare network on every backend
 instead (normalised float input prepared outside the timed region, logits out).
 Video decoding, resizing and drawing are never included (see benchmarks/pipeline.py).
 glibc's malloc is told to keep freed memory in the process (``--system-malloc`` to leave
@@ -90,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="zoo model build option, e.g. width=16 (repeatable)")
     p.add_argument("--backends", default="all", help="comma list or 'all' (default)")
-    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma list of fp32, fp16, int8 (default all three)")
+    p.add_argument("--precisions", default="fp32,bf16,fp16,int8",
+                   help="comma list of fp32, bf16, fp16, int8, or all (default all four; bf16 is the FP32 graph "
+                        "in an engine's bfloat16 mode, skipped with the reason where the hardware lacks it)")
     p.add_argument("--sizes", default="360x480", help="input sizes HxW, comma separated (default 360x480)")
     p.add_argument("--batch", default="1", help="batch sizes, comma separated (default 1)")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations per configuration (default 3)")
@@ -203,7 +209,8 @@ def measure_round(config: Config, source, cache, args, calibration, threads: int
             runner.close()
     config.memory.append(memory.stop())
     config.runner = {"device": runner.device, "providers": runner.providers, "notes": "; ".join(runner.notes),
-                     "split_note": runner.split_note, "int8_scheme": runner.int8_scheme}
+                     "split_note": runner.split_note, "int8_scheme": runner.int8_scheme,
+                     "execution_precision": runner.execution_precision or config.precision}
 
 
 def make_record(config: Config, source, args, flops, peaks, threads: int) -> Dict[str, Any]:
@@ -212,6 +219,7 @@ def make_record(config: Config, source, args, flops, peaks, threads: int) -> Dic
         "precision": config.precision,
         "int8_scheme": config.runner["int8_scheme"],
         "prec": _report.precision_label(config.precision, config.runner["int8_scheme"]),
+        "execution_precision": config.runner["execution_precision"],
         "size": config.size, "height": config.height, "width": config.width, "batch": config.batch, "graph": args.graph,
         "includes_preprocessing": args.graph == "labels", "includes_argmax": args.graph == "labels",
         "warmup": args.warmup, "rounds": args.rounds,
@@ -291,6 +299,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         else:
             records.append(make_record(config, source, args, flops, peaks, threads))
     _report.add_speedups(records)
+    _report.add_precision_ratios(records)
     _report.add_peer_ratios(records)
     return {
         "benchmark": "latency",

@@ -14,6 +14,10 @@ everything but its convolutions, so the ratio is bounded by the peer's total (it
 the numpy normalisation and arg-max around it, timed as the latency benchmark times them)
 over our convolutions (``bound``). The counters add a little time per node, so compare the
 shares and the bound, not the totals, with the latency benchmark's p50s.
+
+Both paths compile with the same ``INFERENCE_PRECISION_HINT``: f32 for fp32 and int8 (an INT8
+graph's convolutions stay integer), bf16 for ``bf16`` (the FP32 graphs in bfloat16, where the
+CPU has it). Without the hint OpenVINO would pick bf16 by itself on a CPU with AVX512_BF16 or AMX.
 """
 from __future__ import annotations
 
@@ -37,16 +41,17 @@ CONVOLUTIONS = ("Convolution", "GroupConvolution", "Deconvolution", "Convolution
 NUMPY = "numpy (normalise, arg-max)"
 
 
-def compile_profiled(path: str, x: np.ndarray, threads: int) -> Any:
-    """An infer request with per-node counters for ``path``, compiled for ``x``'s shape."""
-    from fcn_deploy.runtime.backends.openvino import shared_core
+def compile_profiled(path: str, x: np.ndarray, threads: int, precision: str = "fp32") -> Any:
+    """An infer request with per-node counters for ``path``, compiled for ``x``'s shape, its
+    float layers in ``precision`` (fp32 or bf16: OpenVINO's INFERENCE_PRECISION_HINT)."""
+    from fcn_deploy.runtime.backends.openvino import PRECISION_HINTS, read_onnx_model, shared_core
 
     core = shared_core()
-    model = core.read_model(path)
+    model = read_onnx_model(path)
     if model.inputs[0].get_partial_shape().is_dynamic:
         model.reshape({model.inputs[0].get_any_name(): list(x.shape)})
     compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                 "PERF_COUNT": True})
+                                                 "PERF_COUNT": True, "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]})
     return compiled.create_infer_request()
 
 
@@ -86,7 +91,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--model", default="camvid",
                    help="zoo name (random weights), 'camvid' (the bundled model) or a checkpoint")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="zoo model build option")
-    p.add_argument("--precisions", default="fp32,int8", help="fp32, int8 or both (default both)")
+    p.add_argument("--precisions", default="fp32,int8",
+                   help="fp32, bf16, int8 or all (default fp32,int8; bf16 where the CPU has it)")
     p.add_argument("--size", default="360x480", help="frame size HxW (default 360x480)")
     p.add_argument("--calib", default="synthetic", help="INT8 calibration frames: a folder or DATASET[:ROOT]")
     p.add_argument("--calib-images", type=int, default=16, help="INT8 calibration images (default 16)")
@@ -102,9 +108,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     try:
         h, w = parse_size(args.size)
-        precisions = _runners._parse_choices(args.precisions, ("fp32", "int8"), "precision")
+        precisions = _runners._parse_choices(args.precisions, ("fp32", "bf16", "int8"), "precision")
         if not precisions:
-            raise FcnDeployError("--precisions is empty; choose from fp32, int8 or all")
+            raise FcnDeployError("--precisions is empty; choose from fp32, bf16, int8 or all")
+        if "bf16" in precisions:
+            problem = _runners.openvino_bf16_problem("openvino")
+            if problem:
+                raise FcnDeployError(problem)
         source = _variants.open_source(args.model, 11, parse_key_values(args.option))
         if not source.has_torch_model:
             raise FcnDeployError(f"{args.model} is a file; the peers' path exports from a checkpoint or zoo name")
@@ -119,11 +129,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         profiles: Dict[str, Dict[str, Tuple[Dict[str, float], collections.Counter]]] = {}
         for precision in precisions:
             scheme = "u8s8" if precision == "int8" else "s8s8"
-            our_file = ours.onnx(source, precision, "labels", calibration if precision == "int8" else None, scheme)
-            peer_file = (peers.fp32(source, (1, h, w)) if precision == "fp32"
+            graph = _runners.graph_precision(precision)
+            floats = "bf16" if precision == "bf16" else "fp32"
+            our_file = ours.onnx(source, graph, "labels", calibration if precision == "int8" else None, scheme)
+            peer_file = (peers.fp32(source, (1, h, w)) if graph == "fp32"
                          else peers.int8_openvino(source, (1, h, w), calibration))
-            runs = {"ours": (compile_profiled(our_file, frames, args.threads), frames, None),
-                    "peer": (compile_profiled(peer_file, normalized, args.threads), normalized,
+            runs = {"ours": (compile_profiled(our_file, frames, args.threads, floats), frames, None),
+                    "peer": (compile_profiled(peer_file, normalized, args.threads, floats), normalized,
                              (frames, normalization))}
             profiles[precision] = profile(runs, args.warmup, args.iters)
     except (FcnDeployError, OSError, RuntimeError) as exc:

@@ -7,6 +7,12 @@ TensorRT 10 has both modes; fcn-deploy uses strongly typed there too, so an engi
 same on 10 and 11. TensorRT 8.x has no strongly typed mode: it builds explicit-batch networks
 and needs the FP16 or INT8 builder flag to use those kernels at all.
 
+bf16 (``fcn-deploy build --bf16``, an FP32 ONNX): TensorRT 10 only, as a weakly typed network
+with the BF16 builder flag (layers may fall back to FP32), on a GPU of compute capability 8.0 or
+later (Ampere, Jetson Orin); TensorRT 8.x has no bf16 and TensorRT 11 no weakly typed flags
+(bf16 there would have to be the graph's own types, which fcn-deploy does not export). Each
+of those is refused in one line before TensorRT builds anything.
+
 So a build is decided in two steps:
 
 1. :func:`plan_build` (pure Python, no TensorRT): from the running version, the ONNX's
@@ -46,7 +52,7 @@ from fcn_deploy.runtime.engine_cache import (
     sha256_file,
     write_sidecar,
 )
-from fcn_deploy.runtime.metadata import ModelMetadata, has_fcn_deploy_metadata
+from fcn_deploy.runtime.metadata import PRECISIONS, ModelMetadata, has_fcn_deploy_metadata
 from fcn_deploy.runtime.tensorrt_compat import (
     OPT_LEVEL_SINCE,
     PARSER_NODE_NAME_SINCE,
@@ -71,6 +77,11 @@ from .tensorrt_shapes import Dim, profile_text, resolve_profile
 log = logging.getLogger(__name__)
 
 MAX_OPT_LEVEL = 5
+# bf16 from an FP32 graph: the BF16 builder flag, TensorRT 10 only (see the module docstring),
+# on GPUs of compute capability 8.0 and later.
+BF16_SINCE = (10, 0)
+BF16_FLAG_UNTIL = 10
+BF16_MIN_COMPUTE_CAPABILITY = (8, 0)
 
 NOT_BUILT_HINT = "TensorRT is not installed here: build the engine on the target with `fcn-deploy build {onnx}`"
 
@@ -85,7 +96,7 @@ class BuildOptions:
     """``fcn-deploy build`` options.
 
     ``precision``: ``None`` builds at the ONNX's own precision; ``"fp16"``/``"int8"`` insist
-    on one. ``shapes``: ``--shapes`` values (:mod:`fcn_deploy.converters.tensorrt_shapes`).
+    on one; ``"bf16"`` builds an FP32 ONNX in bf16 where the release and GPU can. ``shapes``: ``--shapes`` values (:mod:`fcn_deploy.converters.tensorrt_shapes`).
     ``contexts``: how many copies of the optimisation profile to build, one per execution
     context that may run at the same time (the runtime's overlap of two frames needs 2).
     ``max_batch``: the largest batch of the default profile (``fcn-deploy run`` with N
@@ -103,8 +114,8 @@ class BuildOptions:
     max_batch: int = 1
 
     def validate(self) -> None:
-        if self.precision not in (None, "fp16", "int8"):
-            raise EngineBuildError(f"unknown precision {self.precision!r}; expected fp16 or int8")
+        if self.precision not in (None, "fp16", "int8", "bf16"):
+            raise EngineBuildError(f"unknown precision {self.precision!r}; expected fp16, bf16 or int8")
         if self.workspace_gb is not None and not self.workspace_gb > 0:
             raise EngineBuildError(f"--workspace must be a positive number of GB, not {self.workspace_gb}")
         if self.opt_level is not None and not 0 <= self.opt_level <= MAX_OPT_LEVEL:
@@ -214,6 +225,17 @@ def choose_precision(version: Version, onnx_precision: str, requested: Optional[
     if requested is None or requested == onnx_precision:
         return onnx_precision
     strongly_typed = version >= STRONGLY_TYPED_SINCE
+    if requested == "bf16":
+        if onnx_precision != "fp32":
+            raise EngineBuildError(f"--bf16 builds an FP32 ONNX in bf16; {where} is {onnx_precision}")
+        if version < BF16_SINCE:
+            raise EngineBuildError(f"TensorRT {version[0]}.{version[1]} has no bf16 (it arrived in TensorRT 10); "
+                                   "build FP16 instead (fcn-deploy export --fp16)")
+        if version[0] > BF16_FLAG_UNTIL:
+            raise EngineBuildError(
+                f"TensorRT {version[0]}.{version[1]} builds strongly typed networks only, whose precision is the "
+                f"ONNX's own, and fcn-deploy does not export a bf16 ONNX: build FP16 instead (fcn-deploy export --fp16)")
+        return "bf16"
     if requested == "int8":
         raise EngineBuildError(
             f"--int8 needs an INT8 Q/DQ ONNX (fcn-deploy export --int8 --calib ...); {where} is "
@@ -229,9 +251,13 @@ def choose_precision(version: Version, onnx_precision: str, requested: Optional[
     raise EngineBuildError(f"{where} is {onnx_precision}; --{requested} cannot change that")
 
 
-def network_flag_names(version: Version) -> Tuple[str, ...]:
+def network_flag_names(version: Version, precision: str = "fp32") -> Tuple[str, ...]:
     """NetworkDefinitionCreationFlag members for ``version``: STRONGLY_TYPED from 10 on,
-    EXPLICIT_BATCH on 8.x (where implicit batch is still the default)."""
+    EXPLICIT_BATCH on 8.x (where implicit batch is still the default); none for bf16 on 10 (a
+    weakly typed network, explicit batch being 10's only mode), whose BF16 flag lets the
+    builder lower the FP32 graph's layers."""
+    if precision == "bf16":
+        return ()
     return ("STRONGLY_TYPED",) if version >= STRONGLY_TYPED_SINCE else ("EXPLICIT_BATCH",)
 
 
@@ -239,7 +265,9 @@ def builder_flag_names(version: Version, precision: str, dla: bool, version_comp
     """BuilderFlag members for ``version``: the precision flags only on 8.x (a strongly typed
     network takes its precision from the graph), GPU_FALLBACK with DLA, VERSION_COMPATIBLE."""
     flags: List[str] = []
-    if version < STRONGLY_TYPED_SINCE:
+    if precision == "bf16":
+        flags.append("BF16")  # the weakly typed build of choose_precision (TensorRT 10)
+    elif version < STRONGLY_TYPED_SINCE:
         if precision == "fp16":
             flags.append("FP16")
         elif precision == "int8":
@@ -270,8 +298,8 @@ def plan_build(
     return BuildPlan(
         version=version,
         precision=precision,
-        strongly_typed=version >= STRONGLY_TYPED_SINCE,
-        network_flags=network_flag_names(version),
+        strongly_typed=version >= STRONGLY_TYPED_SINCE and precision != "bf16",
+        network_flags=network_flag_names(version, precision),
         builder_flags=builder_flag_names(version, precision, options.dla_core is not None, options.version_compatible),
         profiles=[profile] * options.contexts if profile else [],
         workspace_bytes=int(options.workspace_gb * (1 << 30)) if options.workspace_gb else None,
@@ -279,6 +307,15 @@ def plan_build(
         dla_core=options.dla_core,
         timing_cache=options.timing_cache,
     )
+
+
+def _capability(text: str) -> Tuple[int, int]:
+    """``"8.7"`` -> ``(8, 7)``; unreadable -> ``(0, 0)``."""
+    try:
+        major, _, minor = str(text).partition(".")
+        return int(major), int(minor or 0)
+    except ValueError:
+        return (0, 0)
 
 
 def static_profile_for_dla(profile: Dict[str, Dict[str, List[int]]], shapes_given: bool) -> Dict[str, Dict[str, List[int]]]:
@@ -455,6 +492,9 @@ def ensure_engine(
 
         cuda = open_cuda(parse_gpu_device(device))
     system = current_system(trt, cuda)
+    if plan.precision == "bf16" and _capability(system.compute_capability) < BF16_MIN_COMPUTE_CAPABILITY:
+        raise EngineBuildError(f"{system.gpu_name} (sm {system.compute_capability}) has no bf16: it needs compute "
+                               "capability 8.0 or later (Ampere, Jetson Orin); build FP16 instead")
     if output is None:
         output = (
             cached_engine_path(onnx_path, cache_dir, facts.sha256, system, plan.precision)
@@ -462,7 +502,8 @@ def ensure_engine(
             else default_engine_path(onnx_path)
         )
     metadata = json.loads(json.dumps(facts.metadata.to_dict()))  # as the sidecar will hold it
-    metadata["precision"] = plan.precision
+    if plan.precision in PRECISIONS:  # a bf16 engine's graph is FP32 (the sidecar's precision says bf16)
+        metadata["precision"] = plan.precision
     request = BuildRequest(facts.sha256, plan.precision, plan.profiles, options.cache_options(), metadata)
 
     reason = "no engine yet"

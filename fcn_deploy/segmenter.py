@@ -95,7 +95,7 @@ class Segmenter:
 
     def __init__(self, model: PathLike = "camvid", device: Optional[str] = None, *,
                  input_size: Union[InputSizeSpec, str] = None, batch_size: Optional[int] = None,
-                 **backend_options: Any) -> None:
+                 precision: str = "fp32", **backend_options: Any) -> None:
         spec = os.fspath(model)
         if "://" in spec:  # a URI: open_backend decides what it is (no file to resolve here)
             target, kind_device = spec, "cpu"
@@ -113,9 +113,10 @@ class Segmenter:
             from .runtime.engine_choice import choose_cpu_backend
 
             self.device, self.engine_choice = choose_cpu_backend(
-                target, backend_options.get("threads"), spinning=backend_options.get("spinning", True))
+                target, backend_options.get("threads"), spinning=backend_options.get("spinning", True),
+                precision=precision)
             log.info("%s", self.engine_choice)
-        self._backend: Optional[Backend] = open_backend(target, self.device, **backend_options)
+        self._backend: Optional[Backend] = open_backend(target, self.device, precision=precision, **backend_options)
         try:
             if self._backend.metadata is None:
                 raise FcnDeployError(f"{target} carries no fcn-deploy metadata; export it with `fcn-deploy export`")

@@ -410,4 +410,4 @@ def test_op_profile_splits_each_paths_time_by_node_type(tmp_path, capsys):
     assert bound > 0
     assert op_profile.main(TINY + ["--precisions", "fp16"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown precision 'fp16'; choose from fp32, int8" in err
+    assert err.count("\n") == 1 and "unknown precision 'fp16'; choose from fp32, bf16, int8" in err

@@ -1,5 +1,9 @@
 """The automatic CPU engine choice (ONNX Runtime or OpenVINO): measured once, cached per
-machine and model, a corrupt cache ignored, an explicit engine never second-guessed."""
+machine, model and precision, both engines at the precision asked for, a corrupt cache
+ignored, an explicit engine never second-guessed.
+
+CPU features: the bf16 cases take OpenVINO's path on a CPU whose OpenVINO lists BF16 (AVX512_BF16
+or AMX) and its one-line refusal elsewhere; both are asserted, whichever this CPU is."""
 from __future__ import annotations
 
 import json
@@ -8,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.runtime.engine_choice import CACHE_FILE, OPENVINO, ORT_CPU, choose_cpu_backend, installed_cpu_engines
+from fcn_deploy.runtime.engine_choice import (
+    CACHE_FILE, CACHE_VERSION, OPENVINO, ORT_CPU, choose_cpu_backend, installed_cpu_engines,
+)
 
-from onnx_helpers import exported_onnx, run_cli
+from onnx_helpers import assert_one_line_error, exported_onnx, run_cli
 
 pytest.importorskip("openvino", reason="the choice needs both CPU engines: openvino is not installed")
 pytest.importorskip("onnxruntime", reason="the choice needs both CPU engines: onnxruntime is not installed")
@@ -42,7 +48,7 @@ def model(tmp_path_factory):
 
 def entries(cache: Path):
     data = json.loads(cache.read_text())
-    assert data["version"] == 1
+    assert data["version"] == CACHE_VERSION
     return data["entries"]
 
 
@@ -59,9 +65,11 @@ def test_measured_once_then_cached(model, tmp_path):
     device, why = choose_cpu_backend(model, 1, size=SIZE, cache_file=str(cache), iters=3)
     assert device in (ORT_CPU, OPENVINO)
     assert "measured now" in why and "64x96" in why and "\n" not in why
+    assert "both fp32" in why  # never OpenVINO's bf16 against ONNX Runtime's fp32
     (entry,) = entries(cache).values()
     versions = installed_cpu_engines()
     assert entry["device"] == device and set(entry["ms"]) == {ORT_CPU, OPENVINO}
+    assert entry["precision"] == "fp32"
     assert entry["engines"] == versions and entry["threads"] == 1 and entry["size"] == list(SIZE)
     assert entry["cpu"] and len(entry["model_sha256"]) == 64
 
@@ -78,7 +86,9 @@ def test_measured_once_then_cached(model, tmp_path):
     assert len(entries(cache)) == 2
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "entries": []}', '["x"]', '{"version": 99}'])
+# Version 1 held OpenVINO timings taken in bf16 (its default on AVX512_BF16 CPUs): never reused.
+@pytest.mark.parametrize("content", ["{not json", '{"version": 2, "entries": []}', '["x"]', '{"version": 99}',
+                                     '{"version": 1, "entries": {}}'])
 def test_a_corrupt_cache_is_ignored_and_rewritten(model, tmp_path, caplog, content):
     cache = tmp_path / CACHE_FILE
     cache.write_text(content)
@@ -97,6 +107,19 @@ def test_a_changed_model_is_measured_again(model, tmp_path):
     other = exported_onnx(tmp_path / "other.onnx", logits=True)  # other bytes, same name pattern
     _, why = choose_cpu_backend(other, 1, size=SIZE, cache_file=str(cache), iters=2)
     assert "measured now" in why and len(entries(cache)) == 2
+
+
+def test_bf16_is_openvino_unmeasured_and_never_cached(model, tmp_path):
+    """bf16 has one CPU engine: OpenVINO, named without a measurement (ONNX Runtime would
+    only fail to open it); fp32's cached answer does not stand for it."""
+    cache = tmp_path / CACHE_FILE
+    choose_cpu_backend(model, 1, size=SIZE, cache_file=str(cache), iters=1, warmup=1)
+    force(cache, ORT_CPU, OPENVINO)
+    device, why = choose_cpu_backend(model, 1, size=SIZE, cache_file=str(cache), precision="bf16")
+    assert device == OPENVINO and "bf16" in why and "\n" not in why
+    assert choose_cpu_backend(model, 1, size=SIZE, cache_file=str(cache))[0] == ORT_CPU  # fp32's own answer
+    with pytest.raises(FcnDeployError, match="unknown precision 'fp8'"):
+        choose_cpu_backend(model, 1, size=SIZE, cache_file=str(cache), precision="fp8")
 
 
 def test_missing_model_is_one_clear_error(tmp_path):
@@ -121,4 +144,23 @@ def test_run_uses_the_choice_and_an_explicit_engine_bypasses_it(tmp_path):
     explicit = run_cli(["run", "--device", "ort-cpu", "--threads", "2", "--max-frames", "2", "--output", "none"],
                        env_extra=env)
     assert explicit.returncode == 0, explicit.stderr
-    assert "CPU engine:" not in explicit.stderr and "(ort-cpu)" in explicit.stderr
+    assert "CPU engine:" not in explicit.stderr and "(ort-cpu) in fp32" in explicit.stderr
+    assert "(openvino) in fp32" in chosen.stderr  # the compiled precision, read back from OpenVINO
+
+
+def test_run_bf16_on_the_cpu_takes_openvino_or_is_refused_in_one_line(tmp_path):
+    """``run --precision bf16`` (device cpu): OpenVINO in bf16 where the CPU has it (the line says
+    what it compiled), one line and exit 1 where it has not; ``--device ort-cpu`` refuses bf16."""
+    from fcn_deploy.runtime.backends.openvino import device_capabilities
+
+    env = {"FCN_DEPLOY_CACHE": str(tmp_path / "cache")}
+    result = run_cli(["run", "--precision", "bf16", "--threads", "2", "--max-frames", "2", "--output", "none"],
+                     env_extra=env)
+    if "BF16" in device_capabilities("CPU"):
+        assert result.returncode == 0, result.stderr
+        assert "(openvino) in bf16" in result.stderr
+    else:
+        assert_one_line_error(result, "bf16 is not supported by OpenVINO's CPU")
+    ort = run_cli(["run", "--device", "ort-cpu", "--precision", "bf16", "--max-frames", "1", "--output", "none"],
+                  env_extra=env)
+    assert_one_line_error(ort, "ONNX Runtime has no bf16 mode")

@@ -153,7 +153,8 @@ class Enum(Guarded):
 
 ENUMS = {
     "NetworkDefinitionCreationFlag": ["EXPLICIT_BATCH", "EXPLICIT_PRECISION", "STRONGLY_TYPED"],
-    "BuilderFlag": ["FP16", "INT8", "DEBUG", "GPU_FALLBACK", "REFIT", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"],
+    "BuilderFlag": ["FP16", "INT8", "DEBUG", "GPU_FALLBACK", "REFIT", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME",
+                    "BF16"],
     "MemoryPoolType": ["WORKSPACE", "DLA_MANAGED_SRAM"],
     "DeviceType": ["GPU", "DLA"],
     "TensorIOMode": ["NONE", "INPUT", "OUTPUT"],
@@ -632,6 +633,41 @@ def test_fp16_flag_on_fp32_onnx_is_refused_from_10(tmp_path, version):
     with pytest.raises(tb.EngineBuildError, match="export an FP16 ONNX"):
         tb.ensure_engine(exported_onnx(tmp_path / "m.onnx"), options=tb.BuildOptions(precision="fp16"),
                          trt=trt, cuda=_get(trt, "_device"))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_bf16_builds_on_10_and_is_refused_in_one_line_elsewhere(tmp_path, version):
+    """``build --bf16`` of an FP32 ONNX: on TensorRT 10 a weakly typed network with the BF16
+    builder flag (a name 10.3 and 10.13 have), its sidecar saying bf16 while the metadata keeps
+    the graph's fp32; on 8.6 (no bf16) and 11.4 (no weakly typed flags) one line, before
+    TensorRT is asked to build."""
+    trt, rel = fake(version)
+    device = _get(trt, "_device")
+    onnx_path = exported_onnx(tmp_path / "m.onnx")
+    options = tb.BuildOptions(precision="bf16")
+    if rel.major != 10:
+        match = "has no bf16" if rel.major < 10 else "strongly typed networks only"
+        with pytest.raises(tb.EngineBuildError, match=match) as info:
+            tb.ensure_engine(onnx_path, options=options, trt=trt, cuda=device)
+        assert "\n" not in str(info.value) and "build_serialized_network" not in rel.touched
+        return
+    result = tb.ensure_engine(onnx_path, options=options, trt=trt, cuda=device)
+    plan = device.last_plan
+    assert plan["network_flags"] == [] and plan["flags"] == ["BF16"]
+    assert "BF16" in rel.touched and "STRONGLY_TYPED" not in rel.touched
+    assert result.sidecar.precision == "bf16" and not result.sidecar.strongly_typed
+    assert result.sidecar.metadata["precision"] == "fp32"
+    with pytest.raises(tb.EngineBuildError, match="builds an FP32 ONNX in bf16"):
+        tb.ensure_engine(exported_onnx(tmp_path / "h.onnx", precision="fp16"), options=options, trt=trt, cuda=device)
+
+
+def test_bf16_needs_a_gpu_of_compute_capability_8(tmp_path):
+    device = FakeDevice("Fake Xavier", "7.2")
+    trt, rel = fake("10.3.0", device)
+    with pytest.raises(tb.EngineBuildError, match=r"Fake Xavier \(sm 7.2\) has no bf16: it needs compute capability 8.0"):
+        tb.ensure_engine(exported_onnx(tmp_path / "m.onnx"), options=tb.BuildOptions(precision="bf16"), trt=trt,
+                         cuda=device)
+    assert "build_serialized_network" not in rel.touched
 
 
 # An operator no TensorRT parser imports, hung off the real graph's output.

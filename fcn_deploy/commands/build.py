@@ -30,6 +30,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="require FP16 (TensorRT >= 10 takes it from an FP16 ONNX: fcn-deploy export --fp16)",
     )
     precision.add_argument(
+        "--bf16", dest="precision", action="store_const", const="bf16",
+        help="build an FP32 ONNX in bf16 (TensorRT 10, GPUs of compute capability 8.0+; refused elsewhere)",
+    )
+    precision.add_argument(
         "--int8", dest="precision", action="store_const", const="int8",
         help="require INT8 (needs an INT8 Q/DQ ONNX: fcn-deploy export --int8)",
     )

@@ -29,12 +29,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--rtol", type=float, default=0.0, metavar="X",
                         help="relative logit tolerance (default 0)")
     parser.add_argument("--min-agreement", type=float, metavar="F",
-                        help="minimum arg-max agreement, a fraction (default 0.999 fp32, 0.995 fp16, 0.95 int8)")
+                        help="minimum arg-max agreement, a fraction (default 0.999 fp32, 0.995 fp16, "
+                        "0.95 bf16, 0.95 int8)")
     parser.add_argument("--images", metavar="DIR|DATASET[:ROOT]",
                         help="real images to compare on, a folder or a dataset's training split (resized to "
                              "each size); default: seeded noise. Judge an INT8 model on real images: it is "
                              "calibrated for them, and noise drives its activations outside those ranges")
     parser.add_argument("--device", default="cpu", help="device for A: cpu, cuda, tensorrt, openvino, openvino:GPU (default cpu: ONNX Runtime)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="precision of A's float layers: fp32 (default, on every engine) or bf16 (--device "
+                        "openvino on a CPU with AVX512_BF16 or AMX; judged on agreement, like fp16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise frames")
     parser.set_defaults(func=run)
 
@@ -62,11 +66,16 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"--batch must be >= 1, not {args.batch}")
     if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
         raise FcnDeployError(f"--min-agreement is a fraction in [0, 1], not {args.min_agreement}")
-    a = OnnxSide(str(resolve_model_file(args.a, (ONNX, TRITON))), args.device)
+    a = OnnxSide(str(resolve_model_file(args.a, (ONNX, TRITON))), args.device, precision=args.precision)
+    try:
+        b = reference_side(a, args.b)
+    except BaseException:
+        a.close()
+        raise
     sizes = sizes or default_sizes(a.metadata)
-    b = reference_side(a, args.b)
     images = load_calibration_frames(args.images, 64) if args.images else None
-    precision = a.metadata.precision
+    # What A is judged as: its file's precision, or bf16 when its FP32 layers were asked to run in bf16.
+    precision = "bf16" if args.precision == "bf16" and a.metadata.precision == "fp32" else a.metadata.precision
     tolerances = Tolerances(
         atol=args.atol,
         rtol=args.rtol,
@@ -78,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     if precision == "int8" and images is None:
         print("note: INT8 judged on seeded noise, outside the range of the images it was calibrated on; "
               "pass --images DIR|DATASET[:ROOT] for the agreement on real frames")
+    if precision == "bf16" and images is None:
+        print("note: bf16 judged on seeded noise, where near-ties are everywhere; pass --images DIR|DATASET[:ROOT] "
+              "for the agreement on real frames")
     try:
         reports = compare(a, b, sizes, args.batch, tolerances, args.seed, images)
     finally:

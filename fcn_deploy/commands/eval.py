@@ -43,6 +43,9 @@ def add_parser(subparsers) -> None:
                    help="cpu or cuda for checkpoints and ONNX (default cpu: ONNX Runtime); tensorrt for ONNX through "
                    "the TensorRT EP; openvino or openvino:GPU for ONNX in OpenVINO; cuda for an engine (its default)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="precision of an exported model's float layers: fp32 (default, on every engine) or bf16 "
+                   "(--device openvino on a CPU with AVX512_BF16 or AMX)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (a quick look)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
@@ -81,7 +84,8 @@ class _Model:
         self.scale, self.profile = scale, profile
 
 
-def open_model(path: str, device: Optional[str], size: Optional[Tuple[int, int]], threads: Optional[int]) -> _Model:
+def open_model(path: str, device: Optional[str], size: Optional[Tuple[int, int]], threads: Optional[int],
+               precision: str = "fp32") -> _Model:
     from ..runtime.model_files import CHECKPOINT, ONNX, default_device, model_kind
 
     kind = model_kind(path)
@@ -91,14 +95,14 @@ def open_model(path: str, device: Optional[str], size: Optional[Tuple[int, int]]
         from ..runtime.backends import open_backend
 
         options: Dict[str, Any] = {"threads": threads} if threads and kind == ONNX else {}
-        backend = open_backend(path, device=device, **options)
+        backend = open_backend(path, device=device, precision=precision, **options)
         meta = backend.metadata
         if meta is None:
             backend.close()
             raise FcnDeployError(f"{path} carries no fcn-deploy metadata: export it with `fcn-deploy export`")
         from ..runtime.input_size import backend_profile, training_scale
 
-        runs_on = f"{type(backend).__name__} ({', '.join(backend.providers)})"
+        runs_on = f"{type(backend).__name__} ({', '.join(backend.providers)}; {backend.execution_precision})"
         return _Model(BackendPredictor(backend, size), meta.num_classes, list(meta.classes), meta.dataset,
                       runs_on, backend.close, training_scale(meta), backend_profile(backend))
     else:
@@ -107,6 +111,9 @@ def open_model(path: str, device: Optional[str], size: Optional[Tuple[int, int]]
         from ..training.checkpoint import load_checkpoint_model
         from ..training.predict import TorchPredictor
 
+        if precision != "fp32":
+            raise FcnDeployError(f"--precision {precision} is for exported models: a checkpoint is scored in PyTorch "
+                                 f"fp32; export it and score the .onnx with --device openvino --precision {precision}")
         if threads:
             torch.set_num_threads(threads)
         if device not in ("cpu",) and not device.startswith("cuda"):
@@ -141,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if scales and (args.input_size or args.size):
         raise FcnDeployError("--scales and --input-size both choose the input size: give one")
     path = resolve_model(args.model)
-    model = open_model(path, args.device, None, args.threads)
+    model = open_model(path, args.device, None, args.threads, args.precision)
     try:
         dataset_name = args.dataset or model.dataset
         if not dataset_name:

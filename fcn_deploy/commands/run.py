@@ -39,6 +39,9 @@ def add_parser(subparsers) -> None:
                        "OpenVINO, measured once per machine and model; ort-cpu and openvino name one)")
     model.add_argument("--threads", type=int, default=None, metavar="N",
                        help="inference threads on the CPU (default: one per core)")
+    model.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                       help="precision of the float layers: fp32 (default, on every engine) or bf16 (OpenVINO on a "
+                       "CPU with AVX512_BF16 or AMX; refused where the hardware or engine lacks it)")
     model.add_argument("--input-size", default=None, metavar="native|HxW",
                        help="network input size: 'native' keeps each frame's own size, HxW forces one "
                        "(default: each frame resized, aspect ratio kept, so that objects appear at the scale "
@@ -284,8 +287,9 @@ def run(args: argparse.Namespace) -> int:
         if kind == ONNX and device.strip().lower() == "cpu":  # the faster installed CPU engine for this model
             from ..runtime.engine_choice import choose_cpu_backend
 
-            device, engine_choice = choose_cpu_backend(model_path, args.threads, spinning=False)
-        backend = open_backend(model_path, device, **backend_options)
+            device, engine_choice = choose_cpu_backend(model_path, args.threads, spinning=False,
+                                                       precision=args.precision)
+        backend = open_backend(model_path, device, precision=args.precision, **backend_options)
         meta = backend.metadata
         visualizer = Visualizer(meta.classes, meta.palette, options)
         if engine_choice:
@@ -294,8 +298,8 @@ def run(args: argparse.Namespace) -> int:
         sizer = InputSizer.for_backend(backend, input_size)
         for stream in streams:
             outs = [s.description for s in stream.sinks] + ([stream.label_sink.description] if stream.label_sink else [])
-            log.info("%s%s on %s (%s) -> %s", f"stream {stream.name}: " if many else "", meta.model_name,
-                     stream.source.description, device, ", ".join(outs) or "mosaic only")
+            log.info("%s%s on %s (%s) in %s -> %s", f"stream {stream.name}: " if many else "", meta.model_name,
+                     stream.source.description, device, backend.execution_precision, ", ".join(outs) or "mosaic only")
         if mosaic_sinks:
             log.info("mosaic of %d streams -> %s", len(streams), ", ".join(s.description for s in mosaic_sinks))
         for sink in mosaic_sinks + ([] if many else list(streams[0].sinks)):

@@ -11,6 +11,12 @@ sha256, the CPU model and core count, both engines' versions, the thread count a
 frame size, so a later start pays nothing and a change to any of them measures again. A
 cache file that cannot be read is ignored and rewritten.
 
+Both engines are measured at the same precision, the one the user asked for (fp32 unless
+``--precision`` says otherwise), and neither may lower it: OpenVINO is told to compile an FP32
+graph in f32 (on a CPU with AVX512_BF16 or AMX it would pick bf16 by itself, and win by running
+half the precision). The precision is part of the cache key. bf16 has one CPU engine,
+OpenVINO, so it is the answer without a measurement; it refuses bf16 itself on a CPU without it.
+
 ``ort-cpu`` and ``openvino`` (the benchmarks' backend names) name one engine and bypass
 the choice.
 
@@ -38,7 +44,8 @@ OPENVINO = "openvino"
 ENGINE_NAMES = {ORT_CPU: "ONNX Runtime", OPENVINO: "OpenVINO"}
 CACHE_FILE = "cpu-engine-choice.json"
 ENGINE_ENV = "FCN_DEPLOY_CPU_ENGINE"
-CACHE_VERSION = 1
+# 2: the precision is in the key; version 1's OpenVINO timings were bf16 on bf16-capable CPUs.
+CACHE_VERSION = 2
 DEFAULT_SIZE = (360, 480)
 
 
@@ -117,7 +124,7 @@ def _valid_entry(entry: Any, engines: Dict[str, str]) -> bool:
 
 
 def _measure(model_path: str, engines: List[str], size: Tuple[int, int], threads: Optional[int], spinning: bool,
-             warmup: int, iters: int) -> Tuple[Dict[str, float], Dict[str, str]]:
+             warmup: int, iters: int, precision: str = "fp32") -> Tuple[Dict[str, float], Dict[str, str]]:
     """Median milliseconds per frame of each engine that opens the model, interleaved so that
     a burst of other load hits both; and why each engine that could not run it failed."""
     from .backends import open_backend
@@ -129,7 +136,7 @@ def _measure(model_path: str, engines: List[str], size: Tuple[int, int], threads
     times: Dict[str, List[float]] = {}
     try:
         for engine in engines:
-            options: Dict[str, Any] = {"threads": threads, "spinning": spinning}
+            options: Dict[str, Any] = {"threads": threads, "spinning": spinning, "precision": precision}
             try:
                 backend = open_backend(model_path, engine, **options)
                 x = backend.prepare(frame)
@@ -152,11 +159,11 @@ def _measure(model_path: str, engines: List[str], size: Tuple[int, int], threads
 
 
 def _reason(device: str, ms: Dict[str, float], versions: Dict[str, str], size: Tuple[int, int],
-            threads: Optional[int], how: str) -> str:
+            threads: Optional[int], how: str, precision: str = "fp32") -> str:
     others = ", ".join(f"{ENGINE_NAMES[e]} {versions[e]} {ms[e]:.1f} ms" for e in ms if e != device)
     thread_text = f"{threads} threads" if threads else "default threads"
     return (f"CPU engine: {ENGINE_NAMES[device]} {versions[device]} ({device}), {ms[device]:.1f} ms per "
-            f"{size[0]}x{size[1]} frame against {others} ({thread_text}; {how}; --device "
+            f"{size[0]}x{size[1]} frame against {others}, both {precision} ({thread_text}; {how}; --device "
             f"{ORT_CPU}|{OPENVINO} chooses one)")
 
 
@@ -169,19 +176,24 @@ def choose_cpu_backend(
     cache_file: Optional[str] = None,
     warmup: int = 2,
     iters: int = 5,
+    precision: Optional[str] = None,
 ) -> Tuple[str, str]:
     """``(device, reason)``: the faster installed CPU engine for the ONNX file ``model_path``
     (``"ort-cpu"`` or ``"openvino"``, a device :func:`~fcn_deploy.runtime.backends.open_backend`
     takes) and one line that says why.
 
-    ``threads`` and ``spinning`` are the options the caller will open the backend with (they
-    change the answer); ``size`` the frame size (default: :func:`measurement_size`);
+    ``threads``, ``spinning`` and ``precision`` (``"fp32"``, the default, or ``"bf16"``) are the
+    options the caller will open the backend with (they change the answer); both engines are
+    measured at that precision (see the module docstring). ``size`` the frame size (default: :func:`measurement_size`);
     ``cache_file`` where answers are kept (default ``USER_CACHE/cpu-engine-choice.json``).
     With one engine installed it is the answer, unmeasured; with none, ``ort-cpu`` (whose
     backend then says what to install). ``FCN_DEPLOY_CPU_ENGINE=ort-cpu|openvino`` in the
     environment is the answer without measuring (a fixed choice for a fleet, or for tests that
     compare labels with one engine's).
     """
+    from .backends.base import check_execution_precision
+
+    precision = check_execution_precision(precision)
     forced = os.environ.get(ENGINE_ENV, "").strip().lower()
     if forced:  # the user (or a test) names the engine for every run on this machine
         if forced not in ENGINE_NAMES:
@@ -189,6 +201,12 @@ def choose_cpu_backend(
         return forced, f"CPU engine: {ENGINE_NAMES[forced]} ({forced}), as {ENGINE_ENV} says"
     path = os.fspath(model_path)
     versions = installed_cpu_engines()
+    if precision != "fp32":  # OpenVINO is the one CPU engine with a switch for it
+        if OPENVINO not in versions:
+            raise FcnDeployError(f"{precision} on the CPU needs OpenVINO (pip install 'fcn-deploy[openvino]'): "
+                                 f"ONNX Runtime has no {precision} mode")
+        return OPENVINO, (f"CPU engine: OpenVINO {versions[OPENVINO]} (openvino), the CPU engine that runs "
+                          f"{precision}")
     if len(versions) < 2:
         if OPENVINO in versions:
             return OPENVINO, f"CPU engine: OpenVINO {versions[OPENVINO]} (onnxruntime is not installed)"
@@ -201,16 +219,16 @@ def choose_cpu_backend(
     cache_file = cache_file or default_cache_file()
     facts = {
         "model_sha256": sha256_file(path), "cpu": cpu_model(), "cores": _cores(), "engines": versions,
-        "threads": threads, "spinning": bool(spinning), "size": list(size),
+        "threads": threads, "spinning": bool(spinning), "size": list(size), "precision": precision,
     }
     key = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
     entries = _read_cache(cache_file)
     entry = entries.get(key)
     if _valid_entry(entry, versions):
         how = f"measured {entry.get('measured_at', '?')}, cached in {cache_file}"
-        return entry["device"], _reason(entry["device"], entry["ms"], versions, size, threads, how)
+        return entry["device"], _reason(entry["device"], entry["ms"], versions, size, threads, how, precision)
 
-    ms, failed = _measure(path, list(versions), size, threads, spinning, warmup, iters)
+    ms, failed = _measure(path, list(versions), size, threads, spinning, warmup, iters, precision)
     if not ms:
         detail = "; ".join(f"{ENGINE_NAMES[e]}: {why}" for e, why in failed.items())
         raise FcnDeployError(f"no CPU engine can run {path}: {detail}")
@@ -226,4 +244,4 @@ def choose_cpu_backend(
     except OSError as exc:  # a read-only home: the choice still stands, measured again next time
         log.warning("cannot keep the CPU engine choice in %s: %s", cache_file, first_line(exc))
     how = f"measured now, median of {iters}"
-    return device, _reason(device, ms, versions, size, threads, how)
+    return device, _reason(device, ms, versions, size, threads, how, precision)

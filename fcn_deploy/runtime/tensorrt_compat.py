@@ -40,6 +40,9 @@ ENUM_MEMBERS: Dict[Tuple[str, str], Tuple[Tuple[int, int], Optional[int]]] = {
     # Weakly typed precision flags: 8.x only (deprecated in 10, removed in 11).
     ("BuilderFlag", "FP16"): ((8, 5), 9),
     ("BuilderFlag", "INT8"): ((8, 5), 9),
+    # bf16 from an FP32 graph: a weakly typed build with this flag, on 10 only (8.x has no
+    # bf16; 11 dropped the weakly typed flags, and its DataType.BF16 is for typed graphs).
+    ("BuilderFlag", "BF16"): ((10, 0), 10),
     ("BuilderFlag", "GPU_FALLBACK"): ((8, 5), None),
     ("BuilderFlag", "VERSION_COMPATIBLE"): ((8, 6), None),
     ("MemoryPoolType", "WORKSPACE"): ((8, 5), None),

@@ -20,7 +20,7 @@ from typing import Any
 
 from ...errors import FcnDeployError
 from ..model_files import ENGINE, ONNX, is_remote, model_kind
-from .base import Backend, BackendError, TensorSpec, check_frames, normalize_frames
+from .base import Backend, BackendError, TensorSpec, check_execution_precision, check_frames, normalize_frames
 
 __all__ = ["Backend", "BackendError", "TensorSpec", "check_frames", "normalize_frames", "open_backend"]
 
@@ -37,11 +37,18 @@ def open_backend(path: "str | os.PathLike[str]", device: str = "cpu", **options:
     ``fp16``, ``engine_cache_dir``, ``timing_cache_dir``, ``profile_shapes`` ...); for engines
     :class:`~fcn_deploy.runtime.backends.tensorrt.TensorRTBackend` (``contexts`` ...); on OpenVINO
     :class:`~fcn_deploy.runtime.backends.openvino.OpenVINOBackend` (``threads``, ``in_flight``, ``cache_dir``).
+    ``precision`` (``"fp32"``, the default, or ``"bf16"``): what the graph's floating-point
+    layers run in. Only OpenVINO has a switch for it; every other backend runs the graph's own
+    types (fp32 for an FP32 graph) and refuses bf16 in one line, saying where it runs.
     Raises :class:`BackendError` (a :class:`~fcn_deploy.errors.FcnDeployError`) for a
     missing or unreadable file, an unknown device or a missing execution provider.
     """
     path = os.fspath(path)
+    precision = check_execution_precision(options.pop("precision", None))
     if is_remote(path):  # triton://HOST:PORT/NAME: a model on a Triton server, not a file
+        if precision != "fp32":
+            raise BackendError(f"precision {precision}: a model served by Triton runs in the precision the server "
+                               "was given (its model repository), not one a client picks")
         from .triton import TritonBackend
 
         return TritonBackend(path, device, **options)
@@ -58,9 +65,15 @@ def open_backend(path: "str | os.PathLike[str]", device: str = "cpu", **options:
             raise BackendError(f"OpenVINO runs ONNX files; {path} is a {kind} file (--device openvino takes a .onnx)")
         from .openvino import OpenVINOBackend
 
-        return OpenVINOBackend(path, device, **options)
+        return OpenVINOBackend(path, device, precision=precision, **options)
     if str(device).strip().lower() == ORT_CPU:
         device = "cpu"
+    if precision != "fp32":
+        if kind == ENGINE:
+            raise BackendError(f"precision {precision}: a TensorRT engine runs the precision it was built with; "
+                               f"build a {precision} engine from the ONNX (fcn-deploy build --{precision})")
+        raise BackendError(f"precision {precision}: ONNX Runtime has no {precision} mode (it runs the graph's own "
+                           f"types); on a CPU with AVX512_BF16 or AMX use --device openvino")
     if kind == ENGINE:
         from .tensorrt import TensorRTBackend
 

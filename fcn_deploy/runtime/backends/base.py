@@ -36,6 +36,24 @@ class BackendError(FcnDeployError):
     """A model file that cannot be opened, a device that is missing, or an input that does not fit."""
 
 
+# The precisions a backend can be asked to compute a graph's floating-point layers in. ``fp32``
+# (the default) is a promise: no engine may quietly lower it (OpenVINO would run an FP32 graph
+# in bfloat16 on a CPU with AVX512_BF16 or AMX unless told not to). ``bf16`` is asked for by name
+# and refused, in one line, by an engine or a device that cannot run it. An INT8 graph's integer
+# convolutions stay integer either way; an FP16 graph's precision is its own
+# (``fcn-deploy export --fp16``).
+EXECUTION_PRECISIONS = ("fp32", "bf16")
+
+
+def check_execution_precision(precision: Optional[str]) -> str:
+    """``None`` -> ``"fp32"``; a name of :data:`EXECUTION_PRECISIONS` (any case) as it is;
+    anything else one :class:`BackendError` line."""
+    name = "fp32" if precision is None else str(precision).strip().lower()
+    if name not in EXECUTION_PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; expected {' or '.join(EXECUTION_PRECISIONS)}")
+    return name
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A graph input or output as the model declares it.
@@ -142,7 +160,9 @@ class Backend(abc.ABC):
     ``"cuda"``, ``"tensorrt"``), ``providers`` (what actually runs it, e.g. ONNX Runtime's
     execution providers in priority order), ``metadata`` (:class:`ModelMetadata`, or ``None``
     for a foreign graph opened with ``require_metadata=False``), ``input_spec`` and
-    ``output_spec`` (:class:`TensorSpec` of the graph's own input and output).
+    ``output_spec`` (:class:`TensorSpec` of the graph's own input and output). ``precision``
+    is what the floating-point layers were asked to run in (:data:`EXECUTION_PRECISIONS`), and
+    :attr:`execution_precision` what the engine says it compiled.
 
     Use as a context manager, or call :meth:`close`.
     """
@@ -153,6 +173,14 @@ class Backend(abc.ABC):
     metadata: Optional[ModelMetadata]
     input_spec: TensorSpec
     output_spec: TensorSpec
+    precision: str = "fp32"
+
+    @property
+    def execution_precision(self) -> str:
+        """The precision the engine runs the graph in, as the engine reports it where it can
+        (OpenVINO reads it back from the compiled model). Here: the graph's own types, which
+        an engine without a precision switch (ONNX Runtime's CPU provider) runs as they are."""
+        return self.metadata.precision if self.metadata is not None else "fp32"
 
     @abc.abstractmethod
     def run_graph(self, x: np.ndarray) -> np.ndarray:

@@ -27,6 +27,20 @@ plugin's layout, so the dynamic compile is released once a static one has taken 
 :data:`STATIC_SHAPES` shapes get one, and further shapes (a folder of photos of every size)
 run the dynamic compile, made again when first needed.
 
+Precision: OpenVINO's CPU plugin runs an FP32 graph in bfloat16 by default on CPUs with
+AVX512_BF16 or AMX (its ``INFERENCE_PRECISION_HINT`` defaults to bf16 there, f32 elsewhere), and
+its GPU plugin in f16. So the hint is always set: ``f32`` for ``precision="fp32"`` (the default:
+an FP32 graph's labels then equal ONNX Runtime's), ``bf16`` only when asked for, and only on a
+device whose ``OPTIMIZATION_CAPABILITIES`` lists BF16 (else one :class:`BackendError` line). The
+hint concerns floating-point layers: an INT8 Q/DQ graph's convolutions stay integer (u8/i8) under
+either. What the compiled model really runs is read back from it
+(:attr:`OpenVINOBackend.execution_precision`: the hint it compiled with, and how many
+convolutions run in integers) and printed in every benchmark row.
+
+Reading: the file goes to OpenVINO's ONNX frontend alone. ``Core.read_model`` tries every
+frontend in turn on a file that is not valid ONNX, and TensorFlow's prints absl log lines
+("Error parsing text-format tensorflow.GraphDef") on stderr; our error says it once.
+
 Frames in flight: ``in_flight=N`` creates N infer requests (per compiled shape);
 :meth:`OpenVINOBackend.submit` starts one with ``start_async`` and returns, so the caller
 prepares the next frame while OpenVINO runs this one. Default: 1 on the CPU (two requests
@@ -38,14 +52,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ...errors import first_line
 from ...fileio import user_cache_root
 from ..metadata import ModelMetadata, has_fcn_deploy_metadata
-from .base import Backend, BackendError, TensorSpec, check_array, check_layout
+from .base import Backend, BackendError, TensorSpec, check_array, check_execution_precision, check_layout
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +69,15 @@ _OV_TYPES = {"u8": "uint8", "i8": "int8", "f32": "float32", "f16": "float16", "i
 # How many input shapes get a compile of their own (see the module docstring): a video's
 # batches and the shorter last one, or landscape and portrait photos.
 STATIC_SHAPES = 2
+# Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values, and the word a device's
+# OPTIMIZATION_CAPABILITIES lists when it can run them.
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+PRECISION_CAPABILITIES = {"fp32": "FP32", "bf16": "BF16"}
+# OpenVINO's element type names -> our precision names, for what a compiled model reports.
+_PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+# Node types (the runtime model's layerType) whose runtimePrecision says whether a layer's
+# arithmetic runs in integers.
+_WEIGHTED_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
 
 
 def _import_openvino():
@@ -86,6 +109,79 @@ def shared_core() -> Any:
         if _core is None:
             _core = _import_openvino().Core()
         return _core
+
+
+def engine_message(exc: BaseException) -> str:
+    """OpenVINO's error text as one line: its source-location lines ("Exception from
+    src/inference/src/cpp/core.cpp:84:", "Check '...' failed at src/...:563:") dropped, the
+    rest, the part that says what is wrong, joined."""
+    kept = []
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if not line or (line.startswith(("Exception from ", "Check '")) and line.endswith(":")
+                        and " src/" in f" {line}"):
+            continue
+        kept.append(line)
+    return " ".join(kept) or type(exc).__name__
+
+
+def read_onnx_model(path: str) -> Any:
+    """``path`` as an ``openvino.Model``, read by OpenVINO's ONNX frontend only (see the
+    module docstring: ``Core.read_model`` would let the TensorFlow frontend print on stderr)."""
+    from openvino.frontend import FrontEndManager
+
+    frontend = FrontEndManager().load_by_framework("onnx")
+    return frontend.convert(frontend.load(path))
+
+
+def device_capabilities(ov_device: str) -> List[str]:
+    """What OpenVINO says ``ov_device`` (``CPU``, ``GPU.1``) computes fast:
+    ``OPTIMIZATION_CAPABILITIES`` (on the CPU: FP32, INT8, and BF16 where the CPU has
+    AVX512_BF16 or AMX)."""
+    try:
+        return [str(c) for c in shared_core().get_property(ov_device, "OPTIMIZATION_CAPABILITIES")]
+    except Exception as exc:  # a plugin that does not report it
+        log.debug("OpenVINO %s: no OPTIMIZATION_CAPABILITIES (%s)", ov_device, engine_message(exc))
+        return []
+
+
+def precision_problem(precision: str, ov_device: str, capabilities: Sequence[str], device_name: str = "") -> Optional[str]:
+    """Why OpenVINO cannot run ``precision`` on ``ov_device`` with these ``capabilities``, or
+    ``None``. fp32 runs everywhere; bf16 where the device lists BF16."""
+    precision = check_execution_precision(precision)
+    if precision == "fp32" or PRECISION_CAPABILITIES[precision] in capabilities:
+        return None
+    where = f"{ov_device} ({device_name})" if device_name and device_name != ov_device else ov_device
+    need = " (a CPU needs AVX512_BF16 or AMX)" if ov_device.split(".")[0] == "CPU" else ""
+    return (f"{precision} is not supported by OpenVINO's {where}: its capabilities are "
+            f"{', '.join(capabilities) or 'not reported'}{need}; use --precision fp32")
+
+
+def compiled_precision(compiled: Any) -> str:
+    """What a compiled model runs in, from the model itself: its ``INFERENCE_PRECISION_HINT``
+    in our names (``fp32``, ``bf16``) and, where some convolutions run in integers (an INT8 Q/DQ
+    graph), how many: ``"u8 conv 29/29, fp32"``."""
+    try:
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        floats = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        floats = _PRECISION_NAMES.get(floats, floats)
+    except Exception:  # a plugin without the property (not the CPU or GPU)
+        floats = "?"
+    integer: Dict[str, int] = {}
+    layers = 0
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" not in info or info["layerType"].astype(str) not in _WEIGHTED_LAYERS:
+                continue
+            layers += 1
+            runtime = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
+            if runtime in ("u8", "i8"):
+                integer[runtime] = integer.get(runtime, 0) + 1
+    except Exception as exc:  # the runtime model is for reporting only
+        log.debug("no runtime model to read precisions from: %s", engine_message(exc))
+    ints = ", ".join(f"{kind} conv {count}/{layers}" for kind, count in sorted(integer.items()))
+    return f"{ints}, {floats}" if ints else floats
 
 
 def is_openvino_device(device: str) -> bool:
@@ -166,6 +262,8 @@ class OpenVINOBackend(Backend):
       docstring);
       ``cache_dir``: the model cache (default :func:`default_cache_dir`; ``""`` turns it off);
       ``require_metadata``: refuse graphs not exported by fcn-deploy (default ``True``);
+      ``precision``: ``"fp32"`` (default) or ``"bf16"``, the floating-point layers'
+      precision (OpenVINO's ``INFERENCE_PRECISION_HINT``; see the module docstring);
       ``spinning``: accepted so that the options ``run`` gives ONNX Runtime open this backend
       too; OpenVINO's CPU plugin has no such switch (its idle threads sleep), so it changes nothing.
     """
@@ -180,6 +278,7 @@ class OpenVINOBackend(Backend):
         cache_dir: Optional[str] = None,
         require_metadata: bool = True,
         spinning: bool = True,
+        precision: Optional[str] = None,
     ) -> None:
         ov = _import_openvino()
         # Compiled models by input shape; None: the dynamic-shape one (see the module docstring).
@@ -190,6 +289,7 @@ class OpenVINOBackend(Backend):
         self._next_ticket = 0
         self._lock = threading.Lock()
         self.path = str(path)
+        self.precision = check_execution_precision(precision)
         self.ov_device = parse_openvino_device(device)
         self.device = f"{DEVICE_PREFIX}:{self.ov_device}" if self.ov_device != "CPU" else DEVICE_PREFIX
         if not os.path.isfile(self.path):
@@ -213,9 +313,16 @@ class OpenVINOBackend(Backend):
                 f"{', '.join(available) or 'none'}); use --device openvino for the CPU"
             )
         try:
-            model = core.read_model(self.path)
+            name = core.get_property(self.ov_device, "FULL_DEVICE_NAME")
+        except Exception:  # a plugin without the property: the device id says enough
+            name = self.ov_device
+        problem = precision_problem(self.precision, self.ov_device, device_capabilities(self.ov_device), name)
+        if problem:
+            raise BackendError(problem)
+        try:
+            model = read_onnx_model(self.path)
         except Exception as exc:  # OpenVINO raises RuntimeError with a page of text
-            raise BackendError(f"cannot load ONNX model {self.path}: {first_line(exc)}") from None
+            raise BackendError(f"OpenVINO cannot read {self.path}: {engine_message(exc)}") from None
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise BackendError(
                 f"{self.path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; a segmentation "
@@ -232,7 +339,8 @@ class OpenVINOBackend(Backend):
         else:
             self.metadata = None
 
-        config: Dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        config: Dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
+                                  "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision]}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.cache_dir = default_cache_dir() if cache_dir is None else cache_dir
@@ -245,14 +353,16 @@ class OpenVINOBackend(Backend):
                 self.cache_dir = ""
         self._model, self._config = model, config
         dynamic = self._dynamic_program()
-        try:
-            name = core.get_property(self.ov_device, "FULL_DEVICE_NAME")
-        except Exception:  # a plugin without the property: the device id says enough
-            name = self.ov_device
+        self._execution_precision = compiled_precision(dynamic.compiled)
+        floats = self._execution_precision.rsplit(", ", 1)[-1]
+        if floats not in (self.precision, "?"):  # the promise the hint made, kept or refused
+            raise BackendError(f"OpenVINO compiled {self.path} for {self.ov_device} in {floats}, not the "
+                               f"{self.precision} asked for")
         threads_used = ""
         if cpu:
             threads_used = f", {dynamic.compiled.get_property('INFERENCE_NUM_THREADS')} threads"
-        self.providers = [f"OpenVINO {ov.__version__.split('-')[0]} {self.ov_device} ({name}{threads_used})"]
+        self.providers = [f"OpenVINO {ov.__version__.split('-')[0]} {self.ov_device} ({name}{threads_used}, "
+                          f"{self._execution_precision})"]
         log.debug("opened %s on %s, %d frame(s) in flight", self.path, self.providers[0], self._limit)
 
     # -- running --------------------------------------------------------------------------
@@ -266,6 +376,12 @@ class OpenVINOBackend(Backend):
     @property
     def in_flight(self) -> int:
         return self._limit
+
+    @property
+    def execution_precision(self) -> str:
+        """What the compiled model runs in, read back from it (:func:`compiled_precision`):
+        ``"fp32"``, ``"bf16"``, ``"u8 conv 29/29, fp32"``."""
+        return self._execution_precision
 
     @property
     def compiled_shapes(self) -> List[Optional[Tuple[int, ...]]]:
@@ -286,7 +402,7 @@ class OpenVINOBackend(Backend):
                 self._programs[None] = self._compile(None)
             except Exception as exc:  # OpenVINO raises RuntimeError with a page of text
                 raise BackendError(
-                    f"OpenVINO cannot compile {self.path} for {self.ov_device}: {first_line(exc)}") from None
+                    f"OpenVINO cannot compile {self.path} for {self.ov_device}: {engine_message(exc)}") from None
         return self._programs[None]
 
     def _program(self, shape: Tuple[int, ...]) -> _Program:
@@ -317,7 +433,7 @@ class OpenVINOBackend(Backend):
         try:
             request.wait()
         except Exception as exc:  # a kernel that failed on this input
-            raise BackendError(f"{self.path}: OpenVINO failed on a frame: {first_line(exc)}") from None
+            raise BackendError(f"{self.path}: OpenVINO failed on a frame: {engine_message(exc)}") from None
         return np.array(request.get_output_tensor(0).data, copy=True)  # the request reuses its buffer
 
     def submit(self, x: np.ndarray) -> int:
@@ -346,7 +462,7 @@ class OpenVINOBackend(Backend):
                 self._runs.pop(ticket)
                 self._order.remove(ticket)
                 run.release()
-                raise BackendError(f"{self.path}: OpenVINO cannot start the run: {first_line(exc)}") from None
+                raise BackendError(f"{self.path}: OpenVINO cannot start the run: {engine_message(exc)}") from None
         return ticket
 
     def result(self, ticket: int) -> np.ndarray:
