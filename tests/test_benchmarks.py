@@ -230,7 +230,7 @@ def test_accuracy_scores_every_backend_on_the_same_images(tmp_path):
     assert len(rows) == 3 and "mean_iu" in rows[0] and "p50_ms" in rows[0]
     markdown = (tmp_path / "a.md").read_text()
     assert "python3 benchmarks/accuracy.py --model fcn8s_resnet18" in markdown
-    assert "| path | backend | prec | size HxW | mean IU % |" in markdown and markdown.count("| ort-cpu |") == 2
+    assert "| path | backend | prec | runs in | size HxW | mean IU % |" in markdown and markdown.count("| ort-cpu |") == 2
 
 
 def test_accuracy_refuses_a_model_with_other_classes(latency_run, tmp_path, capsys):
@@ -321,9 +321,15 @@ def test_openvino_and_peer_path_rows(tmp_path, capsys):
         assert r["path"] == ("peer" if backend.startswith("peer-") else "ours")
         if precision in ("fp32", "int8"):
             best = min(p["p50_ms"] for p in report["records"] if p["path"] == "peer" and p["precision"] == precision)
-            assert r["vs_peer"] == pytest.approx(best / r["p50_ms"], rel=1e-2)
+            assert r["vs_peer"] == pytest.approx(best / r["p50_ms"], rel=1e-2, abs=1e-3)  # vs_peer keeps 3 decimals
     assert by[("openvino", "int8")]["int8_scheme"] == "u8s8"  # the CPU's INT8 graph, as on ONNX Runtime
     assert by[("openvino", "fp32")]["providers"][0].startswith("OpenVINO")
+    # What each engine compiled, read back: fp32 in fp32 on every CPU (never OpenVINO's own bf16
+    # default), INT8's convolutions in integers.
+    for backend in ("openvino", "peer-openvino", "ort-cpu"):
+        assert by[(backend, "fp32")]["execution_precision"] == "fp32"
+    assert by[("openvino", "int8")]["execution_precision"].startswith("u8 conv ")
+    assert by[("openvino", "int8")]["execution_precision"].endswith(", fp32")
     assert by[("peer-ort-cpu", "int8")]["int8_scheme"] is None and "quantize_static" in by[("peer-ort-cpu", "int8")]["notes"]
     # The peer path has no CPU fp16; it says so.
     assert any(s["backend"] == "peer-ort-cpu" and s["precision"] == "fp16" and "no fp16" in s["reason"]
@@ -379,15 +385,58 @@ def test_versus_peer_picks_the_fastest_of_each_path(tmp_path, capsys):
 
 
 def test_accuracy_reports_openvino_label_agreement_with_onnx_runtime(tmp_path):
+    """OpenVINO fp32 against ONNX Runtime on the same graph; bf16 (where the CPU has it: the FP32
+    graph in bfloat16) against ONNX Runtime's fp32 labels, with what each engine compiled."""
     pytest.importorskip("openvino", reason="openvino is not installed")
+    from fcn_deploy.runtime.backends.openvino import device_capabilities
+
     out = tmp_path / "a.json"
     assert accuracy.main(TINY + ["--dataset", "synthetic", "--limit", "2", "--backends", "ort-cpu,openvino",
-                                 "--precisions", "fp32", "--warmup", "1", "--workdir", str(tmp_path / "w"),
+                                 "--precisions", "fp32,bf16", "--warmup", "1", "--workdir", str(tmp_path / "w"),
                                  "--json", str(out)]) == 0
-    by = {r["backend"]: r for r in json.loads(out.read_text())["records"]}
-    assert by["ort-cpu"]["agreement_pct"] is None and by["ort-cpu"]["path"] == "ours"
-    assert by["openvino"]["agrees_with"] == "ort-cpu" and by["openvino"]["agreement_pct"] >= 99.9
-    assert "_labels" not in by["openvino"]
+    report = json.loads(out.read_text())
+    by = {(r["backend"], r["precision"]): r for r in report["records"]}
+    assert by[("ort-cpu", "fp32")]["agreement_pct"] is None and by[("ort-cpu", "fp32")]["path"] == "ours"
+    ov = by[("openvino", "fp32")]
+    assert ov["agrees_with"] == "ort-cpu" and ov["agreement_pct"] >= 99.9 and ov["execution_precision"] == "fp32"
+    assert "_labels" not in ov
+    if "BF16" in device_capabilities("CPU"):  # CPU feature: AVX512_BF16 or AMX
+        bf16 = by[("openvino", "bf16")]
+        assert bf16["execution_precision"] == "bf16" and bf16["agrees_with"] == "ort-cpu"
+        assert bf16["delta_pts"] is not None and bf16["reference"] == "ort-cpu fp32"
+    else:
+        assert any(s["backend"] == "openvino" and s["precision"] == "bf16" and "AVX512_BF16 or AMX" in s["reason"]
+                   for s in report["skipped"])
+    assert any(s["backend"] == "ort-cpu" and s["precision"] == "bf16" and "no bf16 mode" in s["reason"]
+               for s in report["skipped"])
+
+
+def test_bf16_row_beside_fp32_with_its_speed_up(tmp_path, capsys):
+    """latency.py --precisions fp32,bf16: OpenVINO's bf16 row (where the CPU has bf16; its
+    one-line reason where not) next to the fp32 rows, ``x fp32`` its fp32/bf16 p50 ratio, and
+    every row's ``runs in`` what the engine compiled. ONNX Runtime's bf16 is a skipped row."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from fcn_deploy.runtime.backends.openvino import device_capabilities
+
+    out = tmp_path / "b.json"
+    argv = TINY + ["--backends", "ort-cpu,openvino", "--precisions", "fp32,bf16", "--sizes", "32x48", "--warmup", "1",
+                   "--iters", "2", "--no-peak", "--workdir", str(tmp_path / "work"), "--json", str(out)]
+    assert latency.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "runs in" in text and "x fp32" in text
+    report = json.loads(out.read_text())
+    by = {(r["backend"], r["precision"]): r for r in report["records"]}
+    assert by[("ort-cpu", "fp32")]["execution_precision"] == "fp32" and by[("ort-cpu", "fp32")]["vs_fp32"] is None
+    assert by[("openvino", "fp32")]["execution_precision"] == "fp32"
+    if "BF16" in device_capabilities("CPU"):  # CPU feature: AVX512_BF16 or AMX
+        bf16 = by[("openvino", "bf16")]
+        assert bf16["execution_precision"] == "bf16" and bf16["prec"] == "bf16"
+        assert bf16["vs_fp32"] == pytest.approx(by[("openvino", "fp32")]["p50_ms"] / bf16["p50_ms"], rel=1e-2)
+    else:
+        reason = next(s["reason"] for s in report["skipped"] if s["backend"] == "openvino" and s["precision"] == "bf16")
+        assert "bf16 is not supported by OpenVINO's CPU" in reason and "\n" not in reason
+    assert ("ort-cpu", "bf16") not in by
+    assert any(s["backend"] == "ort-cpu" and s["precision"] == "bf16" for s in report["skipped"])
 
 
 def test_op_profile_splits_each_paths_time_by_node_type(tmp_path, capsys):

@@ -105,3 +105,23 @@ def test_cli_compare_pass_and_fail(files):
 def test_cli_compare_bad_arguments(files):
     assert_one_line_error(run_cli(["compare", files["logits"], "--sizes", "97by131"]), "bad size")
     assert_one_line_error(run_cli(["compare", files["logits"], "--min-agreement", "99"]), "fraction")
+
+
+def test_cli_compare_on_openvino_in_fp32_and_bf16(files):
+    """``compare A A --device openvino``: OpenVINO's fp32 (read back: compiled in fp32) against
+    ONNX Runtime passes at FP32's tolerance; ``--precision bf16`` is judged as bf16 where the CPU
+    has it (AVX512_BF16 or AMX) and refused in one line where it has not, and on ONNX Runtime."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from fcn_deploy.runtime.backends.openvino import device_capabilities
+
+    deploy = str(files["deploy"])
+    fp32 = run_cli(["compare", deploy, deploy, "--device", "openvino", "--sizes", "97x131,32x48"])
+    assert fp32.returncode == 0, fp32.stdout + fp32.stderr
+    assert "fp32 graph run in fp32" in fp32.stdout and "(min 99.90%)" in fp32.stdout
+    bf16 = run_cli(["compare", deploy, deploy, "--device", "openvino", "--precision", "bf16", "--sizes", "32x48"])
+    if "BF16" in device_capabilities("CPU"):
+        assert "fp32 graph run in bf16" in bf16.stdout and "(min 95.00%)" in bf16.stdout, bf16.stdout + bf16.stderr
+        assert "note: bf16 judged on seeded noise" in bf16.stdout
+    else:
+        assert_one_line_error(bf16, "bf16 is not supported by OpenVINO's CPU")
+    assert_one_line_error(run_cli(["compare", deploy, deploy, "--precision", "bf16"]), "ONNX Runtime has no bf16 mode")

@@ -124,6 +124,36 @@ def test_eval_onnx_through_the_runtime_backend(checkpoint, camvid_root, tmp_path
     assert via_onnx["pixel_acc"] == pytest.approx(via_torch["pixel_acc"], abs=2e-3)
 
 
+def test_eval_precision_on_openvino_and_its_refusals(checkpoint, camvid_root, tmp_path, capsys):
+    """--precision: fp32 on OpenVINO says it ran in fp32 (read back from the compiled model);
+    bf16 runs there where the CPU has it (AVX512_BF16 or AMX; a one-line refusal where not), and
+    is one line on ONNX Runtime and for a checkpoint."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    onnx_export = pytest.importorskip("fcn_deploy.converters.onnx_export")
+    resolve = pytest.importorskip("fcn_deploy.converters.resolve")
+    from fcn_deploy.runtime.backends.openvino import device_capabilities
+
+    onnx_path = tmp_path / "tiny.onnx"
+    onnx_export.export(resolve.model_from_checkpoint(str(checkpoint)), str(onnx_path))
+    fp32 = _eval_json(capsys, "--model", str(onnx_path), "--root", str(camvid_root), "--device", "openvino")
+    assert fp32["runs_on"].endswith("; fp32)"), fp32["runs_on"]
+    args = ["eval", "--model", str(onnx_path), "--root", str(camvid_root), "--device", "openvino", "--precision",
+            "bf16", "--json", "--threads", "1"]
+    code = main(args)
+    captured = capsys.readouterr()
+    if "BF16" in device_capabilities("CPU"):
+        assert code == 0, captured.err
+        bf16 = json.loads(captured.out)
+        assert bf16["runs_on"].endswith("; bf16)") and abs(bf16["mean_iu"] - fp32["mean_iu"]) < 0.05
+    else:
+        assert code == 1 and "AVX512_BF16 or AMX" in captured.err and len(captured.err.strip().splitlines()) == 1
+    for model in (str(onnx_path), str(checkpoint)):
+        code = main(["eval", "--model", model, "--root", str(camvid_root), "--precision", "bf16"])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and err.startswith("fcn-deploy: error:") and len(err.splitlines()) == 1, err
+        assert "bf16" in err
+
+
 @pytest.mark.parametrize(
     "case", ["missing root", "missing checkpoint", "corrupt checkpoint", "wrong classes", "bundled model absent"]
 )

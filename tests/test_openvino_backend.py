@@ -420,3 +420,25 @@ def test_an_avx2_cpu_runs_fp32_with_the_native_labels(graphs, tmp_path):
                                str(tmp_path / "frames.npy"))
     assert result.stdout.splitlines() == ["fp32 runs in fp32"], result.stdout
     assert agreement(np.load(tmp_path / "labels.npy"), expected) >= 0.999
+
+
+def test_segmenter_takes_a_precision(tmp_path):
+    """``Segmenter(..., precision=)``: fp32 by default on OpenVINO, bf16 where the CPU has it
+    (its one-line refusal where not), and ONNX Runtime's refusal of bf16."""
+    from fcn_deploy import Segmenter
+    from fcn_deploy.errors import FcnDeployError
+    from fcn_deploy.runtime.backends.openvino import device_capabilities
+
+    frame = clip_frames(1)[0]
+    with Segmenter("camvid", "openvino", threads=2, cache_dir=str(tmp_path)) as seg:
+        assert seg.backend.execution_precision == "fp32"
+        labels = seg(frame)
+    if "BF16" in device_capabilities("CPU"):
+        with Segmenter("camvid", "openvino", precision="bf16", threads=2, cache_dir=str(tmp_path)) as seg:
+            assert seg.backend.execution_precision == "bf16"
+            assert agreement(seg(frame), labels) >= 0.98
+    else:
+        with pytest.raises(FcnDeployError, match="AVX512_BF16 or AMX"):
+            Segmenter("camvid", "openvino", precision="bf16")
+    with pytest.raises(FcnDeployError, match="ONNX Runtime has no bf16 mode"):
+        Segmenter("camvid", "ort-cpu", precision="bf16")
