@@ -291,13 +291,15 @@ class MjpegServer:
             log.exception("the HTTP output stopped")
 
     def _drain_wake(self) -> None:
-        with self._lock:
-            self._wake_pending = False
+        # Empty the pipe first, then let publish() wake the loop again: a frame published in
+        # between is queued by _feed_viewers later in this same turn of the loop.
         try:
             while self._wake_end.recv(4096):
                 pass
         except OSError:
             pass
+        with self._lock:
+            self._wake_pending = False
 
     def _accept(self) -> None:
         for _ in range(64):  # a burst at a time; the loop comes back for more
