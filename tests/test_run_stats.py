@@ -139,3 +139,12 @@ def test_bad_zones_events_and_destinations_are_one_line_and_leave_nothing(tmp_pa
         assert "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith("fcn-deploy: error:")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi"]
+
+
+def test_stats_to_stdout_leave_the_summary_on_stderr(tmp_path, tiny_onnx):
+    clip = write_video(tmp_path / "a.avi", synthetic_frames(5), "MJPG")
+    result = run("--model", tiny_onnx, "--source", clip, "--output", "none", "--stats", "-", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]  # nothing but JSON lines
+    assert [r["frame"] for r in records] == list(range(5))
+    assert "5 frames in" in result.stderr
