@@ -56,6 +56,8 @@ def read_settings(folder: str) -> dict:
 
 def adopt_python(python: dict) -> None:
     """Make this (isolated) interpreter's ``sys.path`` the serving interpreter's; see the module docstring."""
+    if not python.get("sys_path"):
+        return  # no settings (initialize says so in one line): leave the stub's path as it is
     version = "%d.%d" % sys.version_info[:2]
     if python.get("version") and python["version"] != version:
         raise RuntimeError("fcn-deploy serve ran on Python %s but Triton's stub embeds Python %s"
