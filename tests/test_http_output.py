@@ -321,3 +321,9 @@ def test_the_viewers_benchmark_runs_and_reports_its_numbers(tmp_path, tiny_onnx)
     numbers = json.loads((tmp_path / "out.json").read_text())
     assert len(numbers["none"]) == 2 and len(numbers["slow"]) == 1 and numbers["median"] > 0
     assert numbers["slow"][0]["bytes_read"] > 0 and numbers["slow"][0]["dropped_by_server"] == 0
+
+
+def test_an_error_about_the_uri_never_shows_the_token():
+    with pytest.raises(HttpOutputError) as e:
+        parse_http_output("http://:8090?token=hunter2&viewrs=3")
+    assert "hunter2" not in str(e.value) and "token=***" in str(e.value)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import hmac
 import logging
+import re
 import selectors
 import socket
 import threading
@@ -78,34 +79,35 @@ def parse_http_output(uri: str) -> HttpOutputOptions:
     ``?tokn=`` cannot silently leave the stream open.
     """
     text = uri.strip()
+    shown = re.sub(r"(token=)[^&]*", r"\1***", text)  # error lines never echo the secret
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError:
-        raise HttpOutputError(f"bad port in {uri!r}: expected http://HOST:PORT") from None
+        raise HttpOutputError(f"bad port in {shown!r}: expected http://HOST:PORT") from None
     if parts.scheme.lower() != "http":
-        raise HttpOutputError(f"{uri!r} is not an http:// output")
+        raise HttpOutputError(f"{shown!r} is not an http:// output")
     if "@" in parts.netloc:
-        raise HttpOutputError(f"{uri!r}: user names are not supported; use ?token=SECRET")
+        raise HttpOutputError(f"{shown!r}: user names are not supported; use ?token=SECRET")
     host = (parts.hostname or "").strip("[]") or DEFAULT_HOST
     if port is None:
         port = DEFAULT_PORT
     if parts.path not in ("", "/"):
-        raise HttpOutputError(f"{uri!r}: the HTTP output takes no path (streams are served at /NAME)")
+        raise HttpOutputError(f"{shown!r}: the HTTP output takes no path (streams are served at /NAME)")
     options = HttpOutputOptions(host=host, port=port)
     query = parse_qs(parts.query, keep_blank_values=True)
     for key, values in query.items():
         value = values[-1]
         if key == "token":
             if not value:
-                raise HttpOutputError(f"{uri!r}: ?token= is empty; give a secret or leave it out")
+                raise HttpOutputError(f"{shown!r}: ?token= is empty; give a secret or leave it out")
             options.token = value
         elif key in ("viewers", "max-viewers"):
-            if not value.isdigit() or int(value) < 1:
-                raise HttpOutputError(f"{uri!r}: viewers must be a positive number, not {value!r}")
+            if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+                raise HttpOutputError(f"{shown!r}: viewers must be a positive number, not {value!r}")
             options.max_viewers = int(value)
         else:
-            raise HttpOutputError(f"{uri!r}: unknown option {key!r}; the HTTP output takes token= and viewers=")
+            raise HttpOutputError(f"{shown!r}: unknown option {key!r}; the HTTP output takes token= and viewers=")
     return options
 
 
