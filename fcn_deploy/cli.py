@@ -64,7 +64,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args.func(args) or 0)
     except FcnDeployError as exc:
         print(f"fcn-deploy: error: {exc}", file=sys.stderr)
-        return 1
+        return int(getattr(exc, "exit_status", 1))
     except ModuleNotFoundError as exc:  # e.g. `eval` of a checkpoint where only the runtime is installed
         message = missing_module_message(args.command, exc)
         if not message:

@@ -10,6 +10,16 @@ class FcnDeployError(Exception):
     """
 
 
+class StoppedEarly(FcnDeployError):
+    """The user stopped a command (SIGINT, SIGTERM) before it had done all it was asked, and what
+    it leaves is partial: one line saying what was done, and ``exit_status`` 128 + the signal's
+    number (130, 143), as a shell reports a process a signal ended."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_status = 128 + int(signum)
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none): what a
     one-line error quotes from a library that raised a page of text."""

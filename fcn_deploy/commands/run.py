@@ -18,7 +18,9 @@ def add_parser(subparsers) -> None:
         description="Segment frames from a camera, stream, video file, image folder or GStreamer\n"
         "pipeline with an exported model, and show, stream or save the result.\n"
         "With no arguments: the bundled CamVid model on the bundled CamVid clip, written to\n"
-        "./fcn-deploy-out/. Ctrl-C stops cleanly: output files are finalised.",
+        "./fcn-deploy-out/. Ctrl-C (or SIGTERM) stops cleanly: output files are finalised. A camera or\n"
+        "stream stopped that way ends normally (status 0); a video file or image folder stopped before\n"
+        "its end exits with status 130 (SIGINT) or 143 (SIGTERM) and says how many frames were processed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="sources: 0 | /dev/video0 | v4l2://0 | csi://0 | rtsp://... | http(s)://... | clip.mp4 | "
         "frames/ | 'frames/*.png' | 'GSTREAMER ! ... ! appsink'\n"
@@ -209,6 +211,25 @@ def refuse_source_as_output(uri: str, outputs, labels_dir) -> None:
             raise FcnDeployError(f"output {target} is the source being read; choose another output")
 
 
+def stopped_early(report) -> None:
+    """Raise :class:`~fcn_deploy.errors.StoppedEarly` when a signal stopped the run before the
+    end of a file or folder: its outputs hold only part of it, so the run did not do what it was
+    asked. A camera or network stream (or a file played with --loop) has no end: Ctrl-C or
+    SIGTERM is how such a run ends, with status 0."""
+    import signal
+
+    from ..errors import StoppedEarly
+
+    if report.stopped_by not in ("SIGINT", "SIGTERM") or not report.cut_short:
+        return
+    parts = []
+    for stream in report.cut_short:
+        of = f" of {stream.total}" if stream.total is not None else ""
+        parts.append(f"{stream.description}: {stream.processed}{of} frames processed")
+    raise StoppedEarly(f"stopped by {report.stopped_by} before the end of the input ({'; '.join(parts)}); "
+                       "the outputs hold only those frames", getattr(signal, report.stopped_by))
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
     import os
@@ -342,6 +363,7 @@ def run(args: argparse.Namespace) -> int:
     for sink in mosaic_sinks:
         if isinstance(sink, VideoFileSink) and sink.frames:
             print(f"wrote {sink.path} (mosaic, {sink.frames} frames at {sink.fps:g} fps)", file=out)
+    stopped_early(report)
     if pipeline.stream_errors:
         if not many:
             raise next(iter(pipeline.stream_errors.values()))

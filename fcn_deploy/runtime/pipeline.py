@@ -33,7 +33,10 @@ its own frame size.
 * Rendering runs on the calling thread, because GUI toolkits want their window on the main
   thread and Python delivers signals there. SIGINT (Ctrl-C) and SIGTERM, a closed window, the
   end of every input or an error all end the run the same way: the stages stop, and every
-  sink is closed, which finalises each video file with every frame that was rendered.
+  sink is closed, which finalises each video file with every frame that was rendered. The
+  report says how it ended (:attr:`PipelineReport.stopped_by`) and which files or folders were
+  stopped before their end (:attr:`PipelineReport.cut_short`): ``fcn-deploy run`` then exits
+  non-zero, since their outputs hold only part of them.
 
 Per-stage and per-stream statistics and the batch sizes run are in a :class:`PipelineReport`.
 
@@ -69,6 +72,11 @@ __all__ = ["DEFAULT_BATCH_TIMEOUT_MS", "RECONNECT_BACKOFF_S", "STAGES", "MultiSt
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_TIMEOUT_MS = 20.0
+
+
+def _endless(stream: Stream) -> bool:
+    """A source with no end of its own: live, reopened when it drops, or a file in a loop."""
+    return bool(stream.source.live or stream.reopen is not None or getattr(stream.source, "loop", False))
 
 
 class MultiStreamPipeline(CaptureStage, BatchingStage, RenderStage):
@@ -119,7 +127,9 @@ class MultiStreamPipeline(CaptureStage, BatchingStage, RenderStage):
         self.max_frames = max_frames
         self.queue_size = queue_size
         self.results = results
-        self.report = PipelineReport(streams=[StreamStats(s.name, s.source.description) for s in self.streams])
+        self.report = PipelineReport(streams=[
+            StreamStats(s.name, s.source.description, endless=_endless(s), total=getattr(s.source, "frame_count", None))
+            for s in self.streams])
         # Draw only for streams whose picture goes somewhere (not for `--output none` alone).
         showing = bool(self.mosaic_sinks)
         self._draw = [showing or any(not isinstance(k, NullSink) for k in s.sinks) for s in self.streams]

@@ -39,7 +39,9 @@ class StreamStats:
     """What one stream did: frames in, processed and dropped, its latencies, how it ended.
 
     ``seconds`` is the time from the start of the run to the stream's last processed frame,
-    so the FPS of a stream that ended early is its rate while it ran.
+    so the FPS of a stream that ended early is its rate while it ran. ``endless``: the source
+    has no end of its own (a camera, a network stream, a file played in a loop), so stopping it
+    is how it ends; ``total``: the frames a file or folder holds, where known.
     """
 
     name: str
@@ -52,6 +54,15 @@ class StreamStats:
     latencies_ms: List[float] = field(default_factory=list)
     ended_by: str = ""
     error: Optional[str] = None
+    endless: bool = False
+    total: Optional[int] = None
+
+    @property
+    def cut_short(self) -> bool:
+        """A file or folder stopped before its end (not by --max-frames, not by an error)."""
+        if self.endless or self.ended_by:
+            return False
+        return self.total is None or self.processed < self.total
 
     @property
     def fps(self) -> float:
@@ -97,6 +108,12 @@ class PipelineReport:
     @property
     def failed(self) -> List[StreamStats]:
         return [s for s in self.streams if s.error]
+
+    @property
+    def cut_short(self) -> List[StreamStats]:
+        """The streams with an end of their own that the run stopped before it (see
+        :attr:`StreamStats.cut_short`)."""
+        return [s for s in self.streams if s.cut_short]
 
     def format(self) -> str:
         many = len(self.streams) > 1
