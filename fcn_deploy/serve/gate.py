@@ -46,7 +46,7 @@ MAX_JSON_BODY = 32 << 20  # 32 MiB of JSON values: ~8 M uint8 values, a 1080p fr
 MAX_HEADER_JSON = 1 << 20
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-               "transfer-encoding", "upgrade", "host", "content-length"}
+               "transfer-encoding", "upgrade", "host", "content-length", "expect"}
 _DTYPE_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2, "UINT32": 4,
                 "INT32": 4, "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8}
 
