@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import FcnDeployError
 from .encoders import DEFAULT_PRESET, VideoSettings, even_size, pyav_problem, to_i420
-from .sinks import Sink
+from .sink import Sink
 
 log = logging.getLogger(__name__)
 

@@ -50,6 +50,7 @@ from .encoders import (
     pyav_encoder,
 )
 from .mjpeg import HttpOutputOptions, MjpegServer, parse_http_output
+from .sink import Sink
 from .sources import Frame
 
 log = logging.getLogger(__name__)
@@ -79,28 +80,6 @@ def writable_folder(folder: Path, what: str) -> None:
 def frame_file_name(frame: Frame, suffix: str) -> str:
     """``NAME.suffix`` for a frame read from ``NAME.png``, else ``000042.suffix``."""
     return f"{frame.name}{suffix}" if frame.name else f"{frame.index:06d}{suffix}"
-
-
-class Sink:
-    """Base class: ``write`` each rendered BGR picture, ``close`` once at the end."""
-
-    description: str = ""
-
-    def write(self, image: np.ndarray, frame: Frame) -> None:
-        raise NotImplementedError
-
-    def wants_stop(self) -> bool:
-        """True once the user asked this sink to end the run (a closed window)."""
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "Sink":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class NullSink(Sink):
