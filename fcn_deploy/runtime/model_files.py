@@ -24,10 +24,11 @@ import os
 from pathlib import Path
 from typing import Dict, Tuple
 
-from ..errors import FcnDeployError, first_line
+from ..errors import FcnDeployError
 from . import assets
 from .assets import BUNDLED_MODELS, bundled_asset
 from .metadata import ModelMetadata, has_fcn_deploy_metadata
+from .onnx_props import onnx_metadata_props  # noqa: F401  (read_metadata uses it; callers import it from here)
 
 CHECKPOINT = "checkpoint"
 ONNX = "onnx"
@@ -155,22 +156,3 @@ def read_metadata(path: "str | os.PathLike[str]") -> ModelMetadata:
     return ModelMetadata.from_props(props, path)
 
 
-def onnx_metadata_props(path: str) -> Dict[str, str]:
-    """An ONNX file's ``metadata_props`` as a dict (with the onnx package, or ONNX Runtime)."""
-    if not os.path.isfile(path):
-        raise FcnDeployError(f"model file not found: {path}")
-    try:
-        import onnx
-    except ImportError:
-        onnx = None
-    try:
-        if onnx is not None:
-            return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return dict(session.get_modelmeta().custom_metadata_map)
-    except ImportError:
-        raise FcnDeployError(f"reading {path} needs onnx or onnxruntime") from None
-    except Exception as exc:  # DecodeError, InvalidProtobuf, OSError ...
-        raise FcnDeployError(f"cannot read ONNX file {path}: {first_line(exc)}") from None
