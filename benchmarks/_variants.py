@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -383,7 +384,11 @@ class PeerExports:
         n, h, w = shape
         log.info("exporting %s plainly (torch.onnx.export, TorchScript exporter) to %s", source.name, path)
         tmp = path + ".tmp.onnx"
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # What the TorchScript exporter says about itself (deprecated; "Constant folding -
+            # Only steps=1 can be constant folded ...") tells a benchmark's reader nothing.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
             torch.onnx.export(model, (torch.zeros(n, 3, h, w),), tmp, dynamo=False)
         os.replace(tmp, path)
         return path
@@ -411,6 +416,8 @@ class PeerExports:
             return path
         from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
+        from fcn_deploy.converters.onnx_int8 import quiet_quantizer_logs
+
         plain = self.fp32(source, shape)
         inputs = self._calibration_inputs(source, shape, calibration)
         import onnxruntime as ort
@@ -426,7 +433,8 @@ class PeerExports:
 
         log.info("quantising %s with onnxruntime.quantization.quantize_static to %s", plain, path)
         tmp = path + ".tmp.onnx"
-        quantize_static(plain, tmp, Reader())
+        with quiet_quantizer_logs():  # its advice ("Please consider pre-processing") is for its own users
+            quantize_static(plain, tmp, Reader())
         os.replace(tmp, path)
         return path
 

@@ -160,18 +160,20 @@ def _reader(frames: Sequence[np.ndarray], input_name: str, metadata: ModelMetada
 class _QuietQuantizer(logging.Filter):
     """onnxruntime.quantization logs every bias copy on the root logger, advises a
     pre-processing step that the export has already done (simplification, shape inference),
-    and reports each weight scale it widens so that an int32 bias fits (channels whose
-    weights are all but zero: they round to zero either way)."""
+    reports each weight scale it widens so that an int32 bias fits (channels whose weights are
+    all but zero: they round to zero either way), and, on a plain export whose biases are
+    computed, says so for every convolution ("Expected bias ... to be an initializer")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         return record.levelno >= logging.ERROR or not text.startswith(
-            ("Created a copy of", "Please consider", "Increased scale", "Increasing scale")
+            ("Created a copy of", "Please consider", "Increased scale", "Increasing scale", "Expected bias")
         )
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():
+def quiet_quantizer_logs():
+    """Silence what :class:`_QuietQuantizer` names while ``quantize_static`` runs (errors pass)."""
     # A logger's own filters see exactly the records logged on it: here, the root logger.
     quiet, root = _QuietQuantizer(), logging.getLogger()
     root.addFilter(quiet)
@@ -382,7 +384,7 @@ def quantize_int8(
         src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
         onnx.save_model(model, src)
         try:
-            with _quiet_root_logger():
+            with quiet_quantizer_logs():
                 quantize_static(
                     src,
                     dst,

@@ -140,3 +140,11 @@ def test_render_cost_is_small():
     for _ in range(20):
         v.render(frame, labels, HudStats())
     assert (time.perf_counter() - start) / 20 < 0.02  # generous: about 1 ms on 2 cores
+
+
+def test_hud_shows_no_rate_before_there_is_one():
+    """The first frame of a stream has no FPS yet: the HUD says "--", not "0.0 FPS"."""
+    assert HudStats().text().startswith("   -- FPS")
+    assert "0.0 FPS" not in HudStats(latency_ms=40, inference_ms=30).text()
+    assert HudStats(25.0, 40, 30).text() == " 25.0 FPS  latency   40 ms  model   30 ms"
+    assert HudStats(fps=12.5, title="front").text().startswith("[front]  12.5 FPS")

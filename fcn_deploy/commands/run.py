@@ -191,6 +191,26 @@ def default_output(stem: str, mode: str, streams: Sequence[str] = ()):
         number += 1
 
 
+def frames_to_come(streams, max_frames):
+    """How many frames the run will process, for the progress bar: known for files and
+    folders (capped by ``--max-frames``; a looped one plays until ``--max-frames``), ``None``
+    when it is not known or any stream is a camera or network stream (live: it runs until
+    stopped, and drops frames to stay current)."""
+    total = 0
+    for stream in streams:
+        source = stream.source
+        count = None if getattr(source, "loop", False) else getattr(source, "frame_count", None)
+        if source.live or stream.reopen is not None:
+            return None
+        if count and max_frames:
+            count = min(count, max_frames)
+        count = count or max_frames
+        if not count:
+            return None
+        total += count
+    return total
+
+
 def refuse_source_as_output(uri: str, outputs, labels_dir) -> None:
     """Even with --overwrite, never write over the input being read."""
     from pathlib import Path
@@ -241,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import FcnDeployError
     from ..runtime.assets import demo_clip
+    from ._progress import FrameProgress
     from ..runtime.model_files import ONNX, default_device, model_kind, resolve_model_file
     from ..runtime.backends import open_backend
     from ..runtime.input_size import InputSizer, parse_input_size
@@ -307,6 +328,9 @@ def run(args: argparse.Namespace) -> int:
         engine_choice = None
         if kind == ONNX and device.strip().lower() == "cpu":  # the faster installed CPU engine for this model
             from ..runtime.engine_choice import choose_cpu_backend
+            from ..runtime.onnx_props import onnx_metadata_props
+
+            onnx_metadata_props(str(model_path))  # a file that is not ONNX: one line, before two engines try it
 
             device, engine_choice = choose_cpu_backend(model_path, args.threads, spinning=False,
                                                        precision=args.precision)
@@ -339,7 +363,10 @@ def run(args: argparse.Namespace) -> int:
                                        queue_size=args.queue_size, results=results)
         if live is not None:
             live.report = pipeline.report  # the page marks a failed stream as failed
-        report = pipeline.run()
+        frames = pipeline.report
+        with FrameProgress(lambda: (frames.frames_rendered, frames.frames_dropped),
+                           frames_to_come(streams, args.max_frames)):
+            report = pipeline.run()
     except BaseException:
         if results is not None and pipeline is None:
             results.abandon()  # no run: no --stats file

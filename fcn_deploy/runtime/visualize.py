@@ -35,10 +35,17 @@ class HudStats:
     """What the heads-up display shows: end-to-end FPS and latencies in milliseconds, after
     the stream's name when several streams run."""
 
-    fps: float = 0.0
+    fps: float = 0.0  # 0 until measured: a rate needs two frames
     latency_ms: float = 0.0
     inference_ms: float = 0.0
     title: str = ""
+
+    def text(self) -> str:
+        """The HUD's line; ``--`` for the FPS until there is a rate to show (the first frame
+        of a stream has none, and "0.0 FPS" would read as a stalled pipeline)."""
+        fps = f"{self.fps:5.1f}" if self.fps > 0 else f"{'--':>5}"
+        text = f"{fps} FPS  latency {self.latency_ms:4.0f} ms  model {self.inference_ms:4.0f} ms"
+        return f"[{self.title}] {text}" if self.title else text
 
 
 @dataclass
@@ -201,9 +208,7 @@ class Visualizer:
 
     def draw_hud(self, image: np.ndarray, stats: HudStats) -> None:
         """FPS and latencies in the bottom-left corner (in place)."""
-        text = f"{stats.fps:5.1f} FPS  latency {stats.latency_ms:4.0f} ms  model {stats.inference_ms:4.0f} ms"
-        if stats.title:
-            text = f"[{stats.title}] {text}"
+        text = stats.text()
         font = cv2.FONT_HERSHEY_SIMPLEX
         scale = max(0.4, min(0.8, image.shape[0] / 700))
         (tw, th), base = cv2.getTextSize(text, font, scale, 1)
