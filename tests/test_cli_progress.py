@@ -67,6 +67,7 @@ def test_progress_on_a_terminal_and_log_lines_between():
                 for _ in range(4):
                     done[0] += 1
                     time.sleep(0.1)
+                progress.draw()  # the line is up (on a busy machine the thread may not have drawn yet)
                 logging.getLogger("fcn_deploy.test").warning("a warning in the middle")
                 for _ in range(4):
                     done[0] += 1
