@@ -11,7 +11,8 @@ model's training scale, :mod:`fcn_deploy.runtime.input_size`) unless ``--input-s
 *Model-only* runs ``backend.infer_labels`` on one real frame in a loop: the ceiling. The
 *pipeline* plays a video file through :class:`fcn_deploy.runtime.pipeline.Pipeline` with its
 decoding, resizing, rendering (overlay, legend, HUD) and an output (``none``: render and drop;
-``mp4``: also encode a video file). Its end-to-end FPS over the model-only FPS says how much
+``mp4``: also encode a video file, in each codec of ``--codecs``: ``--codecs h264,mp4v`` measures
+the H.264 default against the old MPEG-4 Part 2 in the same run). Its end-to-end FPS over the model-only FPS says how much
 of the model's throughput the video loop keeps; the target is 90% or more.
 
 Other processes may share the machine's cores, so the measurements alternate (model-only,
@@ -57,6 +58,7 @@ from fcn_deploy.runtime.assets import ASSETS, DEMO_CLIP, BUNDLED_MODELS
 from fcn_deploy.runtime.backends import open_backend
 from fcn_deploy.runtime.input_size import InputSizer, parse_input_size, resize_frame, size_text
 from fcn_deploy.runtime.pipeline import MultiStreamPipeline, Pipeline, Stream
+from fcn_deploy.runtime.encoders import VideoSettings
 from fcn_deploy.runtime.sinks import Sink, VideoFileSink
 from fcn_deploy.runtime.sources import open_source
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
@@ -143,13 +145,25 @@ class RenderOnly(Sink):
         pass
 
 
+def output_codec(output: str):
+    """``mp4:h264`` -> (``mp4``, ``h264``); ``none`` -> (``none``, None)."""
+    kind, _, codec = output.partition(":")
+    return kind, codec or None
+
+
+def expand_outputs(outputs, codecs):
+    """``mp4`` once per codec (``mp4:h264``, ``mp4:mp4v``); other outputs as they are."""
+    return [f"{o}:{c}" for o in outputs for c in codecs] if codecs else outputs
+
+
 def pipeline_run(backend, visualizer, clip: Path, frames: int, output: str, workdir: Path, sizer: InputSizer):
     source = open_source(str(clip), loop=True)
-    if output == "mp4":
+    kind, codec = output_codec(output)
+    if kind == "mp4":
         target = workdir / "out.mp4"
         if target.exists():
             target.unlink()
-        sink = VideoFileSink(target, source.fps)
+        sink = VideoFileSink(target, source.fps, settings=VideoSettings(codec=codec))
     else:
         sink = RenderOnly()
     try:
@@ -171,14 +185,15 @@ def multi_stream_run(backend, visualizer, clip: Path, streams: int, frames: int,
                      sizer: InputSizer):
     """N streams of ``clip`` through one pipeline; ``output`` none (no drawing) or mp4 (one file each)."""
     opened = []
+    kind, codec = output_codec(output)
     for index in range(streams):
         source = open_source(str(clip), loop=True)
         sinks = []
-        if output == "mp4":
+        if kind == "mp4":
             target = workdir / f"multi_{index}.mp4"
             if target.exists():
                 target.unlink()
-            sinks.append(VideoFileSink(target, source.fps))
+            sinks.append(VideoFileSink(target, source.fps, settings=VideoSettings(codec=codec)))
         opened.append(Stream(source, sinks, name=str(index)))
     try:
         return MultiStreamPipeline(opened, backend, visualizer, input_size=sizer, max_frames=frames,
@@ -197,13 +212,16 @@ def separate_processes_fps(model_path: Path, clip: Path, streams: int, frames: i
     import subprocess
 
     processes = []
+    kind, codec = output_codec(output)
     for index in range(streams):
         target = workdir / f"separate_{index}.mp4"
         if target.exists():
             target.unlink()
         command = [sys.executable, "-m", "fcn_deploy.cli", "run", "--model", str(model_path), "--source", str(clip),
                    "--loop", "--max-frames", str(frames), "--device", device,
-                   "--output", str(target) if output == "mp4" else "none"]
+                   "--output", str(target) if kind == "mp4" else "none"]
+        if codec:
+            command += ["--codec", codec]
         if input_size:
             command += ["--input-size", f"{input_size[0]}x{input_size[1]}"]
         if threads:
@@ -234,7 +252,8 @@ def multi_stream_main(args, size, input_spec, outputs) -> int:
         forced = input_size if input_spec is not None else None
         for count in counts:  # warm-up: every batch size once, the codecs, the thread pools
             batched_model_fps(backend, frame, count, 1)
-        multi_stream_run(backend, visualizer, clip, 1, 3, outputs[0], workdir, sizer)
+        for output in outputs:  # and each output's codec
+            multi_stream_run(backend, visualizer, clip, 1, 3, output, workdir, sizer)
         print(f"{meta.model_name} ({model_path.name}), frames {size_text(size)} -> input {size_text(input_size)}, "
               f"{args.device}, ONNX Runtime threads={args.threads or 'default (cores)'}, {os.cpu_count()} CPUs, "
               f"{args.frames} frames per stream x {args.rounds} rounds (medians)", flush=True)
@@ -252,7 +271,7 @@ def multi_stream_main(args, size, input_spec, outputs) -> int:
                                                            forced, args.threads, args.device))
                 m, p, sep, fair = (statistics.median(v) for v in (model, pipe, separate, fairness))
                 batches = dict(reports[pipe.index(statistics.median_low(pipe))].batch_sizes)
-                print(f"  {count} stream(s) -> {output:<4}  model-only batch {count}: {m:6.2f} FPS   "
+                print(f"  {count} stream(s) -> {output:<8}  model-only batch {count}: {m:6.2f} FPS   "
                       f"one pipeline: {p:6.2f} FPS ({100 * p / m:5.1f}% of model-only)   "
                       f"{count} processes: {sep:6.2f} FPS   slowest stream {100 * fair:5.1f}% of mean   "
                       f"batches {', '.join(f'{n} x {b}' for b, n in sorted(batches.items(), reverse=True))}",
@@ -284,6 +303,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=40, help="frames per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     parser.add_argument("--outputs", default="none,mp4", help="pipeline outputs to measure: none, mp4")
+    parser.add_argument("--codecs", default="h264", metavar="C,C,...",
+                        help="codecs of the mp4 output, each measured in the same run (e.g. h264,mp4v; default h264)")
     parser.add_argument("--streams", default=None, metavar="N,N,...",
                         help="compare N streams in one pipeline with N processes and batched model-only (e.g. 1,2,4)")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -292,6 +313,8 @@ def main() -> int:
     size = parse_size(args.size, "--size")
     input_spec = parse_input_size(args.input_size, "--input-size")
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    outputs = [x for o in outputs for x in (expand_outputs([o], codecs) if o == "mp4" else [o])]
     if args.streams:
         return multi_stream_main(args, size, input_spec, outputs)
     with tempfile.TemporaryDirectory() as tmp:
