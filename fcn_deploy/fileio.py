@@ -22,11 +22,15 @@ Writer = Callable[[BinaryIO], None]
 log = logging.getLogger(__name__)
 
 
-def atomic_write(path: PathLike, data: Union[bytes, memoryview, str, Writer], overwrite: bool = True) -> None:
+def atomic_write(path: PathLike, data: Union[bytes, memoryview, str, Writer], overwrite: bool = True,
+                 durable: bool = True) -> None:
     """Replace ``path`` atomically with ``data`` (bytes, text as UTF-8, or ``write(file)``).
 
     With ``overwrite=False`` the file is created only if nothing is at ``path`` when it is put
     in place (checked atomically then: :class:`FileExistsError` otherwise, and nothing changes).
+    ``durable=False`` skips the flushes to disk (``fsync``): the file is still whole or absent if
+    the process dies, but not after a power cut; for the many small files of a video's frames,
+    where an ``fsync`` each would cost more than the frame (tens of ms on an SD card).
     """
     with TempBeside(path) as temp:
         with open(temp.fd, "wb", closefd=False) as f:
@@ -34,7 +38,7 @@ def atomic_write(path: PathLike, data: Union[bytes, memoryview, str, Writer], ov
                 data(f)
             else:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        temp.publish(overwrite)
+        temp.publish(overwrite, durable)
 
 
 TEMP_SUFFIX = ".tmp"
@@ -88,7 +92,7 @@ class TempBeside:
         _lock(self.fd)
         self.published = False
 
-    def publish(self, overwrite: bool = True) -> None:
+    def publish(self, overwrite: bool = True, durable: bool = True) -> None:
         """Flush the file to disk and put it at the target's name.
 
         ``overwrite=False``: the existence check is the creation itself (a hard link, which
@@ -96,7 +100,8 @@ class TempBeside:
         Raises :class:`FileExistsError` then, or :class:`OSError` for a failed flush (a full
         disk); the temporary file is removed either way by :meth:`discard`/the ``with`` block.
         """
-        os.fsync(self.fd)
+        if durable:
+            os.fsync(self.fd)
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
@@ -106,7 +111,8 @@ class TempBeside:
         else:
             _link_new(self.path, self.target)
         self.published = True
-        _fsync_folder(self.folder)
+        if durable:
+            _fsync_folder(self.folder)
         self._close_fd()
 
     def discard(self) -> None:

@@ -171,6 +171,30 @@ def test_full_disk_is_one_line_a_failure_and_no_file(tmp_path, tiny_onnx):
             subprocess.run(["umount", str(small)], check=False)
 
 
+def test_full_disk_under_an_image_folder_is_one_line_and_leaves_only_whole_files(tmp_path, tiny_onnx):
+    """Per-frame files skip fsync (atomic_write(durable=False)); a full disk must still be
+    caught at the write, and every JPEG left under its final name must be whole."""
+    src = noise_video(tmp_path / "noise.avi", 40)
+    small = tmp_path / "small"
+    mounted = _small_disk(small)
+    try:
+        command = [sys.executable, "-m", "fcn_deploy.cli", "run", "--model", str(tiny_onnx), "--source", str(src),
+                   "--max-frames", "40", "--output", str(small / "frames") + "/"]
+        result = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120,
+                                preexec_fn=None if mounted else _file_size_limit(60 * 1024))
+        line = one_error_line(result)
+        assert f"cannot write {small / 'frames'}" in line, line
+        assert ("No space left on device" in line) if mounted else ("File too large" in line), line
+        names = os.listdir(small / "frames")
+        assert not [n for n in names if n.endswith(".tmp")], names  # no temporary file left behind
+        assert len(names) < 40, names
+        for name in names:  # each file there decodes: written whole or not at all
+            assert cv2.imread(str(small / "frames" / name)) is not None, name
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(small)], check=False)
+
+
 def test_sigkill_leaves_nothing_at_the_final_name_and_the_rerun_works(tmp_path, tiny_onnx):
     src = write_video(tmp_path / "in.avi", synthetic_frames(20), "MJPG", fps=10)
     process = start("run", "--model", tiny_onnx, "--source", src, "--loop", "--output", "out.mp4", cwd=tmp_path)

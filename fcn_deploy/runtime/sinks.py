@@ -326,7 +326,7 @@ def write_new_file(path: Path, data: np.ndarray, overwrite: bool, written: Set[s
     """
     again = path.name in written
     try:
-        atomic_write(path, data.tobytes(), overwrite=overwrite or again)
+        atomic_write(path, data.tobytes(), overwrite=overwrite or again, durable=False)  # see atomic_write
     except FileExistsError:
         raise SinkError(f"{path} already exists; pass --overwrite to replace it, or choose another output") from None
     except OSError as exc:
