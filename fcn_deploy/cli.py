@@ -9,8 +9,11 @@ runtime's oldest Python (3.8) even where the command itself needs PyTorch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from typing import List, Optional, Tuple
 
 from . import __version__
@@ -48,6 +51,36 @@ def command_names() -> List[str]:
     return list(_build()[1].choices)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt.
+
+    Python's default for SIGTERM ends the process on the spot: no ``finally`` runs, so a
+    ``train``, ``export`` or ``data`` stopped by ``kill`` or a service manager would leave its
+    temporary files and half-made folders behind. Raised as an exception, it unwinds like
+    Ctrl-C, and what the command was making is removed. Commands with their own handling
+    (``run``'s pipeline, ``serve``) install their own handlers over this one.
+    """
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """For the duration of a command: SIGTERM raises :class:`Terminated` (where it would otherwise
+    kill the process outright), then the previous handler is back."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -61,7 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command in TORCH_COMMANDS:
             require_torch(args.command)
-        return int(args.func(args) or 0)
+        with _sigterm_unwinds():
+            return int(args.func(args) or 0)
     except FcnDeployError as exc:
         print(f"fcn-deploy: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_status", 1))
@@ -71,7 +105,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"fcn-deploy: error: {message}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            print("fcn-deploy: stopped by SIGTERM", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("fcn-deploy: interrupted", file=sys.stderr)
         return 130
 

@@ -107,3 +107,31 @@ def test_removed_on_failure_keeps_what_existed_and_what_got_content(tmp_path):
     with removed_on_failure(folders=[tmp_path / "ok"]):  # success: everything stays
         (tmp_path / "ok").mkdir()
     assert (tmp_path / "ok").is_dir()
+
+
+def test_a_training_run_stopped_by_sigterm_unwinds_like_ctrl_c(tmp_path):
+    """``kill`` (SIGTERM) mid-epoch, before the first checkpoint: the command unwinds as on
+    Ctrl-C (status 143, one line), and the run folder it made, still empty, goes with it."""
+    pytest.importorskip("torch")
+    run = tmp_path / "runs" / "long"
+    args = TINY_TRAIN + ["--dataset-option", "count=4000", "--epochs", "1", "--workers", "0"]  # the last count wins
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "fcn_deploy.cli", "train", *args, "--out", str(run)],
+                               cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:  # the trainer says what it starts once the loop is about to run
+            if line.startswith("training fcn8s_resnet18"):
+                break
+        else:
+            pytest.fail("the run never started: " + process.communicate()[1])
+        time.sleep(1.0)
+        assert run.is_dir() and not list(run.iterdir())
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "fcn-deploy: stopped by SIGTERM"
+    assert tree(tmp_path) == []
