@@ -7,7 +7,7 @@ Reads the JSON of ``benchmarks/latency.py`` (and, for mean IU, of ``benchmarks/a
 run with our backends and the ``peer-*`` ones, and for each model, size and precision class
 (fp32, int8) picks the fastest ``ours`` row and the fastest ``peer`` row by p50; prints their
 p50, the ratio, and the mean IU of the same backend and precision from the accuracy report.
-No measuring here, so the README's table is re-made from whatever the two commands last wrote.
+No measuring here, so docs/benchmarks.md's table is re-made from whatever the two commands last wrote.
 """
 from __future__ import annotations
 

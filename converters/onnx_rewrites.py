@@ -14,7 +14,7 @@ instead of ``C`` floats::
            -> Cast(float) -> DepthToSpace(s) -> Slice* -> Squeeze(axis 1)
 
 The labels are the same, ties included (the first maximal class wins in both), and the
-shuffle and crop of C full-resolution score planes are gone (the README's latency section
+shuffle and crop of C full-resolution score planes are gone (docs/benchmarks.md's latency section
 has the measured gain). The labels travel as float through the shuffle because TensorRT
 shuffles and casts float more widely than integer types.
 

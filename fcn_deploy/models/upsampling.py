@@ -112,7 +112,7 @@ class SubPixelUpsample(nn.Module):
     Why: a deconvolution runs as a GEMM with a reduction of only C (the number of classes)
     followed by a scatter-add (col2im) over the full-resolution output, the slowest layer in
     ONNX Runtime's CPU provider; the sub-pixel convolution reduces over ``C * 3 * 3`` taps and
-    writes each output once (the README has the measured gain).
+    writes each output once (docs/benchmarks.md has the measured gain).
     """
 
     def __init__(self, deconv: nn.ConvTranspose2d) -> None:

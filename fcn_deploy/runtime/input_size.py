@@ -4,7 +4,7 @@ An FCN takes any input size, but it learns objects at the scale of its training 
 car 100 pixels wide in training is recognised best when it is about 100 pixels wide again.
 A camera that sees a road scene like the training set's, at a higher resolution, shows the
 same car larger; fed at its own size the frame costs several times the compute and scores
-less (the README's table per input scale). jetson-inference and DeepStream always resize to
+less (docs/runtime.md's table per input scale). jetson-inference and DeepStream always resize to
 one fixed network size; the exported graphs here take any height, width and aspect ratio,
 so the rule only fixes the *scale*:
 

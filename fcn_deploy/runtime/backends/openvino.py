@@ -19,7 +19,7 @@ the compilation (for a GPU, kernel compilation takes seconds).
 Static shapes: the exported graphs take any batch, height and width, and OpenVINO compiles
 such a graph with dynamic shapes, which runs slower than one compiled for the size it gets:
 on the bundled model at 360x480 on this project's CPU, 4 to 5 ms of 65 per frame in FP32 and
-INT8 (the README's paragraph on devices). So the graph is compiled as it is when the backend
+INT8 (docs/runtime.md's paragraph on devices). So the graph is compiled as it is when the backend
 opens (that compile checks the file on the device), and again, reshaped to the input's exact
 shape, the first time a frame of that shape arrives; a video or a dataset of one size runs the
 static one from its first frame on. Each compile holds its own copy of the weights in the
