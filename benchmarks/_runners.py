@@ -188,6 +188,9 @@ def unsupported_reason(backend: str, precision: str, source) -> Optional[str]:
         if backend == "pytorch" and precision == "fp16":
             return "PyTorch eager on the CPU has no fast fp16 kernels; fp16 is measured on CUDA"
         return None
+    if backend in PEER_BACKENDS and getattr(source, "imported_from", None):
+        # An imported file: the peer path is the ONNX it came from, as the user brought it (FP32).
+        return None if precision == "fp32" else f"the peer path of an imported file is its source ONNX, fp32 only"
     if backend in PEER_BACKENDS:
         if not source.has_torch_model:
             return f"--model is an exported {source.kind} file; the peer path exports a zoo name or checkpoint itself"
@@ -540,8 +543,10 @@ def open_peer_runner(backend: str, precision: str, source, workdir: str, shape: 
     """The peer path of ``backend`` at ``precision`` for inputs of ``shape`` (exported at that shape)."""
     from ._variants import PEER_INT8_TOOLS, Calibration, PeerExports
 
-    exports = PeerExports(workdir)
     engine = "onnxruntime" if backend == "peer-ort-cpu" else "openvino"
+    if getattr(source, "imported_from", None):
+        return open_imported_peer_runner(backend, precision, source, shape, threads)
+    exports = PeerExports(workdir)
     if precision in ("fp32", "bf16"):
         path = exports.fp32(source, shape)
     elif precision == "int8":
@@ -550,6 +555,23 @@ def open_peer_runner(backend: str, precision: str, source, workdir: str, shape: 
     else:
         raise FcnDeployError(f"the peer path runs fp32, bf16 and int8, not {precision}")
     return PeerRunner(path, backend, precision, threads, source.resolved.model.normalization, PEER_INT8_TOOLS[engine])
+
+
+def open_imported_peer_runner(backend: str, precision: str, source, shape: Tuple[int, int, int],
+                              threads: int) -> Runner:
+    """The peer path of an imported file: the ONNX it was imported from, run as its user runs it
+    (numpy normalisation, every output it computes, arg-max of the first in numpy), at ``shape``
+    where its input is fixed to another size it cannot run, which is said."""
+    dims = source.imported_input_dims or []
+    n, h, w = shape
+    if len(dims) == 4 and any(isinstance(d, int) and d != want for d, want in zip((dims[0], dims[2], dims[3]), (n, h, w))):
+        raise FcnDeployError(f"the source ONNX {os.path.basename(source.imported_from)} is fixed to "
+                             f"{'x'.join(map(str, dims))}; it cannot run batch {n} at {h}x{w}")
+    if precision != "fp32":
+        raise FcnDeployError(f"the peer path of an imported file is its source ONNX, fp32 only, not {precision}")
+    runner = PeerRunner(source.imported_from, backend, precision, threads, source.imported_normalization, "")
+    runner.notes = ["the source ONNX as brought to fcn-deploy import; normalisation and arg-max in numpy, timed"]
+    return runner
 
 
 class TensorRTRunner(BackendRunner):

@@ -62,6 +62,11 @@ class ModelSource:
     model_options: Dict[str, Any] = field(default_factory=dict)
     dataset: Optional[str] = None
     mean_iu: Optional[float] = None
+    # An imported file (``fcn-deploy import``): the ONNX it came from, as the user brought it, its
+    # input dims and the normalisation it wants; the peer path runs that file.
+    imported_from: Optional[str] = None
+    imported_input_dims: Optional[List[Any]] = None
+    imported_normalization: Any = None
 
     @property
     def has_torch_model(self) -> bool:
@@ -90,11 +95,14 @@ def open_source(spec: str, num_classes: int = 11, options: Optional[Dict[str, An
     kind = MODEL_SUFFIXES.get(os.path.splitext(spec)[1].lower())
     if kind in RUNTIME_KINDS:
         meta = read_metadata(spec)
+        origin = meta.source.get("onnx") if meta.source.get("imported") else None
         return ModelSource(
             spec=spec, kind=kind, name=meta.model_name,
             num_classes=meta.num_classes, file=os.path.abspath(spec), file_precision=meta.precision,
             file_graph="labels" if meta.folds_argmax and meta.folds_preprocessing else "logits",
             model_options=dict(meta.source.get("model_options") or {}), dataset=meta.dataset, mean_iu=meta.mean_iu,
+            imported_from=origin if origin and os.path.isfile(origin) else None,
+            imported_input_dims=meta.source.get("input_dims"), imported_normalization=meta.normalization,
         )
     try:
         import torch
@@ -335,6 +343,17 @@ def random_frames(batch: int, height: int, width: int, seed: int = 0) -> np.ndar
     """A batch of random BGR uint8 frames: the input every latency configuration gets."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(batch, height, width, 3), dtype=np.uint8)
+
+
+def timing_frames(spec: Optional[str], batch: int, height: int, width: int) -> np.ndarray:
+    """``batch`` BGR uint8 frames of ``height x width``: the first images of ``spec`` (a folder
+    or ``DATASET[:ROOT]``, spread over it and resized) when given, else :func:`random_frames`."""
+    if not spec:
+        return random_frames(batch, height, width)
+    from fcn_deploy.converters.calibration import load_calibration_frames
+
+    images = load_calibration_frames(spec, batch, (height, width))
+    return np.stack([images[i % len(images)] for i in range(batch)])
 
 
 # --------------------------------------------------------------------------------------------

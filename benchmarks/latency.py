@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default="synthetic",
                    help="INT8 calibration images: a folder or DATASET[:ROOT] (train split); default synthetic. "
                         "Changes accuracy, not speed")
+    p.add_argument("--frames", default=None, metavar="DIR|DATASET[:ROOT]",
+                   help="time on these images (a folder, or a dataset's training split), resized to each size; "
+                   "default: seeded noise frames")
     p.add_argument("--calib-images", type=int, default=16, help="INT8 calibration images (default 16)")
     p.add_argument("--int8-scheme", choices=("auto",) + INT8_SCHEMES, default="auto",
                    help="INT8 graph per backend: auto gives ONNX Runtime CPU the u8s8 graph (integer kernels "
@@ -195,7 +198,7 @@ def measure_round(config: Config, source, cache, args, calibration, threads: int
     try:
         runner = _runners.open_runner(config.backend, config.precision, source, cache, args.graph,
                                       (config.batch, config.height, config.width), threads, calibration)
-        x = runner.prepare(_variants.random_frames(config.batch, config.height, config.width))
+        x = runner.prepare(_variants.timing_frames(args.frames, config.batch, config.height, config.width))
         config.times.extend(time_runner(runner, x, args.warmup, iters, seconds))
         split = runner.split(x, min(10, max(2, len(config.times))))
         if split:
