@@ -283,6 +283,21 @@ def test_options_are_checked_before_anything_runs(tiny, tmp_path):
     assert done.returncode == 1 and "needs its weights: --weights FILE.pth" in done.stderr
 
 
+def test_torchvision_name_defaults_to_torchvision_normalisation():
+    """A torchvision name with no --mean/--std gets ImageNet's values at --scale 255, not the
+    "add --scale 255" error meant for a user's 0..1 values (what a --weights import hit)."""
+    import argparse
+
+    from fcn_deploy.commands.import_ import normalization_for
+    from fcn_deploy.errors import FcnDeployError
+
+    none = argparse.Namespace(mean=None, std=None, scale=None, channel_order=None)
+    assert normalization_for(none, torchvision=True) == TORCHVISION_IMAGENET
+    given = argparse.Namespace(mean="0.485,0.456,0.406", std="0.229,0.224,0.225", scale=None, channel_order=None)
+    with pytest.raises(FcnDeployError, match="add --scale 255"):
+        normalization_for(given, torchvision=True)
+
+
 def test_read_classes_presets_and_files(tmp_path):
     voc = read_classes("voc")
     assert len(voc.names) == 21 and voc.names[0] == "background" and voc.dataset == "voc"
@@ -316,11 +331,26 @@ needs_torchvision = pytest.mark.skipif(_REASON is not None, reason=_REASON or ""
 
 
 def _torchvision_model(name: str):
+    """torchvision's ``name`` with seeded random weights. Batch-norm statistics are drawn too and
+    the classifiers' biases zeroed: at its initial statistics LR-ASPP labels every pixel of a
+    frame with one class, and a parity check between two constant maps proves nothing."""
     from torchvision.models import segmentation
 
     torch.manual_seed(0)
-    return getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=21,
-                                       aux_loss=name != "lraspp_mobilenet_v3_large").eval()
+    net = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=21,
+                                      aux_loss=name != "lraspp_mobilenet_v3_large").eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+        for key, p in net.named_parameters():
+            if key.startswith("classifier.") and key.endswith("bias"):
+                p.zero_()
+    return net
 
 
 def _parity(net, path: Path, size) -> float:

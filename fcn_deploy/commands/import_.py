@@ -97,7 +97,7 @@ def normalization_for(args: argparse.Namespace, torchvision: bool):
     else:
         mean, std, scale = args.mean, args.std, args.scale if args.scale is not None else 1.0
     m, s = parse_triple(mean, "--mean"), parse_triple(std, "--std")
-    if args.scale is None and max(m) <= 1.0 and max(s) <= 1.0 and max(m) > 0:
+    if scale == 1.0 and args.scale is None and max(m) <= 1.0 and max(s) <= 1.0 and max(m) > 0:
         raise FcnDeployError(f"--mean {mean} --std {std} look like values for pixels in 0..1; add --scale 255 "
                              "(or give them in 0..255 units)")
     return normalization_from(m, s, args.channel_order or "RGB", scale)
