@@ -88,6 +88,27 @@ class CheckReport:
             lines.append(self.summary())
         return lines
 
+    def closing_line(self) -> str:
+        """The last line of a report with problems, so that a long one (hundreds of lines for an
+        INT8 graph made for CPUs) ends with its verdict: which releases refuse the graph, how many
+        problems at how many nodes, under which rules, and which releases accept it."""
+        errors = self.errors
+        if not errors:
+            return self.summary()
+        where = f"{self.label}: " if self.label else ""
+        refusing = [r for r in self.releases if any(r in p.releases for p in errors)]
+        accepting = [r for r in self.releases if r not in refusing]
+        nodes = {p.node for p in errors if p.node}
+        rules: Dict[str, int] = {}
+        for problem in errors:
+            rules[problem.rule] = rules.get(problem.rule, 0) + 1
+        counts = ", ".join(f"{rule} {n}" for rule, n in sorted(rules.items(), key=lambda item: (-item[1], item[0])))
+        at = f" at {len(nodes)} node{'s' if len(nodes) != 1 else ''}" if nodes else ""
+        verdict = (f"accepted by TensorRT {', '.join(accepting)}" if accepting else "no release accepts it")
+        notes = f"; {len(self.notes)} note{'s' if len(self.notes) != 1 else ''}" if self.notes else ""
+        return (f"{where}refused by TensorRT {', '.join(refusing)}: {len(errors)} problem"
+                f"{'s' if len(errors) != 1 else ''}{at} (by rule: {counts}){notes}; {verdict}")
+
     def error_summary(self) -> str:
         """One line for an exception: how many problems, the first, and how to see them all."""
         errors = self.errors

@@ -155,7 +155,10 @@ def test_previous_bundled_graph_is_refused_for_its_uint8_transpose(previous_bund
     assert "a uint8 input must go straight into a Cast" in intermediate[0]
     # The uint8 input feeding anything but a Cast is refused by every release, 8.5 included.
     assert any(l.startswith(f"{previous_bundled}: TensorRT 8.5, 8.6, 10, 11: node /Transpose") for l in lines)
-    assert all("/Transpose" in line for line in lines), result.stdout  # nothing else is wrong with it
+    assert all("/Transpose" in line for line in lines[:-1]), result.stdout  # nothing else is wrong with it
+    # The verdict comes last: every release refuses it, and for which rule.
+    assert lines[-1].startswith(f"{previous_bundled}: refused by TensorRT 8.5, 8.6, 10, 11: "), lines[-1]
+    assert lines[-1].endswith("; no release accepts it") and "uint8" in lines[-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,9 +441,28 @@ def test_cli_one_release_reports_only_its_problems(tmp_path, capsys, monkeypatch
     path = _save(tmp_path, [helper.make_node("Hardmax", ["x"], ["y"], name="h")],
                  [_value("x", TensorProto.FLOAT, [2, 5])], [_value("y", TensorProto.FLOAT, [2, 5])]).name
     assert main(["check", path, "--tensorrt", "8.5"]) == 1
-    assert capsys.readouterr().out == "bad.onnx: TensorRT 8.5: node h (Hardmax): the parser does not support Hardmax\n"
+    assert capsys.readouterr().out == (
+        "bad.onnx: TensorRT 8.5: node h (Hardmax): the parser does not support Hardmax\n"
+        "bad.onnx: refused by TensorRT 8.5: 1 problem at 1 node (by rule: operator 1); no release accepts it\n"
+    )
     assert main(["check", path, "--tensorrt", "10"]) == 0
     capsys.readouterr()
+
+
+def test_a_long_report_ends_with_its_verdict(tmp_path, capsys, monkeypatch):
+    """Hundreds of problem lines (an INT8 graph made for CPUs) end with one line that counts them:
+    the releases that refuse the graph, problems and nodes per rule, and those that accept it."""
+    monkeypatch.chdir(tmp_path)
+    nodes = [helper.make_node("Hardmax", ["x"], ["h0"], name="h0")]
+    nodes += [helper.make_node("Hardmax", [f"h{i - 1}"], [f"h{i}"], name=f"h{i}") for i in range(1, 30)]
+    path = _save(tmp_path, nodes, [_value("x", TensorProto.FLOAT, [2, 5])],
+                 [_value("h29", TensorProto.FLOAT, [2, 5])], name="many.onnx").name
+    assert main(["check", path]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 31 and all("(Hardmax): the parser does not support Hardmax" in l for l in lines[:30])
+    # 8.5 and 8.6's matrices lack Hardmax, 10.0's (for 10 and 11) has it.
+    assert lines[-1] == ("many.onnx: refused by TensorRT 8.5, 8.6: 30 problems at 30 nodes (by rule: operator 30); "
+                         "accepted by TensorRT 10, 11")
 
 
 def test_require_conformance_raises_one_line(tmp_path):

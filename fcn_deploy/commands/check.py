@@ -11,7 +11,8 @@ examples:
   fcn-deploy check camvid_fp16.onnx --tensorrt 8.5 # JetPack 5's TensorRT only
   fcn-deploy check camvid_int8.onnx --dla --shapes 1x360x480x3
 
-One line per problem and exit status 1, or one line naming the releases that accept the graph.
+One line per problem, then one line of verdict (which releases refuse it, how many problems,
+under which rules) and exit status 1; or one line naming the releases that accept the graph.
 TensorRT 10 and 11 are checked against the 10.0 operator matrix, the nearest published.
 With --dla: the DLA's rules (one fixed shape; FP16 or INT8) and a note for each kind of layer
 that would run on the GPU instead (fcn-deploy build --dla builds with GPU fallback).
@@ -49,4 +50,6 @@ def run(args: argparse.Namespace) -> int:
     report = check_onnx(model, releases, dla=args.dla, profile=profile, label=label)
     for line in report.lines():
         print(line)
+    if not report.ok:  # the verdict last, where a long report's reader looks (lines() ends with it when ok)
+        print(report.closing_line())
     return 0 if report.ok else 1
