@@ -10,7 +10,8 @@ What it implements of RTSP 1.0 (RFC 2326) is what a player needs to watch: ``OPT
 RTSP connection, ``RTP/AVP/TCP``; a UDP request is answered ``461 Unsupported Transport``,
 after which ffmpeg and VLC retry over TCP: nothing to open in a firewall, nothing lost to
 packet loss), ``PLAY``, ``GET_PARAMETER`` (keep-alive) and ``TEARDOWN``. H.264 is carried
-as RFC 6184 packets (single NAL units, FU-A fragments above 1400 bytes).
+as RFC 6184 packets (single NAL units, FU-A fragments above 1400 bytes), made by :mod:`.rtp`;
+this module is the server: connections, requests, channels and viewers.
 
 Each *channel* (a path: ``/live``, or ``/live/NAME`` per stream of a multi-stream run) has
 its own encoder, started when the first viewer plays it and stopped when the last leaves,
@@ -30,14 +31,22 @@ import queue
 import secrets
 import socket
 import threading
-import time
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..errors import FcnDeployError
-from .encoders import DEFAULT_PRESET, VideoSettings, even_size, pyav_problem, to_i420
+from .encoders import VideoSettings, even_size, pyav_problem
+from .rtp import (  # noqa: F401 (split_annexb, rtp_payloads: this module's public names before rtp.py)
+    PAYLOAD_TYPE,
+    RTP_CLOCK,
+    LiveEncoder,
+    is_keyframe,
+    rtp_packet,
+    rtp_payloads,
+    split_annexb,
+)
 from .sink import Sink
 
 log = logging.getLogger(__name__)
@@ -47,122 +56,11 @@ DEFAULT_HOST = "127.0.0.1"
 MAX_VIEWERS = 16
 MAX_REQUEST_BYTES = 16384
 REQUEST_TIMEOUT_S = 30.0  # a connection that sends no complete request for this long is closed
-RTP_CLOCK = 90000
-MTU = 1400
-PAYLOAD_TYPE = 96
 VIEWER_QUEUE = 32  # access units waiting for one viewer before it skips to the next key frame
-KEYFRAME_INTERVAL_S = 2.0
 
 
 class RtspError(FcnDeployError):
     """An RTSP output that cannot be served."""
-
-
-# -- H.264 -----------------------------------------------------------------------------------
-def split_annexb(data: bytes) -> List[bytes]:
-    """NAL units of an H.264 Annex B byte stream (start codes ``00 00 01`` / ``00 00 00 01``)."""
-    units: List[bytes] = []
-    start = data.find(b"\x00\x00\x01")
-    while start >= 0:
-        begin = start + 3
-        following = data.find(b"\x00\x00\x01", begin)
-        end = len(data) if following < 0 else following
-        unit = data[begin:end]
-        if following >= 0 and unit.endswith(b"\x00"):  # the 4-byte start code's leading zero
-            unit = unit[:-1]
-        if unit:
-            units.append(unit)
-        start = following
-    return units
-
-
-def is_keyframe(units: List[bytes]) -> bool:
-    """True for an access unit a decoder can start from (it holds an IDR slice, NAL type 5)."""
-    return any(unit[0] & 0x1F == 5 for unit in units)
-
-
-def rtp_payloads(units: List[bytes], mtu: int = MTU) -> List[bytes]:
-    """RFC 6184 payloads of one access unit: each NAL unit whole, or in FU-A fragments."""
-    payloads: List[bytes] = []
-    for unit in units:
-        if len(unit) <= mtu:
-            payloads.append(unit)
-            continue
-        header, body = unit[0], unit[1:]
-        indicator = bytes([(header & 0xE0) | 28])
-        for offset in range(0, len(body), mtu - 2):
-            chunk = body[offset:offset + mtu - 2]
-            flags = (0x80 if offset == 0 else 0) | (0x40 if offset + mtu - 2 >= len(body) else 0)
-            payloads.append(indicator + bytes([flags | (header & 0x1F)]) + chunk)
-    return payloads
-
-
-def rtp_packet(payload: bytes, sequence: int, timestamp: int, ssrc: int, marker: bool) -> bytes:
-    """One RTP packet (RFC 3550 fixed header, version 2, no CSRC)."""
-    return bytes([0x80, (0x80 if marker else 0) | PAYLOAD_TYPE]) + (sequence & 0xFFFF).to_bytes(2, "big") + \
-        (timestamp & 0xFFFFFFFF).to_bytes(4, "big") + ssrc.to_bytes(4, "big") + payload
-
-
-class LiveEncoder:
-    """H.264 for viewers: libx264 with no B-frames or look-ahead (``zerolatency``: each frame
-    leaves as it comes), SPS/PPS repeated before every key frame, a key frame every
-    ``KEYFRAME_INTERVAL_S`` and on demand (:meth:`encode` with ``keyframe``)."""
-
-    def __init__(self, size: Tuple[int, int], settings: VideoSettings):
-        import av
-
-        self.size = even_size(*size)
-        context = av.CodecContext.create("libx264", "w")
-        context.width, context.height = self.size
-        context.pix_fmt = "yuv420p"
-        context.time_base = _fraction(1, RTP_CLOCK)
-        keyint = int(KEYFRAME_INTERVAL_S * 30)
-        options = {"preset": settings.preset or DEFAULT_PRESET, "tune": "zerolatency", "forced-idr": "1",
-                   "x264-params": f"repeat-headers=1:keyint={keyint}:annexb=1"}
-        if settings.bitrate:
-            context.bit_rate = int(settings.bitrate)
-        else:
-            options["crf"] = "23"
-        context.options = options
-        context.open()
-        self._context = context
-        self.bytes = 0
-
-    def encode(self, image: np.ndarray, timestamp: int, keyframe: bool = False) -> List[List[bytes]]:
-        """Access units (lists of NAL units) for one BGR frame; ``timestamp`` on the 90 kHz clock."""
-        import av
-        import cv2
-
-        width, height = self.size
-        if image.shape[1] != width or image.shape[0] != height:
-            image = cv2.copyMakeBorder(image, 0, height - image.shape[0], 0, width - image.shape[1],
-                                       cv2.BORDER_REPLICATE)
-        frame = av.VideoFrame.from_ndarray(to_i420(image), format="yuv420p")
-        frame.pts = timestamp
-        if keyframe:
-            frame.pict_type = _picture_type_i()
-        units = []
-        for packet in self._context.encode(frame):
-            data = bytes(packet)
-            self.bytes += len(data)
-            units.append(split_annexb(data))
-        return units
-
-
-def _fraction(num: int, den: int):
-    from fractions import Fraction
-
-    return Fraction(num, den)
-
-
-def _picture_type_i():
-    """``I`` in the spelling this PyAV takes (an enum from PyAV 13, a string before)."""
-    try:
-        from av.video.frame import PictureType
-
-        return PictureType.I
-    except ImportError:
-        return "I"
 
 
 # -- viewers and channels ----------------------------------------------------------------------
