@@ -383,3 +383,40 @@ def test_a_narrow_engine_profile_clamps_the_rule_and_refuses_a_forced_size(tmp_p
         assert len(said) == 1 and "not 360x640, to fit the engine's profile (min 64x64, opt 240x320, max 240x320" in said[0]
         with pytest.raises(FcnDeployError, match="input size 360x480 is outside the engine's profile"):
             Pipeline(None, backend, None, input_size=(360, 480))
+
+
+# -- --val-size sets the recorded training scale, and says so ------------------------------------------
+def test_val_size_says_it_changes_the_training_scale_in_help_and_when_it_runs(tmp_path):
+    """`train --val-size 180x240` on CamVid records a training scale of 180x240, so `run` feeds
+    frames at half CamVid's size. --help says it, and a run says it at its start, with the size the
+    checkpoint's recipe gives the exporter (the same function), and what it would be without."""
+    import subprocess
+    import sys
+
+    from fcn_deploy.cli import build_parser
+    from fcn_deploy.training.checkpoint import load_checkpoint
+    from fcn_deploy.training.config import make_config, val_size_note
+
+    train_help = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                      if "--val-size" in a.option_strings).help
+    assert "training scale" in train_help and "run and eval" in train_help
+
+    note = val_size_note(make_config("fcn8s_efficientnet_lite0", "camvid", val_size=(180, 240)))
+    assert "180x240" in note and "without --val-size: 360x480" in note
+    clamped = val_size_note(make_config("fcn8s_efficientnet_lite0", "camvid", val_size=(180, 240),
+                                        scale_range=(0.75, 1.5)))
+    assert "records: 270x360" in clamped and "clamped into --scale-range 0.75-1.5" in clamped
+    assert val_size_note(make_config("fcn8s_efficientnet_lite0", "camvid", val_size=(360, 480))) is None
+    assert val_size_note(make_config("fcn8s_efficientnet_lite0", "camvid")) is None
+
+    run = subprocess.run(
+        [sys.executable, "-m", "fcn_deploy.cli", "train", "--model", "fcn8s_resnet18", "--width", "16",
+         "--dataset", "synthetic", "--dataset-option", "size=(48,64)", "--pretrained-backbone", "none",
+         "--epochs", "1", "--max-iters", "1", "--batch-size", "2", "--crop", "32x32", "--threads", "1",
+         "--val-size", "24x32", "--no-progress", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    said = [line for line in run.stderr.splitlines() if "--val-size 24x32" in line]
+    assert len(said) == 1 and "records: 24x32" in said[0] and "without --val-size: 48x64" in said[0], run.stderr
+    recipe = load_checkpoint(tmp_path / "run" / "best.pt")["recipe"]
+    assert training_scale_facts("synthetic", recipe)["reference_size"] == [24, 32]

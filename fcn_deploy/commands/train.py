@@ -67,7 +67,9 @@ def add_parser(subparsers) -> None:
     v.add_argument("--train-split", default=None, help="default train")
     v.add_argument("--val-split", default=None, help="default val; none to skip validation")
     v.add_argument("--val-every", type=int, default=None, help="validate every K epochs (and after the last)")
-    v.add_argument("--val-size", type=size_or_none, default=None, metavar="HxW", help="validate at this size (default full)")
+    v.add_argument("--val-size", type=size_or_none, default=None, metavar="HxW", help="validate at this size (default: the frames' own). Also sets the training scale the "
+                   "model records (this size's scale, clamped into --scale-range): run and eval then feed frames "
+                   "at that scale")
     v.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="also write last.pt every N iterations (it is always written every epoch)")
     r = p.add_argument_group("runtime")

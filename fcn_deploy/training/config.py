@@ -140,3 +140,35 @@ def validate_config(config: TrainConfig) -> None:
     if "pretrained" in config.model_options:
         # A checkpoint's model_options must rebuild the net without fetching weights again.
         raise FcnDeployError("give initial weights with --pretrained-backbone, not as a model option")
+
+
+def val_size_note(config: TrainConfig) -> Optional[str]:
+    """What ``--val-size`` does besides validating: the line a run logs at its start, or ``None``.
+
+    The checkpoint kept is the one that scores best at the validation size, so the exporter
+    records that size's scale (clamped into ``--scale-range``) as the model's training scale,
+    and ``run``/``eval`` later resize frames to it (``fcn_deploy.runtime.input_size``). A flag
+    that reads like a validation detail changes what the deployed model is fed, so it says so.
+    """
+    if config.val_size is None:
+        return None
+    from ..runtime.input_size import size_text, training_scale_facts
+
+    recipe = config.recipe()
+    chosen = training_scale_facts(config.dataset, recipe)
+    plain = training_scale_facts(config.dataset, {**recipe, "val_size": None})
+    asked = size_text(config.val_size)
+    if chosen["reference_size"] is None:
+        return None
+    recorded = size_text(chosen["reference_size"])
+    if chosen["image_size"] is None:
+        return (f"--val-size {asked}: the model records {recorded} as its training scale (its frames' size is "
+                f"unknown here), so `fcn-deploy run` and `eval` will feed frames at that size")
+    how = f"{config.dataset} frames x{chosen['reference_scale']:g}"
+    if chosen["scale_range"] is not None and min(config.val_size) / min(chosen["image_size"]) != chosen["reference_scale"]:
+        how += f", --val-size's scale clamped into --scale-range {chosen['scale_range'][0]:g}-{chosen['scale_range'][1]:g}"
+    without = size_text(plain["reference_size"]) if plain["reference_size"] else "the frames' own size"
+    if recorded == without:
+        return None
+    return (f"--val-size {asked} also sets the training scale the model records: {recorded} ({how}); "
+            f"`fcn-deploy run` and `eval` will resize frames to that scale (without --val-size: {without})")

@@ -38,7 +38,7 @@ from . import distributed as ddp
 from .averaging import WeightAverage
 from .batches import build_transform, open_dataset, train_loader
 from .checkpoint import BEST, LAST, CheckpointError, atomic_save, load_checkpoint, make_checkpoint
-from .config import TrainConfig, validate_config
+from .config import TrainConfig, val_size_note, validate_config
 from .initialization import (
     build_network,
     build_optimizer,
@@ -344,6 +344,9 @@ class _Run:
                 self.iters_per_epoch, c.batch_size, self.info.world_size, self.device,
                 ", mixed precision" if self.amp else "",
             )
+            note = val_size_note(c)
+            if note:
+                log.warning(note)
         self.model.train()
         if c.freeze_bn:
             freeze_batchnorm(self.model)
