@@ -27,6 +27,8 @@ the same time (what a user without stream batching runs), and against the model 
 batches of N frames (the ceiling). Reported: aggregate FPS of each, the pipeline's share of
 the batched model-only throughput (target 90% or more), each stream's FPS over the mean
 (fairness: target no stream below 90% for equal sources), and the batch sizes actually run.
+The outputs of one N (``--codecs h264,mp4v``) run back to back in each round, in alternating
+order, between two model-only runs: on a shared machine, compare codecs within one run only.
 
 ``--model`` takes an ``.onnx`` file, ``camvid`` (the bundled model), or a zoo name, which is
 exported (untrained) to a temporary file first (that needs torch; the run itself does not).
@@ -43,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Optional
 from pathlib import Path
 
 import cv2
@@ -172,13 +175,18 @@ def pipeline_run(backend, visualizer, clip: Path, frames: int, output: str, work
         source.close()
 
 
-def batched_model_fps(backend, frame: np.ndarray, batch: int, iterations: int) -> float:
-    """Frames per second of the model alone on batches of ``batch`` copies of ``frame``."""
+def batched_model_fps(backend, frame: np.ndarray, batch: int, iterations: int, cpu_ms: Optional[list] = None) -> float:
+    """Frames per second of the model alone on batches of ``batch`` copies of ``frame``
+    (and its CPU ms per frame appended to ``cpu_ms``)."""
     frames = np.ascontiguousarray(np.repeat(frame[None], batch, axis=0))
+    cpu = time.process_time()
     start = time.perf_counter()
     for _ in range(iterations):
         backend.infer_labels(frames)
-    return batch * iterations / (time.perf_counter() - start)
+    fps = batch * iterations / (time.perf_counter() - start)
+    if cpu_ms is not None:
+        cpu_ms.append(1000 * (time.process_time() - cpu) / (batch * iterations))
+    return fps
 
 
 def multi_stream_run(backend, visualizer, clip: Path, streams: int, frames: int, output: str, workdir: Path,
@@ -258,27 +266,45 @@ def multi_stream_main(args, size, input_spec, outputs) -> int:
               f"{args.device}, ONNX Runtime threads={args.threads or 'default (cores)'}, {os.cpu_count()} CPUs, "
               f"{args.frames} frames per stream x {args.rounds} rounds (medians)", flush=True)
         for count in counts:
-            for output in outputs:
-                model, pipe, separate, fairness, reports = [], [], [], [], []
-                for _ in range(args.rounds):
-                    model.append(batched_model_fps(backend, frame, count, max(2, args.frames // count)))
+            # M P(a) P(b) M S(a) S(b), M P(b) P(a) M ...: the outputs (codecs) of one stream count
+            # run back to back in each round, in alternating order, and each pipeline is compared
+            # with the model-only runs either side of it, so a slow spell of the shared machine
+            # hits the codecs and their reference alike.
+            iterations = max(2, args.frames // count)
+            model_cpu: list = []
+            model = [batched_model_fps(backend, frame, count, iterations, model_cpu)]
+            pipe, ratios, cpu_ms, separate, fairness, reports = ({o: [] for o in outputs} for _ in range(6))
+            for round_index in range(args.rounds):
+                order = outputs if round_index % 2 == 0 else outputs[::-1]
+                for output in order:
+                    cpu = time.process_time()
                     report = multi_stream_run(backend, visualizer, clip, count, args.frames, output, workdir, sizer)
-                    pipe.append(report.fps)
+                    cpu_ms[output].append(1000 * (time.process_time() - cpu) / max(1, report.frames_rendered))
+                    pipe[output].append(report.fps)
                     rates = [s.fps for s in report.streams]
-                    fairness.append(min(rates) / (sum(rates) / len(rates)))
-                    reports.append(report)
-                    separate.append(separate_processes_fps(model_path, clip, count, args.frames, output, workdir,
-                                                           forced, args.threads, args.device))
-                m, p, sep, fair = (statistics.median(v) for v in (model, pipe, separate, fairness))
-                batches = dict(reports[pipe.index(statistics.median_low(pipe))].batch_sizes)
-                print(f"  {count} stream(s) -> {output:<8}  model-only batch {count}: {m:6.2f} FPS   "
-                      f"one pipeline: {p:6.2f} FPS ({100 * p / m:5.1f}% of model-only)   "
+                    fairness[output].append(min(rates) / (sum(rates) / len(rates)))
+                    reports[output].append(report)
+                model.append(batched_model_fps(backend, frame, count, iterations, model_cpu))
+                reference = (model[-2] + model[-1]) / 2
+                for output in order:
+                    ratios[output].append(pipe[output][-1] / reference)
+                    separate[output].append(separate_processes_fps(model_path, clip, count, args.frames, output,
+                                                                   workdir, forced, args.threads, args.device))
+            m = statistics.median(model)
+            for output in outputs:
+                p, ratio, cpu, sep, fair = (statistics.median(v[output])
+                                            for v in (pipe, ratios, cpu_ms, separate, fairness))
+                batches = dict(reports[output][pipe[output].index(statistics.median_low(pipe[output]))].batch_sizes)
+                print(f"  {count} stream(s) -> {output:<8}  model-only batch {count}: {m:6.2f} FPS "
+                      f"(CPU {statistics.median(model_cpu):5.1f} ms/frame)   "
+                      f"one pipeline: {p:6.2f} FPS ({100 * ratio:5.1f}% of model-only, CPU {cpu:5.1f} ms/frame)   "
                       f"{count} processes: {sep:6.2f} FPS   slowest stream {100 * fair:5.1f}% of mean   "
                       f"batches {', '.join(f'{n} x {b}' for b, n in sorted(batches.items(), reverse=True))}",
                       flush=True)
                 results["streams"].setdefault(str(count), {})[output] = {
-                    "model_only_fps": model, "pipeline_fps": pipe, "separate_processes_fps": separate,
-                    "slowest_stream_over_mean": fairness, "median_ratio": p / m, "batch_sizes": batches,
+                    "model_only_fps": model, "model_only_cpu_ms_per_frame": model_cpu, "pipeline_fps": pipe[output], "ratios": ratios[output],
+                    "pipeline_cpu_ms_per_frame": cpu_ms[output], "separate_processes_fps": separate[output],
+                    "slowest_stream_over_mean": fairness[output], "median_ratio": ratio, "batch_sizes": batches,
                 }
         backend.close()
     results["load_average"] = os.getloadavg()[0]
@@ -303,8 +329,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=40, help="frames per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     parser.add_argument("--outputs", default="none,mp4", help="pipeline outputs to measure: none, mp4")
-    parser.add_argument("--codecs", default="h264", metavar="C,C,...",
-                        help="codecs of the mp4 output, each measured in the same run (e.g. h264,mp4v; default h264)")
+    parser.add_argument("--codecs", default=None, metavar="C,C,...",
+                        help="codecs of the mp4 output, each measured in the same run as mp4:CODEC "
+                             "(e.g. h264,mp4v; default: the output's default, H.264, reported as mp4)")
     parser.add_argument("--streams", default=None, metavar="N,N,...",
                         help="compare N streams in one pipeline with N processes and batched model-only (e.g. 1,2,4)")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -313,7 +340,7 @@ def main() -> int:
     size = parse_size(args.size, "--size")
     input_spec = parse_input_size(args.input_size, "--input-size")
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
-    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    codecs = [c.strip() for c in (args.codecs or "").split(",") if c.strip()]
     outputs = [x for o in outputs for x in (expand_outputs([o], codecs) if o == "mp4" else [o])]
     if args.streams:
         return multi_stream_main(args, size, input_spec, outputs)
