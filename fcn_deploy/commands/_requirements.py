@@ -19,6 +19,9 @@ from ..errors import FcnDeployError
 
 TRAINING_PYTHON = (3, 10)
 INSTALL = "pip install -e '.[train]'"
+# OpenCV is an extra of its own: its GUI and headless wheels both install cv2, so one of them.
+OPENCV_INSTALL = ("pip install -e '.[gui]' on a desktop, or '.[headless]' on a server, not both; "
+                  "on a Jetson, JetPack's: docs/tensorrt.md")
 
 # The modules of the `train` extra (import name -> the name a message gives), as pyproject lists it.
 TRAIN_EXTRA: Dict[str, str] = {
@@ -92,8 +95,10 @@ def require_torch(command: str) -> None:
 
 def missing_module_message(command: str, exc: ModuleNotFoundError) -> str:
     """One line for a module of the ``train`` extra found missing while ``command`` ran (``eval``
-    of a checkpoint, scipy for SBD), or ``""`` when ``exc`` is about something else."""
+    of a checkpoint, scipy for SBD), or OpenCV, or ``""`` when ``exc`` is about something else."""
     top = (exc.name or "").split(".")[0]
+    if top == "cv2":
+        return f"fcn-deploy {command} needs OpenCV ({OPENCV_INSTALL})"
     if top not in TRAIN_EXTRA:
         return ""
     return extra_message(f"fcn-deploy {command}", (top,))

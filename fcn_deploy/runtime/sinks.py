@@ -444,12 +444,33 @@ class MjpegSink(Sink):
             self.server.close()
 
 
+def _installed_opencv_wheels() -> List[str]:
+    """The PyPI OpenCV wheels installed here (each installs ``cv2``; two overwrite each other)."""
+    try:
+        from importlib import metadata
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return []
+    found = []
+    for name in ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"):
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
 def display_problem() -> Optional[str]:
     """Why an OpenCV window cannot open here, or ``None`` when it can."""
     gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
     if gui and gui[0].split(":", 1)[1].strip().upper() in ("NONE", "NO", ""):
-        return (f"this OpenCV {cv2.__version__} has no GUI support (opencv-python-headless): install "
-                "opencv-python, or use --output 'http://0.0.0.0:8090?token=SECRET' to watch in a browser")
+        wheels = _installed_opencv_wheels()
+        if len(wheels) > 1:  # both install cv2: whichever came last won, here a headless one
+            return (f"{' and '.join(wheels)} are both installed and share cv2, now a build without GUI: "
+                    f"pip uninstall -y {' '.join(wheels)} && pip install opencv-python")
+        return (f"this OpenCV {cv2.__version__} has no GUI support ({wheels[0] if wheels else 'a headless build'}): "
+                "pip uninstall -y opencv-python-headless && pip install opencv-python (the gui extra), "
+                "or use --output 'http://0.0.0.0:8090?token=SECRET' to watch in a browser")
     if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return ("no display: DISPLAY is not set (a headless or SSH session); use --output "
                 "'http://0.0.0.0:8090?token=SECRET' to watch in a browser, or write a video file")
