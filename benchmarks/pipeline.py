@@ -159,8 +159,9 @@ def expand_outputs(outputs, codecs):
     return [f"{o}:{c}" for o in outputs for c in codecs] if codecs else outputs
 
 
-def pipeline_run(backend, visualizer, clip: Path, frames: int, output: str, workdir: Path, sizer: InputSizer):
-    source = open_source(str(clip), loop=True)
+def pipeline_run(backend, visualizer, clip: Path, frames: int, output: str, workdir: Path, sizer: InputSizer,
+                 decode: str = "auto"):
+    source = open_source(str(clip), loop=True, decode=decode, scale=sizer.decoder_scale)
     kind, codec = output_codec(output)
     if kind == "mp4":
         target = workdir / "out.mp4"
@@ -335,6 +336,11 @@ def main() -> int:
     parser.add_argument("--streams", default=None, metavar="N,N,...",
                         help="compare N streams in one pipeline with N processes and batched model-only (e.g. 1,2,4)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--decode", default="auto", choices=("auto", "nvidia", "gstreamer", "ffmpeg"),
+                        help="the pipeline's decoder, as fcn-deploy run --decode (default auto)")
+    parser.add_argument("--decode-cost", default=None, metavar="MODE,MODE",
+                        help="instead: CPU time per frame of decoding an H.264 clip of --size plus resizing to the "
+                             "input size, per decode mode (e.g. gstreamer,ffmpeg; benchmarks/decode_cost.py)")
     args = parser.parse_args()
 
     size = parse_size(args.size, "--size")
@@ -342,6 +348,14 @@ def main() -> int:
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
     codecs = [c.strip() for c in (args.codecs or "").split(",") if c.strip()]
     outputs = [x for o in outputs for x in (expand_outputs([o], codecs) if o == "mp4" else [o])]
+    if args.decode_cost:
+        from benchmarks import decode_cost
+
+        modes = [m.strip() for m in args.decode_cost.split(",") if m.strip()]
+        results = decode_cost.run(modes, size, args.frames, args.rounds, args.model, input_spec)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"decode_cost": results}, indent=2))
+        return 0
     if args.streams:
         return multi_stream_main(args, size, input_spec, outputs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -351,7 +365,7 @@ def main() -> int:
         for _ in range(3):  # warm-up: allocations, thread pools
             backend.infer_labels(frame[None])
         for output in outputs:  # and the codecs, the legend panel
-            pipeline_run(backend, visualizer, clip, 3, output, workdir, sizer)
+            pipeline_run(backend, visualizer, clip, 3, output, workdir, sizer, args.decode)
 
         # M P P M P P ... M: each pipeline run is compared with the model-only runs on
         # either side of it, so a slow spell of the shared machine hits both alike.
@@ -362,7 +376,7 @@ def main() -> int:
             runs = {}
             for output in outputs:
                 cpu = time.process_time()
-                runs[output] = pipeline_run(backend, visualizer, clip, args.frames, output, workdir, sizer)
+                runs[output] = pipeline_run(backend, visualizer, clip, args.frames, output, workdir, sizer, args.decode)
                 pipe_cpu[output].append(1000 * (time.process_time() - cpu) / max(1, runs[output].frames_rendered))
             model_fps.append(model_only_fps(backend, frame, args.frames, model_cpu))
             reference = (model_fps[-2] + model_fps[-1]) / 2

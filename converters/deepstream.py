@@ -18,6 +18,14 @@ uint8 labels out) cannot be fed to it. The input is the exporter's plain variant
 * ``config_infer_primary_fcn.txt`` (nvinfer's key file), ``labels.txt`` and a deepstream-app
   config with ``[segvisual]`` are written next to it.
 
+Frames keep their aspect ratio, as in fcn-deploy's own runtime: the network size
+(``infer-dims``) is the runtime's input-size rule applied to the camera's size (the streammux
+runs at the camera's size, ``--deepstream-source-size``, default 1920x1080): the short side
+goes to the model's training short side (a 16:9 camera and the bundled CamVid model: 360x640),
+and nvinfer scales with ``maintain-aspect-ratio=1`` and ``symmetric-padding=1``, so a frame
+whose aspect ratio differs from the network's is padded on both sides, never squashed.
+:func:`letterbox` is that scaling in numpy, for measuring what it does to accuracy.
+
 The keys are those of NVIDIA's ``gstnvinfer_property_parser.h``; the tests check them against
 that list.
 """
@@ -34,7 +42,7 @@ from onnx import helper, numpy_helper
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.fileio import atomic_write
 from fcn_deploy.normalization import Normalization
-from fcn_deploy.runtime.input_size import training_scale
+from fcn_deploy.runtime.input_size import rule_size, training_scale
 from fcn_deploy.runtime.metadata import LAYOUT_NORMALIZED, OUTPUT_LOGITS, ModelMetadata
 
 ONNX_FILE = "fcn_scores.onnx"
@@ -45,6 +53,9 @@ SCORES = "scores"
 # metadata precision -> nvinfer network-mode (0 FP32, 1 INT8, 2 FP16) and its engine-name suffix
 NETWORK_MODES = {"fp32": (0, "fp32"), "fp16": (2, "fp16")}
 COLOR_FORMATS = {"RGB": 0, "BGR": 1}
+DEFAULT_SOURCE_SIZE = (1080, 1920)  # (H, W) of the streammux: a 1080p camera
+# nvinfer's scaling-filter values (NvBufSurfTransform_Inter): 1 is bilinear, as fcn-deploy enlarges.
+SCALING_FILTER_BILINEAR = 1
 
 
 @dataclass
@@ -124,7 +135,9 @@ def infer_keys(meta: ModelMetadata, onnx_name: str, size: Tuple[int, int], batch
         "output-blob-names": SCORES,
         "segmentation-threshold": repr(float(threshold)),
         "segmentation-output-order": "0",
-        "maintain-aspect-ratio": "0",
+        "maintain-aspect-ratio": "1",
+        "symmetric-padding": "1",
+        "scaling-filter": str(SCALING_FILTER_BILINEAR),
         "output-tensor-meta": "0",
     }
 
@@ -141,9 +154,13 @@ def infer_config_text(meta: ModelMetadata, keys: Dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def app_config_text(size: Tuple[int, int], source: str = "file:///opt/nvidia/deepstream/deepstream/samples/streams/sample_720p.mp4") -> str:
-    """deepstream-app: one source, nvinfer with our config, nvsegvisual drawing the classes, a display."""
+def app_config_text(size: Tuple[int, int], source_size: Tuple[int, int] = DEFAULT_SOURCE_SIZE,
+                    source: str = "file:///opt/nvidia/deepstream/deepstream/samples/streams/sample_720p.mp4") -> str:
+    """deepstream-app: one source, a streammux at the camera's size (so nvinfer sees whole
+    frames and keeps their aspect ratio), nvinfer with our config, nvsegvisual drawing the
+    classes at the network's size, a display."""
     h, w = size
+    source_h, source_w = source_size
     return f"""# deepstream-app -c {APP_CONFIG}   (written by fcn-deploy export --deepstream)
 [application]
 enable-perf-measurement=1
@@ -153,8 +170,8 @@ perf-measurement-interval-sec=5
 enable=1
 rows=1
 columns=1
-width={w}
-height={h}
+width={source_w}
+height={source_h}
 
 [source0]
 enable=1
@@ -164,9 +181,10 @@ uri={source}
 num-sources=1
 
 [streammux]
+# the camera's own size: nvinfer scales each frame to infer-dims keeping its aspect ratio
 batch-size=1
-width={w}
-height={h}
+width={source_w}
+height={source_h}
 batched-push-timeout=40000
 live-source=0
 
@@ -192,12 +210,38 @@ sync=0
 """
 
 
+def network_size(meta: ModelMetadata, source_size: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+    """nvinfer's ``infer-dims`` (H, W) for a camera of ``source_size`` (H, W): the runtime's rule
+    (short side to the model's training short side, aspect ratio kept), or None where the model
+    records no training scale."""
+    reference = training_scale(meta).reference_size
+    return rule_size(source_size, reference) if reference is not None else None
+
+
+def letterbox(image: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, Tuple[int, int, int, int]]:
+    """``image`` scaled into ``size`` (H, W) as nvinfer does with ``maintain-aspect-ratio=1`` and
+    ``symmetric-padding=1``: the largest size that fits with the aspect ratio kept, bilinear,
+    centred, the rest black. Returns the network input and the content box (top, left,
+    height, width), where the labels are read back from."""
+    import cv2
+
+    h, w = image.shape[:2]
+    factor = min(size[0] / h, size[1] / w)
+    ch, cw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
+    top, left = (size[0] - ch) // 2, (size[1] - cw) // 2
+    out = np.zeros((size[0], size[1]) + image.shape[2:], dtype=image.dtype)
+    out[top:top + ch, left:left + cw] = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    return out, (top, left, ch, cw)
+
+
 def write_deepstream(logits_onnx: str, folder: str, *, size: Optional[Tuple[int, int]] = None,
-                     threshold: float = 0.0, overwrite: bool = False) -> DeepStreamFiles:
+                     source_size: Tuple[int, int] = DEFAULT_SOURCE_SIZE, threshold: float = 0.0,
+                     overwrite: bool = False) -> DeepStreamFiles:
     """The DeepStream files in ``folder`` from an exported logits graph (``export --logits``).
 
-    ``size`` (H, W) is nvinfer's ``infer-dims``: by default the model's training scale (for the
-    bundled model, CamVid's 360x480). Existing files are replaced only with ``overwrite``.
+    ``source_size`` (H, W) is the camera's, the streammux's size. ``size`` (H, W) is nvinfer's
+    ``infer-dims``: by default the runtime's input-size rule for that camera (for the bundled
+    model and a 1080p camera, 360x640). Existing files are replaced only with ``overwrite``.
     """
     from fcn_deploy.runtime.model_files import read_metadata
 
@@ -209,7 +253,7 @@ def write_deepstream(logits_onnx: str, folder: str, *, size: Optional[Tuple[int,
         raise FcnDeployError(f"a {meta.precision} graph for DeepStream needs nvinfer's own INT8 calibration; "
                              "export fp32 or --fp16")
     if size is None:
-        size = training_scale(meta).reference_size
+        size = network_size(meta, source_size)
         if size is None:
             raise FcnDeployError(f"{meta.model_name} records no training scale; give the network input size (HxW)")
     names = {name: os.path.join(folder, name) for name in (ONNX_FILE, INFER_CONFIG, APP_CONFIG, LABELS)}
@@ -224,5 +268,5 @@ def write_deepstream(logits_onnx: str, folder: str, *, size: Optional[Tuple[int,
     keys = infer_keys(new_meta, ONNX_FILE, tuple(size), threshold=threshold)
     atomic_write(names[INFER_CONFIG], infer_config_text(new_meta, keys))
     atomic_write(names[LABELS], "".join(f"{c}\n" for c in new_meta.classes))
-    atomic_write(names[APP_CONFIG], app_config_text(tuple(size)))
+    atomic_write(names[APP_CONFIG], app_config_text(tuple(size), tuple(source_size)))
     return DeepStreamFiles(folder, names[ONNX_FILE], names[INFER_CONFIG], names[APP_CONFIG], names[LABELS], keys)

@@ -60,7 +60,7 @@ from .runtime.input_size import (
 )
 from .runtime.metadata import ModelMetadata
 from .runtime.model_files import ONNX, default_device, model_kind, resolve_model_file
-from .runtime.sources import IMAGE_EXTENSIONS, quiet_opencv
+from .runtime.sources import IMAGE_EXTENSIONS, Frame, open_source, quiet_opencv
 from .runtime.stats import FrameStatistics
 from .runtime.visualize import VisualOptions, Visualizer
 from .runtime.zones import parse_zones
@@ -218,6 +218,19 @@ class Segmenter:
                 batch = []
         if batch:
             yield from zip([p for p, _ in batch], self._segment([f for _, f in batch]))
+
+    def video(self, uri: str, decode: str = "auto", loop: bool = False) -> Iterator[Tuple[Frame, np.ndarray]]:
+        """``(frame, labels)`` for each frame of a video source: a file, an ``rtsp://`` stream, a
+        camera, anything ``fcn-deploy run --source`` takes. ``decode`` is ``run --decode``'s
+        (``auto``, ``nvidia``, ``gstreamer``, ``ffmpeg``): a GStreamer decoder scales the frame
+        to the input size before it reaches Python, and the labels still come back at the
+        source's own size (``frame.shape``)."""
+        with open_source(uri, loop=loop, decode=decode, scale=self._sizer.decoder_scale) as source:
+            for frame in source:
+                labels = self._segment([frame.image])[0]
+                if labels.shape != frame.shape:
+                    labels = cv2.resize(labels, frame.shape[::-1], interpolation=cv2.INTER_NEAREST)
+                yield frame, labels
 
     def _segment(self, frames: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Labels for checked frames: grouped by network input size, batched, mapped back."""

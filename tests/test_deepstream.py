@@ -144,7 +144,8 @@ def test_export_deepstream_and_triton_of_the_bundled_model(tmp_path):
     result = run_cli(["export", "--deepstream", str(tmp_path / "ds")], timeout=600)
     assert result.returncode == 0, result.stderr
     keys = read_property(tmp_path / "ds" / INFER_CONFIG)
-    assert keys["infer-dims"] == "3;360;480" and keys["num-detected-classes"] == "11"
+    assert keys["infer-dims"] == "3;360;640" and keys["num-detected-classes"] == "11"  # 1080p camera, aspect kept
+    assert keys["maintain-aspect-ratio"] == "1" and keys["symmetric-padding"] == "1"
     assert not list((tmp_path / "ds").glob(".*.onnx"))  # the intermediate logits graph is gone
     result = run_cli(["export", "--triton", str(tmp_path / "repo"), "--name", "road"], timeout=600)
     assert result.returncode == 0, result.stderr

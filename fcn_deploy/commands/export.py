@@ -61,7 +61,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-batch", type=int, default=8, metavar="N",
                         help="with --triton: max_batch_size of the model config (default 8)")
     parser.add_argument("--infer-size", default=None, metavar="HxW",
-                        help="with --deepstream: nvinfer's network input size (default: the model's training scale)")
+                        help="with --deepstream: nvinfer's network input size (default: the input-size rule for "
+                             "--deepstream-source-size: short side to the model's training short side, aspect kept)")
+    parser.add_argument("--deepstream-source-size", default="1080x1920", metavar="HxW",
+                        help="with --deepstream: the camera's frame size, the streammux's (HxW like every size here; "
+                             "default 1080x1920, a 1080p camera); nvinfer keeps its aspect ratio "
+                             "(maintain-aspect-ratio=1, symmetric-padding=1)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--opset", type=int, default=17,
                         help="ONNX opset (default 17: TensorRT 8.6 and later parse it)")
@@ -83,14 +88,14 @@ def describe_io(meta) -> tuple:
     return inp, out
 
 
-def _deepstream(result, folder: str, size, overwrite: bool) -> int:
+def _deepstream(result, folder: str, size, source_size, overwrite: bool) -> int:
     """The DeepStream files from the logits graph just exported (removed afterwards)."""
     import os
 
     from fcn_deploy.converters.deepstream import write_deepstream
 
     try:
-        files = write_deepstream(result.path, folder, size=size, overwrite=overwrite)
+        files = write_deepstream(result.path, folder, size=size, source_size=source_size, overwrite=overwrite)
     finally:
         os.remove(result.path)
     keys = files.keys
@@ -99,6 +104,8 @@ def _deepstream(result, folder: str, size, overwrite: bool) -> int:
           f"N x {result.metadata.num_classes} x H x W (softmax)")
     print(f"  {os.path.basename(files.infer_config)}: network-type=2, infer-dims={keys['infer-dims']}, "
           f"net-scale-factor={keys['net-scale-factor']}, offsets={keys['offsets']}, network-mode={keys['network-mode']}")
+    print(f"  streammux {source_size[1]}x{source_size[0]} (the camera's size), maintain-aspect-ratio=1, "
+          "symmetric-padding=1: frames keep their aspect ratio")
     print(f"  {os.path.basename(files.labels)}, {os.path.basename(files.app_config)} (nvsegvisual)")
     print(f"On the Jetson:  cd {folder} && deepstream-app -c {os.path.basename(files.app_config)}")
     return 0
@@ -174,6 +181,7 @@ def _run(args: argparse.Namespace, undo) -> int:
     if args.triton and args.output:
         raise FcnDeployError("--triton writes the model into REPO/NAME/1/model.onnx; leave out --output")
     infer_size = parse_size(args.infer_size, "--infer-size") if args.infer_size else None
+    source_size = parse_size(args.deepstream_source_size, "--deepstream-source-size")
     # A bundled model or zoo net is named as the user named it, a checkpoint by its file.
     name = args.model if args.model in BUNDLED_MODELS or not os.path.exists(args.model) else \
         os.path.splitext(os.path.basename(args.model))[0]
@@ -231,7 +239,7 @@ def _run(args: argparse.Namespace, undo) -> int:
     trained = bool(result.metadata.source.get("trained"))
     meta = result.metadata
     if args.deepstream:
-        return _deepstream(result, args.deepstream, infer_size, args.overwrite)
+        return _deepstream(result, args.deepstream, infer_size, source_size, args.overwrite)
     inp, out = describe_io(meta)
     split = f" on {meta.extra['mean_iu_split']}" if meta.extra.get("mean_iu_split") else ""
     size_mb = os.path.getsize(result.path) / 1e6

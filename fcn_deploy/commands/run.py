@@ -65,7 +65,13 @@ def add_parser(subparsers) -> None:
     source.add_argument("--framerate", type=float, default=None, metavar="FPS",
                         help="camera frame rate (csi:// default 30)")
     source.add_argument("--flip-method", type=int, default=0, metavar="0-7",
-                        help="csi:// nvvidconv flip-method: 0 none, 2 rotate 180, 4 mirror, 6 flip (default 0)")
+                        help="csi:// nvvidconv flip-method: 0 none, 1 turn left, 2 rotate 180, 3 turn right, 4 mirror, "
+                        "6 flip, 5/7 transpose; 1, 3, 5, 7 swap width and height (default 0)")
+    source.add_argument("--decode", choices=("auto", "nvidia", "gstreamer", "ffmpeg"), default="auto",
+                        help="decoder of video files, rtsp:// streams and (nvidia/gstreamer) MJPEG USB cameras: "
+                        "nvidia = GStreamer with NVDEC and nvvidconv (Jetson), gstreamer = the same with software "
+                        "elements, ffmpeg = OpenCV's FFmpeg; the GStreamer ones scale to the input size before the "
+                        "CPU sees the frame; auto takes the first this OpenCV and GStreamer can run (default)")
 
     output = parser.add_argument_group("output")
     output.add_argument("--output", action="append", default=None, metavar="URI",
@@ -315,9 +321,7 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"--event-hold must be at least 1 frame, not {args.event_hold}")
     camera = CameraOptions(args.width, args.height, args.framerate, args.flip_method)
     video = VideoSettings(codec=args.codec, bitrate=args.bitrate, preset=args.preset, encoder=args.encoder)
-    streams, mosaic_sinks = open_streams(specs, outputs, args.labels_dir, overwrite=args.overwrite, loop=args.loop,
-                                         video=video,
-                                         camera=camera)
+    streams, mosaic_sinks = [], []
     backend = None
     results = None
     pipeline = None
@@ -341,6 +345,10 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s", engine_choice)  # said once the options are known to be good
 
         sizer = InputSizer.for_backend(backend, input_size)
+        # Opened once the input size is known, so that a GStreamer decoder scales to it.
+        streams, mosaic_sinks = open_streams(specs, outputs, args.labels_dir, overwrite=args.overwrite,
+                                             loop=args.loop, camera=camera, video=video, decode=args.decode,
+                                             scale=sizer.decoder_scale)
         for stream in streams:
             outs = [s.description for s in stream.sinks] + ([stream.label_sink.description] if stream.label_sink else [])
             log.info("%s%s on %s (%s) in %s -> %s", f"stream {stream.name}: " if many else "", meta.model_name,

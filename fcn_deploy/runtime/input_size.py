@@ -470,6 +470,13 @@ class InputSizer:
         wanted = self._wanted((int(frame[0]), int(frame[1])))
         return self.profile.fit(wanted) if self.profile is not None else wanted
 
+    def decoder_scale(self, source: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+        """The (width, height) a decoder that scales (GStreamer's videoscale, nvvidconv) should
+        deliver a source of (width, height) ``source`` at: the input size, or None where frames
+        go in at their own size (nothing to scale)."""
+        height, width = self.fitted((source[1], source[0]))
+        return None if (width, height) == (int(source[0]), int(source[1])) else (width, height)
+
     def size_for(self, frame: Size) -> Size:
         """The (H, W) to feed a frame of (H, W) ``frame`` at; never outside the profile."""
         key = (int(frame[0]), int(frame[1]))

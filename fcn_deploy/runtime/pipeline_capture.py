@@ -89,7 +89,7 @@ class CaptureStage(PipelineState):
                         continue
                     stats.ended_by = "end of input"
                     break
-                image = resize_frame(frame.image, self._input_size(frame.image.shape[:2]))
+                image = resize_frame(frame.image, self._input_size(frame.shape))  # a no-op where the decoder scaled
                 with self._lock:
                     stage.add(time.perf_counter() - start)
                     stats.frames_in += 1

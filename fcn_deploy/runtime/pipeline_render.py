@@ -39,7 +39,7 @@ class RenderStage(PipelineState):
                 t0 = time.perf_counter()
                 frame, labels = item.frame, item.labels
                 if stream.label_sink is not None or self.results is not None:
-                    height, width = frame.image.shape[:2]
+                    height, width = frame.shape  # the source's own size, also where the decoder scaled
                     if labels.shape != (height, width):
                         labels_full = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
                     else:

@@ -7,10 +7,15 @@ Like jetson-inference's ``videoSource``, a single string picks the input:
 ``/dev/video0``, ``v4l2://0``   a V4L2 camera
 ``csi://0``                     a Jetson CSI camera (``nvarguscamerasrc``, GStreamer)
 ``rtsp://...``, ``http(s)://``  a network stream (FFmpeg)
-``clip.mp4``, ``file://clip``   a video file
+``clip.mp4``, ``file://clip``   a video file (FFmpeg, or GStreamer with ``decode``: see below)
 ``frames/``, ``'frames/*.png'`` an image folder or a glob, sorted by name; one image also works
 ``... ! appsink``               a raw GStreamer pipeline (anything containing ``!``)
 ==============================  ============================================================
+
+``decode`` picks the decoder of files, ``rtsp://`` streams and MJPEG USB cameras
+(:mod:`fcn_deploy.runtime.gstreamer`): ``ffmpeg`` is OpenCV's FFmpeg; ``nvidia`` and
+``gstreamer`` build GStreamer pipelines that decode (NVDEC or software) and scale to the
+inference size before the frame reaches Python; ``auto`` takes the best this machine has.
 
 A *live* source (camera, stream, pipeline) runs at its own pace: the pipeline drops its
 oldest frame rather than fall behind. A file or folder is read as fast as the consumer takes
@@ -25,16 +30,16 @@ import contextlib
 import glob
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from ..errors import FcnDeployError
+from ..errors import FcnDeployError, first_line
+from . import gstreamer as gst
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +61,23 @@ class Frame:
     ``image`` is BGR uint8 ``H x W x 3``; ``index`` counts frames from 0 in capture order
     (across loops); ``name`` is the source image's file stem for image folders (so outputs
     can be named after it), else ``None``; ``captured`` is :func:`time.perf_counter` at
-    capture, the start of the end-to-end latency.
+    capture, the start of the end-to-end latency. ``source_size`` is the source's own
+    (width, height) when the decoder already scaled ``image`` to the inference size
+    (GStreamer decoding), so that labels still map back to the frame's own size.
     """
 
     image: np.ndarray
     index: int
     name: Optional[str] = None
     captured: float = 0.0
+    source_size: Optional[Tuple[int, int]] = None
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """(height, width) of the frame as the source gave it, before any decoder scaling."""
+        if self.source_size is not None:
+            return (self.source_size[1], self.source_size[0])
+        return (self.image.shape[0], self.image.shape[1])
 
 
 @dataclass
@@ -110,8 +125,7 @@ class Source:
 # -- GStreamer ---------------------------------------------------------------------------------
 def gstreamer_available() -> bool:
     """True when this OpenCV was built with GStreamer (pip wheels are not)."""
-    match = re.search(r"^\s*GStreamer:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
-    return bool(match) and match.group(1).upper() != "NO"
+    return gst.opencv_has_gstreamer()
 
 
 def require_gstreamer(what: str) -> None:
@@ -129,17 +143,20 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
 
     nvarguscamerasrc delivers NV12 in NVMM (GPU) memory; nvvidconv flips and converts it to
     BGRx in system memory; videoconvert drops the x. ``drop=true max-buffers=1`` keeps the
-    appsink from queueing stale frames when the consumer is slower than the camera.
+    appsink from queueing stale frames when the consumer is slower than the camera. Flip
+    methods 1, 3, 5 and 7 turn the picture a quarter or transpose it, so the caps after
+    nvvidconv carry the swapped size (a 1280x720 sensor turned 90 degrees gives 720x1280).
     """
     if flip_method not in FLIP_METHODS:
         raise SourceError(f"flip method must be 0..7 (nvvidconv flip-method), not {flip_method}")
     rate = f"{int(round(fps))}/1"
+    out_width, out_height = gst.flipped_size(width, height, flip_method)
     return (
         f"nvarguscamerasrc sensor-id={sensor_id} ! "
         f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, "
         f"format=(string)NV12, framerate=(fraction){rate} ! "
         f"nvvidconv flip-method={flip_method} ! "
-        f"video/x-raw, width=(int){width}, height=(int){height}, format=(string)BGRx ! "
+        f"video/x-raw, width=(int){out_width}, height=(int){out_height}, format=(string)BGRx ! "
         "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1"
     )
 
@@ -180,7 +197,7 @@ class CaptureSource(Source):
     """
 
     def __init__(self, target, api: int, uri: str, description: str, live: bool, loop: bool = False,
-                 camera: Optional[CameraOptions] = None):
+                 camera: Optional[CameraOptions] = None, source_size: Optional[Tuple[int, int]] = None):
         self.uri = uri
         self.description = description
         self.live = live
@@ -202,7 +219,10 @@ class CaptureSource(Source):
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
         count = self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(count) if not live and count and count > 0 else None
-        self.size = (image.shape[1], image.shape[0])
+        # A decoder that scales (GStreamer) delivers frames at the inference size; the source's
+        # own size is what the labels map back to.
+        self.source_size = source_size if source_size and tuple(source_size) != (image.shape[1], image.shape[0]) else None
+        self.size = self.source_size or (image.shape[1], image.shape[0])
 
     def _configure(self, camera: CameraOptions) -> None:
         if camera.width:
@@ -250,7 +270,7 @@ class CaptureSource(Source):
                 if not (self.loop and self._index > 0 and self._rewind()):
                     return None
                 image, self._pending = self._pending, None
-        frame = Frame(image, self._index, None, time.perf_counter())
+        frame = Frame(image, self._index, None, time.perf_counter(), self.source_size)
         self._index += 1
         return frame
 
@@ -372,18 +392,65 @@ def camera_uri(index: int) -> str:
     return str(int(index))
 
 
+# (width, height) of the source -> (width, height) the decoder should scale to, or None
+ScaleRule = Callable[[Tuple[int, int]], Optional[Tuple[int, int]]]
+
+
+def _gstreamer_source(kind: str, target: str, uri: str, description: str, mode: str, explicit: bool,
+                      loop: bool, camera: CameraOptions, scale: Optional[ScaleRule]) -> Optional[Source]:
+    """The source ``kind`` (``file``, ``stream`` or ``camera``) decoded by a GStreamer pipeline in
+    ``mode`` (``nvidia`` or ``gstreamer``), scaled by ``scale``. Where the user named the mode
+    (``explicit``), a source it cannot serve is a one-line :class:`SourceError`; where ``auto``
+    chose it, None, and the caller falls back to FFmpeg."""
+    try:
+        if kind == "camera":
+            native = (camera.width, camera.height) if camera.width and camera.height else None
+            size = scale(native) if scale and native else None
+            pipeline = gst.mjpeg_camera_pipeline(target, mode, camera.width, camera.height, camera.fps, size)
+            info = gst.Probe(size=native)
+        else:
+            info = gst.probe(target)
+            size = scale(info.size) if scale and info.size else None
+            if kind == "file":
+                pipeline = gst.file_pipeline(target, info.codec, mode, size)
+            else:
+                pipeline = gst.rtsp_pipeline(target, info.codec, mode, size)
+        log.debug("%s: %s", description, pipeline)
+        source = CaptureSource(pipeline, cv2.CAP_GSTREAMER, uri, f"{description} ({mode} decode)",
+                               live=kind != "file", loop=loop, source_size=info.size if size else None)
+    except (gst.DecodeError, SourceError) as exc:
+        if explicit:
+            raise SourceError(f"{description}: {first_line(exc)}") from None
+        log.info("%s: GStreamer (%s) cannot decode it (%s); using FFmpeg", description, mode, first_line(exc))
+        return None
+    source.fps = source.fps or info.fps
+    if kind == "file":
+        source.frame_count = info.frames
+    return source
+
+
 def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = None,
-                image_fps: Optional[float] = None) -> Source:
+                image_fps: Optional[float] = None, decode: str = "auto",
+                scale: Optional[ScaleRule] = None) -> Source:
     """Open the source a URI names (see the module docstring for the forms).
 
     ``loop`` replays files and folders; ``camera`` holds the size, rate and flip asked of
     cameras (and csi:// pipelines); ``image_fps`` is the nominal rate of an image folder
-    (used only to time the video a sink writes from it).
+    (used only to time the video a sink writes from it). ``decode`` (``auto``, ``nvidia``,
+    ``gstreamer``, ``ffmpeg``) picks the decoder of video files, ``rtsp://`` streams and (for
+    ``nvidia``/``gstreamer`` named explicitly) MJPEG USB cameras; ``scale`` maps the source's
+    (width, height) to the size a GStreamer decoder should scale to (the inference size).
     """
     camera = camera or CameraOptions()
     text = uri.strip()
     if not text:
         raise SourceError("empty source URI")
+    try:
+        mode = gst.resolve_decode(decode)
+    except gst.DecodeError as exc:
+        raise SourceError(str(exc)) from None
+    gst_mode = mode if mode in ("nvidia", "gstreamer") else None
+    explicit = decode != "auto"
 
     if "!" in text and "://" not in text.split("!")[0] and not os.path.exists(text):
         require_gstreamer("a GStreamer pipeline source")
@@ -393,6 +460,9 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
         index = int(text)
         if index > MAX_CAMERA_INDEX:  # OpenCV takes a C int: a bigger one is its traceback, not "no camera"
             raise SourceError(f"no camera {text}: camera indices go from 0 to {MAX_CAMERA_INDEX}")
+        if gst_mode and explicit:
+            return _gstreamer_source("camera", f"/dev/video{index}", uri, f"camera {index}", gst_mode, True,
+                                     False, camera, scale)  # type: ignore[return-value]
         return CaptureSource(index, cv2.CAP_ANY, uri, f"camera {index}", live=True, camera=camera)
 
     scheme, sep, rest = text.partition("://")
@@ -404,6 +474,9 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
             device = f"/dev/video{device}"
         if not device.startswith("/dev/"):
             raise SourceError(f"v4l2 source must be v4l2://N or v4l2:///dev/videoN, not {uri!r}")
+        if gst_mode and explicit:
+            return _gstreamer_source("camera", device, uri, f"camera {device}", gst_mode, True,
+                                     False, camera, scale)  # type: ignore[return-value]
         return CaptureSource(device, cv2.CAP_V4L2, uri, f"camera {device}", live=True, camera=camera)
 
     if scheme == "csi":
@@ -415,6 +488,10 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
         return CaptureSource(pipeline, cv2.CAP_GSTREAMER, uri, f"CSI camera {rest}", live=True)
 
     if scheme in STREAM_SCHEMES:
+        if gst_mode and scheme in ("rtsp", "rtsps"):
+            source = _gstreamer_source("stream", text, uri, f"stream {text}", gst_mode, explicit, False, camera, scale)
+            if source is not None:
+                return source
         return CaptureSource(text, cv2.CAP_FFMPEG, uri, f"stream {text}", live=True)
 
     if scheme == "file":
@@ -436,4 +513,9 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
         raise SourceError(f"not a file or folder: {text}")
     if _is_image(path):
         return ImageSource([path], uri, f"image {path}", loop, image_fps)
+    if gst_mode:
+        source = _gstreamer_source("file", str(path), uri, f"video file {path}", gst_mode, explicit, loop, camera,
+                                   scale)
+        if source is not None:
+            return source
     return CaptureSource(str(path), cv2.CAP_ANY, uri, f"video file {path}", live=False, loop=loop)

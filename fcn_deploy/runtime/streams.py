@@ -31,7 +31,7 @@ from ..errors import FcnDeployError
 from .pipeline import Stream
 from .encoders import VideoSettings
 from .sinks import LabelSink, Sink, open_sink
-from .sources import STREAM_SCHEMES, CameraOptions, Source, open_source
+from .sources import STREAM_SCHEMES, CameraOptions, ScaleRule, Source, open_source
 
 STREAM_FIELD = "{stream}"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -102,8 +102,13 @@ def labels_folder(labels_dir: str, name: str, many: bool) -> Path:
 def open_streams(specs: Sequence[StreamSpec], outputs: Sequence[str], labels_dir: Optional[str] = None,
                  overwrite: bool = False, loop: bool = False,
                  camera: Optional[CameraOptions] = None,
-                 video: Optional[VideoSettings] = None) -> Tuple[List[Stream], List[Sink]]:
+                 video: Optional[VideoSettings] = None, decode: str = "auto",
+                 scale: Optional[ScaleRule] = None) -> Tuple[List[Stream], List[Sink]]:
     """Open every stream's source and outputs: ``(streams, mosaic_sinks)``.
+
+    ``decode`` and ``scale`` go to :func:`~fcn_deploy.runtime.sources.open_source`: the decoder
+    (``auto``, ``nvidia``, ``gstreamer``, ``ffmpeg``) and the inference size a GStreamer
+    decoder scales each stream's frames to.
 
     With one stream, every output is that stream's. With several, outputs follow the module
     docstring's table. Network streams get :attr:`~fcn_deploy.runtime.pipeline.Stream.reopen`
@@ -119,10 +124,10 @@ def open_streams(specs: Sequence[StreamSpec], outputs: Sequence[str], labels_dir
         sources: List[Source] = []
         for spec in specs:
             try:
-                sources.append(open_source(spec.uri, loop=loop, camera=camera))
+                sources.append(open_source(spec.uri, loop=loop, camera=camera, decode=decode, scale=scale))
             except FcnDeployError as exc:
                 raise type(exc)(f"stream {spec.name}: {exc}" if many else str(exc)) from None
-            streams.append(Stream(sources[-1], [], None, spec.name, _reopener(spec.uri, camera)))
+            streams.append(Stream(sources[-1], [], None, spec.name, _reopener(spec.uri, camera, decode, scale)))
         fps = next((s.fps for s in sources if s.fps), None)
         any_live = any(s.live for s in sources)
         for output in outputs:
@@ -152,10 +157,11 @@ def open_streams(specs: Sequence[StreamSpec], outputs: Sequence[str], labels_dir
     return streams, mosaic_sinks
 
 
-def _reopener(uri: str, camera: CameraOptions) -> Optional[Callable[[], Source]]:
+def _reopener(uri: str, camera: CameraOptions, decode: str = "auto",
+              scale: Optional[ScaleRule] = None) -> Optional[Callable[[], Source]]:
     if not is_network_uri(uri):
         return None
-    return lambda: open_source(uri, camera=camera)
+    return lambda: open_source(uri, camera=camera, decode=decode, scale=scale)
 
 
 def close_streams(streams: Sequence[Stream], mosaic_sinks: Sequence[Sink] = ()) -> None:
