@@ -226,6 +226,8 @@ class Segmenter:
         to the input size before it reaches Python, and the labels still come back at the
         source's own size (``frame.shape``)."""
         with open_source(uri, loop=loop, decode=decode, scale=self._sizer.decoder_scale) as source:
+            if source.decode_note:
+                log.info("%s", source.decode_note)
             for frame in source:
                 labels = self._segment([frame.image])[0]
                 if labels.shape != frame.shape:

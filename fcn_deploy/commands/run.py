@@ -321,7 +321,11 @@ def run(args: argparse.Namespace) -> int:
         raise FcnDeployError(f"--event-hold must be at least 1 frame, not {args.event_hold}")
     camera = CameraOptions(args.width, args.height, args.framerate, args.flip_method)
     video = VideoSettings(codec=args.codec, bitrate=args.bitrate, preset=args.preset, encoder=args.encoder)
-    streams, mosaic_sinks = [], []
+    # Sources first: a camera that will not open is one line at once, before any engine loads.
+    early = InputSizer.for_model_file(model_path, input_size) if kind != "triton" else None
+    streams, mosaic_sinks = open_streams(specs, outputs, args.labels_dir, overwrite=args.overwrite, loop=args.loop,
+                                         camera=camera, video=video, decode=args.decode,
+                                         scale=early.decoder_scale if early is not None else None)
     backend = None
     results = None
     pipeline = None
@@ -345,10 +349,8 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s", engine_choice)  # said once the options are known to be good
 
         sizer = InputSizer.for_backend(backend, input_size)
-        # Opened once the input size is known, so that a GStreamer decoder scales to it.
-        streams, mosaic_sinks = open_streams(specs, outputs, args.labels_dir, overwrite=args.overwrite,
-                                             loop=args.loop, camera=camera, video=video, decode=args.decode,
-                                             scale=sizer.decoder_scale)
+        for note in dict.fromkeys(s.source.decode_note for s in streams if s.source.decode_note):
+            log.info("%s", note)  # what --decode auto took, once
         for stream in streams:
             outs = [s.description for s in stream.sinks] + ([stream.label_sink.description] if stream.label_sink else [])
             log.info("%s%s on %s (%s) in %s -> %s", f"stream {stream.name}: " if many else "", meta.model_name,

@@ -25,7 +25,7 @@ import logging
 import re
 import shutil
 import subprocess
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import cv2
 
@@ -128,15 +128,15 @@ def missing_elements(mode: str) -> List[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def resolve_decode(mode: str) -> str:
-    """The decode mode to use for ``mode``: ``auto`` takes ``nvidia`` where its elements exist,
-    else ``gstreamer`` where OpenCV has GStreamer and the software elements, else ``ffmpeg``, and
-    logs once which it took and why. An explicit mode that cannot run is a :class:`DecodeError`
-    naming what is missing."""
+def choose_decode(mode: str) -> Tuple[str, str]:
+    """``(decode mode to use, why)`` for ``mode``: ``auto`` takes ``nvidia`` where its elements
+    exist, else ``gstreamer`` where OpenCV has GStreamer and the software elements, else
+    ``ffmpeg`` (``why`` says which and why; empty for a mode named explicitly). An explicit
+    mode that cannot run is a :class:`DecodeError` naming what is missing."""
     if mode not in DECODE_MODES:
         raise DecodeError(f"unknown decode mode {mode!r}: choose from {', '.join(DECODE_MODES)}")
     if mode == "ffmpeg":
-        return mode
+        return mode, ""
     if mode in ("nvidia", "gstreamer"):
         if not opencv_has_gstreamer():
             raise DecodeError(f"--decode {mode} needs an OpenCV built with GStreamer; this OpenCV "
@@ -145,19 +145,32 @@ def resolve_decode(mode: str) -> str:
         if missing:
             raise DecodeError(f"--decode {mode}: GStreamer elements missing on this machine: {', '.join(missing)}"
                               + (" (they come with JetPack's GStreamer plugins)" if mode == "nvidia" else ""))
-        return mode
+        return mode, ""
     if opencv_has_gstreamer():
         for candidate in ("nvidia", "gstreamer"):
-            missing = missing_elements(candidate)
-            if not missing:
-                log.info("--decode auto: took %s (%s)", candidate,
-                         "NVIDIA's decoder and converter are present" if candidate == "nvidia"
-                         else "OpenCV has GStreamer; no NVIDIA decoder here")
-                return candidate
-        log.info("--decode auto: took ffmpeg (GStreamer lacks %s)", ", ".join(missing_elements("gstreamer")))
-        return "ffmpeg"
-    log.info("--decode auto: took ffmpeg (this OpenCV %s has no GStreamer)", cv2.__version__)
-    return "ffmpeg"
+            if not missing_elements(candidate):
+                return candidate, f"--decode auto: took {candidate} (" + (
+                    "NVIDIA's decoder and converter are present" if candidate == "nvidia"
+                    else "OpenCV has GStreamer; no NVIDIA decoder here") + ")"
+        return "ffmpeg", f"--decode auto: took ffmpeg (GStreamer lacks {', '.join(missing_elements('gstreamer'))})"
+    return "ffmpeg", f"--decode auto: took ffmpeg (this OpenCV {cv2.__version__} has no GStreamer)"
+
+
+def resolve_decode(mode: str) -> str:
+    """:func:`choose_decode`'s mode, saying once per process what ``auto`` took and why."""
+    chosen, why = choose_decode(mode)
+    say_once(why)
+    return chosen
+
+
+_SAID: Set[str] = set()
+
+
+def say_once(message: str) -> None:
+    """Log ``message`` (if any) the first time only: every stream of a run resolves ``auto`` alike."""
+    if message and message not in _SAID:
+        _SAID.add(message)
+        log.info("%s", message)
 
 
 def flipped_size(width: int, height: int, flip_method: int) -> Tuple[int, int]:

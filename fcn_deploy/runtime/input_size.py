@@ -451,6 +451,34 @@ class InputSizer:
         return cls(spec, training_scale(getattr(backend, "metadata", None)),
                    profile if profile is not None else backend_profile(backend), own_dataset, announce)
 
+    @classmethod
+    def for_model_file(cls, path: Any, spec: InputSizeSpec = None) -> Optional["InputSizer"]:
+        """The sizer read from a model file alone (an ONNX file's metadata, an engine's sidecar
+        and its profile), before any engine opens it; ``None`` where the file says nothing
+        (a Triton URL, a file the backend will refuse with its own message).
+
+        Why: ``run`` opens its sources before the model, so that a camera that will not open
+        is one line at once, not after the engine choice; a GStreamer decoder that scales
+        needs the input size then. The backend's sizer, made later, is the one that sizes
+        frames: where it differs, the pipeline resizes on the CPU as without the decoder.
+        """
+        from types import SimpleNamespace
+
+        from ..errors import FcnDeployError as _Error
+        from .model_files import ENGINE, model_kind, read_metadata
+
+        try:
+            metadata = read_metadata(path)
+            sidecar = None
+            if model_kind(path) == ENGINE:
+                from .engine_cache import read_sidecar
+
+                sidecar = read_sidecar(path)
+        except (_Error, OSError, ValueError):
+            return None
+        stand_in = SimpleNamespace(metadata=metadata, sidecar=sidecar)  # what backend_profile reads
+        return cls(spec, training_scale(metadata), backend_profile(stand_in), announce=False)
+
     @property
     def uses_rule(self) -> bool:
         """True when the size follows the model's training scale (not native, not forced)."""

@@ -94,13 +94,15 @@ class Source:
     """Base class: ``read()`` gives the next :class:`Frame` or ``None`` at the end.
 
     ``fps`` is the nominal frame rate (``None`` when unknown); ``live`` says whether the
-    source runs at its own pace (cameras, streams) rather than the reader's (files).
+    source runs at its own pace (cameras, streams) rather than the reader's (files);
+    ``decode_note`` what ``--decode auto`` took for it and why (empty where nothing was chosen).
     """
 
     uri: str = ""
     description: str = ""
     fps: Optional[float] = None
     live: bool = False
+    decode_note: str = ""
 
     def read(self) -> Optional[Frame]:
         raise NotImplementedError
@@ -445,12 +447,27 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
     text = uri.strip()
     if not text:
         raise SourceError("empty source URI")
-    try:
-        mode = gst.resolve_decode(decode)
-    except gst.DecodeError as exc:
-        raise SourceError(str(exc)) from None
-    gst_mode = mode if mode in ("nvidia", "gstreamer") else None
+    if decode not in gst.DECODE_MODES:
+        raise SourceError(f"unknown decode mode {decode!r}: choose from {', '.join(gst.DECODE_MODES)}")
     explicit = decode != "auto"
+
+    why = []
+
+    def gstreamer_mode() -> Optional[str]:
+        """``nvidia``/``gstreamer`` where the decode mode resolves to one, else None (FFmpeg).
+        Resolved only for a source it applies to; what ``auto`` took goes on the opened source
+        as ``decode_note`` (:func:`opened`), for the caller to say once the run starts, so a
+        run that fails on a later check is its error line alone."""
+        try:
+            mode, reason = gst.choose_decode(decode)
+        except gst.DecodeError as exc:
+            raise SourceError(str(exc)) from None
+        why.append(reason)
+        return mode if mode in ("nvidia", "gstreamer") else None
+
+    def opened(source: Source) -> Source:
+        source.decode_note = "; ".join(reason for reason in why if reason)
+        return source
 
     if "!" in text and "://" not in text.split("!")[0] and not os.path.exists(text):
         require_gstreamer("a GStreamer pipeline source")
@@ -460,7 +477,8 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
         index = int(text)
         if index > MAX_CAMERA_INDEX:  # OpenCV takes a C int: a bigger one is its traceback, not "no camera"
             raise SourceError(f"no camera {text}: camera indices go from 0 to {MAX_CAMERA_INDEX}")
-        if gst_mode and explicit:
+        gst_mode = gstreamer_mode() if explicit else None
+        if gst_mode:
             return _gstreamer_source("camera", f"/dev/video{index}", uri, f"camera {index}", gst_mode, True,
                                      False, camera, scale)  # type: ignore[return-value]
         return CaptureSource(index, cv2.CAP_ANY, uri, f"camera {index}", live=True, camera=camera)
@@ -474,7 +492,8 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
             device = f"/dev/video{device}"
         if not device.startswith("/dev/"):
             raise SourceError(f"v4l2 source must be v4l2://N or v4l2:///dev/videoN, not {uri!r}")
-        if gst_mode and explicit:
+        gst_mode = gstreamer_mode() if explicit else None
+        if gst_mode:
             return _gstreamer_source("camera", device, uri, f"camera {device}", gst_mode, True,
                                      False, camera, scale)  # type: ignore[return-value]
         return CaptureSource(device, cv2.CAP_V4L2, uri, f"camera {device}", live=True, camera=camera)
@@ -488,11 +507,12 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
         return CaptureSource(pipeline, cv2.CAP_GSTREAMER, uri, f"CSI camera {rest}", live=True)
 
     if scheme in STREAM_SCHEMES:
-        if gst_mode and scheme in ("rtsp", "rtsps"):
+        gst_mode = gstreamer_mode() if scheme in ("rtsp", "rtsps") else None
+        if gst_mode:
             source = _gstreamer_source("stream", text, uri, f"stream {text}", gst_mode, explicit, False, camera, scale)
             if source is not None:
-                return source
-        return CaptureSource(text, cv2.CAP_FFMPEG, uri, f"stream {text}", live=True)
+                return opened(source)
+        return opened(CaptureSource(text, cv2.CAP_FFMPEG, uri, f"stream {text}", live=True))
 
     if scheme == "file":
         text = rest
@@ -513,9 +533,10 @@ def open_source(uri: str, loop: bool = False, camera: Optional[CameraOptions] = 
         raise SourceError(f"not a file or folder: {text}")
     if _is_image(path):
         return ImageSource([path], uri, f"image {path}", loop, image_fps)
+    gst_mode = gstreamer_mode()
     if gst_mode:
         source = _gstreamer_source("file", str(path), uri, f"video file {path}", gst_mode, explicit, loop, camera,
                                    scale)
         if source is not None:
-            return source
-    return CaptureSource(str(path), cv2.CAP_ANY, uri, f"video file {path}", live=False, loop=loop)
+            return opened(source)
+    return opened(CaptureSource(str(path), cv2.CAP_ANY, uri, f"video file {path}", live=False, loop=loop))
