@@ -8,7 +8,7 @@ a socket, so it is tested byte by byte (tests/test_rtsp.py).
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +18,7 @@ RTP_CLOCK = 90000
 MTU = 1400
 PAYLOAD_TYPE = 96
 KEYFRAME_INTERVAL_S = 2.0
+DEFAULT_FPS = 30.0  # the encoder's rate before two frames have come
 
 
 def split_annexb(data: bytes) -> List[bytes]:
@@ -64,12 +65,25 @@ def rtp_packet(payload: bytes, sequence: int, timestamp: int, ssrc: int, marker:
         (timestamp & 0xFFFFFFFF).to_bytes(4, "big") + ssrc.to_bytes(4, "big") + payload
 
 
+def frame_rate(captured: Sequence[float]) -> float:
+    """Frames per second of the stream, from the capture times of its latest frames
+    (:data:`DEFAULT_FPS` until two are known), within 1..120."""
+    if len(captured) < 2 or captured[-1] <= captured[0]:
+        return DEFAULT_FPS
+    return min(120.0, max(1.0, (len(captured) - 1) / (captured[-1] - captured[0])))
+
+
 class LiveEncoder:
     """H.264 for viewers: libx264 with no B-frames or look-ahead (``zerolatency``: each frame
     leaves as it comes), SPS/PPS repeated before every key frame, a key frame every
-    ``KEYFRAME_INTERVAL_S`` and on demand (:meth:`encode` with ``keyframe``)."""
+    ``KEYFRAME_INTERVAL_S`` and on demand (:meth:`encode` with ``keyframe``).
 
-    def __init__(self, size: Tuple[int, int], settings: VideoSettings):
+    ``fps`` is the rate the frames arrive at. x264's constant quality (CRF) depends on it: it
+    spends bits per second of video, so an encoder told no rate (only the 90 kHz time base,
+    which x264 takes for a very high rate) gave each frame of a 10 fps stream half the bytes of
+    the same CRF in a file, at a lower quality (tests/test_rtp.py)."""
+
+    def __init__(self, size: Tuple[int, int], settings: VideoSettings, fps: float = DEFAULT_FPS):
         import av
 
         self.size = even_size(*size)
@@ -77,7 +91,8 @@ class LiveEncoder:
         context.width, context.height = self.size
         context.pix_fmt = "yuv420p"
         context.time_base = _fraction(1, RTP_CLOCK)
-        keyint = int(KEYFRAME_INTERVAL_S * 30)
+        context.framerate = _fraction(int(round(fps * 1000)), 1000)
+        keyint = max(1, int(round(KEYFRAME_INTERVAL_S * fps)))
         options = {"preset": settings.preset or DEFAULT_PRESET, "tune": "zerolatency", "forced-idr": "1",
                    "x264-params": f"repeat-headers=1:keyint={keyint}:annexb=1"}
         if settings.bitrate:

@@ -26,6 +26,7 @@ offers no control over the run: a client can only watch.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import secrets
@@ -42,6 +43,7 @@ from .rtp import (  # noqa: F401 (split_annexb, rtp_payloads: this module's publ
     PAYLOAD_TYPE,
     RTP_CLOCK,
     LiveEncoder,
+    frame_rate,
     is_keyframe,
     rtp_packet,
     rtp_payloads,
@@ -123,6 +125,7 @@ class Channel:
         self._thread: Optional[threading.Thread] = None
         self._closed = threading.Event()
         self._clock_start: Optional[float] = None
+        self._captured: "collections.deque" = collections.deque(maxlen=20)  # the latest frames' times: the rate
         self.encoded_bytes = 0
         self.encoded_frames = 0
 
@@ -148,6 +151,7 @@ class Channel:
 
     def publish(self, image: np.ndarray, captured: float) -> None:
         """Hand the newest frame to the encoder (an older one still waiting is dropped: live)."""
+        self._captured.append(captured)
         if not self.viewers:
             return
         while True:
@@ -176,7 +180,7 @@ class Channel:
                     continue
                 size = (image.shape[1], image.shape[0])
                 if encoder is None or encoder.size != even_size(*size):
-                    encoder = LiveEncoder(size, self.settings)
+                    encoder = LiveEncoder(size, self.settings, frame_rate(list(self._captured)))
                     self._keyframe.set()
                 if self._clock_start is None:
                     self._clock_start = captured
