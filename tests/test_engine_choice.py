@@ -164,3 +164,26 @@ def test_run_bf16_on_the_cpu_takes_openvino_or_is_refused_in_one_line(tmp_path):
     ort = run_cli(["run", "--device", "ort-cpu", "--precision", "bf16", "--max-frames", "1", "--output", "none"],
                   env_extra=env)
     assert_one_line_error(ort, "ONNX Runtime has no bf16 mode")
+
+
+def test_a_cached_choice_of_onnx_runtime_never_imports_openvino(tmp_path):
+    """Start-up does no work it does not need: with the answer cached, the versions in its key
+    come from the installed distributions' metadata, so OpenVINO (about 0.25 s to import) is not
+    imported when ONNX Runtime runs the model; the versions are the modules' own."""
+    import subprocess
+    import sys
+
+    import onnxruntime
+    import openvino
+
+    assert installed_cpu_engines() == {ORT_CPU: onnxruntime.__version__,
+                                       OPENVINO: openvino.__version__.split("-")[0]}
+    cache = tmp_path / CACHE_FILE
+    choose_cpu_backend(BUNDLED, 1, spinning=False, cache_file=str(cache), iters=1, warmup=1)
+    force(cache, ORT_CPU, OPENVINO)
+    code = ("import sys\nfrom fcn_deploy.runtime.engine_choice import choose_cpu_backend\n"
+            f"device, why = choose_cpu_backend({str(BUNDLED)!r}, 1, spinning=False, cache_file={str(cache)!r})\n"
+            "print(device, 'openvino' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [ORT_CPU, "False"], out.stdout + out.stderr

@@ -25,12 +25,16 @@ Torch-free, like all of :mod:`fcn_deploy.runtime`.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
 import logging
 import os
 import platform
 import time
 from typing import Any, Dict, List, Optional, Tuple
+
+from importlib import metadata as importlib_metadata
 
 import numpy as np
 
@@ -49,21 +53,40 @@ CACHE_VERSION = 2
 DEFAULT_SIZE = (360, 480)
 
 
+# The distributions that install each engine's module (ONNX Runtime has one per build).
+ENGINE_MODULES = {ORT_CPU: ("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
+                                            "onnxruntime-directml", "ort-nightly")),
+                  OPENVINO: ("openvino", ("openvino",))}
+
+
+def _engine_version(module: str, distributions: Tuple[str, ...]) -> Optional[str]:
+    """The version of the engine ``module`` if it is installed, without importing it.
+
+    Importing OpenVINO costs about 0.25 s, and a start-up whose engine choice is cached (or
+    that runs ONNX Runtime) has no other use for it; the installed distribution's metadata
+    gives the same version. A module without such metadata (a system package) is imported.
+    """
+    if importlib.util.find_spec(module) is None:
+        return None
+    for name in distributions:
+        try:
+            return importlib_metadata.version(name).split("-")[0]
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    try:
+        imported = importlib.import_module(module)
+    except ImportError:
+        return None
+    return str(getattr(imported, "__version__", "unknown")).split("-")[0]
+
+
 def installed_cpu_engines() -> Dict[str, str]:
-    """The CPU engines importable here, ``{device name: version}``, ONNX Runtime first."""
+    """The CPU engines installed here, ``{device name: version}``, ONNX Runtime first."""
     engines: Dict[str, str] = {}
-    try:
-        import onnxruntime
-
-        engines[ORT_CPU] = str(onnxruntime.__version__)
-    except ImportError:
-        pass
-    try:
-        import openvino
-
-        engines[OPENVINO] = str(openvino.__version__).split("-")[0]
-    except ImportError:
-        pass
+    for device, (module, distributions) in ENGINE_MODULES.items():
+        version = _engine_version(module, distributions)
+        if version is not None:
+            engines[device] = version
     return engines
 
 
