@@ -176,11 +176,12 @@ class SourceOnnxSide:
     read; scores smaller than the frame are upsampled bilinearly (OpenCV's ``INTER_LINEAR``,
     PyTorch's ``align_corners=False``). A source fixed to one input size runs exactly as
     exported at that size (a frame at a time where its batch is fixed too); at other sizes it
-    runs with the import's dynamic rewrite of it (:func:`fcn_deploy.converters.import_onnx.make_dynamic`).
+    runs with the import's dynamic rewrite of it (:func:`fcn_deploy.converters.import_dynamic.make_dynamic`).
     """
 
     def __init__(self, path: str, metadata) -> None:
-        from .import_onnx import load_source, make_dynamic, read_source, session
+        from .import_dynamic import make_dynamic, session
+        from .import_source import load_source, read_source
 
         source = read_source(load_source(path), path, (metadata.source or {}).get("output_name"))
         self.source, self.normalization = source, metadata.normalization

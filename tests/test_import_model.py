@@ -230,6 +230,35 @@ def test_cli_import_then_check_compare_and_run(tiny, tmp_path):
     assert len(list(masks.iterdir())) == 2
 
 
+def test_latency_peer_rows_of_an_imported_file_run_the_onnx_it_came_from(tiny, tmp_path):
+    """benchmarks/latency.py on an imported file: our rows run the imported graph, the peer rows
+    the source ONNX as its user runs it (fixed to 1x3x64x96: the other size is listed with why)."""
+    import json
+    import sys
+
+    import cv2
+
+    _, source, out, _ = tiny
+    images = tmp_path / "frames"
+    images.mkdir()
+    for i, frame in enumerate(frames((90, 120), batch=2)):
+        cv2.imwrite(str(images / f"{i}.png"), frame)
+    report_path = tmp_path / "l.json"
+    argv = ["--model", str(out), "--backends", "ort-cpu,peer-ort-cpu", "--precisions", "fp32,int8",
+            "--sizes", "64x96,32x48", "--warmup", "0", "--iters", "2", "--no-peak", "--frames", str(images),
+            "--workdir", str(tmp_path / "w"), "--json", str(report_path)]
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "benchmarks/latency.py", *argv], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text())
+    rows = {(r["backend"], r["precision"], r["size"]): r for r in report["records"]}
+    assert set(rows) == {("ort-cpu", "fp32", "64x96"), ("ort-cpu", "fp32", "32x48"), ("peer-ort-cpu", "fp32", "64x96")}
+    assert "source ONNX as brought to fcn-deploy import" in rows[("peer-ort-cpu", "fp32", "64x96")]["notes"]
+    skipped = json.dumps(report["skipped"]) + json.dumps(report.get("failed", "")) + done.stdout
+    assert "fixed to 1x3x64x96" in skipped and "fp32 only" in skipped
+
+
 @pytest.mark.parametrize("kind", ["classifier", "static", "several"])
 def test_one_line_errors(tmp_path, kind):
     if kind == "classifier":
