@@ -191,26 +191,6 @@ def remove_stale_temps(folder: PathLike, names: Sequence[str], min_age_s: float 
         finally:
             os.close(fd)
     return removed
-    for name in names:
-        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
-            continue
-        path = os.path.join(folder, name)
-        try:
-            if time.time() - os.stat(path).st_mtime < min_age_s:
-                continue  # just made: its writer may not hold the lock yet
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            if _lock(fd, blocking=False):
-                os.unlink(path)
-                removed.append(path)
-                log.info("removed %s, left by an interrupted run", path)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return removed
 
 
 # -- folders a user names: one line when one cannot be used ---------------------------------------
