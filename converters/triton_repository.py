@@ -211,12 +211,12 @@ class Repository:
 
 
 def _copy_into(src: str, dst: str) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file beside it (a unique, locked name that a
+    killed run's clean-up recognises; not a fixed ``dst.tmp`` two exports would share)."""
     if os.path.abspath(src) == os.path.abspath(dst):
         return
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with open(src, "rb") as source:
+        atomic_write(dst, lambda out: shutil.copyfileobj(source, out, 1 << 20))
 
 
 def write_onnx_model(

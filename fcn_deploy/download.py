@@ -13,6 +13,8 @@ One function, :func:`download`, does what every download here needs:
   size times a margin): a ``Content-Length`` over it is refused before a byte is written, and a
   body that runs past it (no or a false ``Content-Length``) is stopped there and its ``.part``
   removed, so a server cannot fill the disk;
+* a write that fails (a full disk) is one line and is not retried: the ``.part`` stays for the
+  next run to resume once there is room;
 * without network it says in one line which URL it could not reach and where to put the file
   by hand (a file placed there is then checked like a download);
 * progress goes to a callback ``progress(done_bytes, total_bytes_or_None)``; library code
@@ -135,6 +137,21 @@ def _too_large(url: str, size: int, max_bytes: int, announced: bool) -> TooLarge
                     "stopped, nothing was kept")
 
 
+class WriteFailed(DownloadError):
+    """Writing the ``.part`` failed (a full disk, a read-only cache): not the network's fault, so
+    not retried; the ``.part`` stays for the next run to resume once there is room."""
+
+
+@contextlib.contextmanager
+def _written(part: str) -> Iterator[None]:
+    """Writes to ``part`` inside: an :class:`OSError` there is :class:`WriteFailed`, one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise WriteFailed(f"cannot write {part} ({exc.strerror or exc}); make room there and run again: "
+                          "the download resumes from what was written") from None
+
+
 def _fetch_once(url: str, part: str, timeout_s: float, progress: Optional[Progress],
                 max_bytes: Optional[int] = None) -> None:
     """One GET into ``part``, resuming from its current length where the server allows;
@@ -157,9 +174,12 @@ def _fetch_once(url: str, part: str, timeout_s: float, progress: Optional[Progre
         done = offset
         if progress:
             progress(done, total)
-        with open(part, "r+b" if offset else "wb") as f:
-            f.seek(offset)
-            f.truncate()
+        with _written(part):  # only the writes: a read that fails is the network's, and retried
+            f = open(part, "r+b" if offset else "wb")
+        with f:
+            with _written(part):
+                f.seek(offset)
+                f.truncate()
             while True:
                 block = response.read(CHUNK)
                 if not block:
@@ -167,11 +187,13 @@ def _fetch_once(url: str, part: str, timeout_s: float, progress: Optional[Progre
                 done += len(block)
                 if max_bytes is not None and done > max_bytes:
                     raise _too_large(url, done, max_bytes, announced=False)
-                f.write(block)
+                with _written(part):
+                    f.write(block)
                 if progress:
                     progress(done, total)
-            f.flush()
-            os.fsync(f.fileno())
+            with _written(part):
+                f.flush()
+                os.fsync(f.fileno())
     if total is not None and done < total:  # a server that closed early without an error
         raise http.client.IncompleteRead(b"", total - done)
 

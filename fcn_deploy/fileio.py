@@ -41,6 +41,18 @@ def atomic_write(path: PathLike, data: Union[bytes, memoryview, str, Writer], ov
         temp.publish(overwrite, durable)
 
 
+def write_failure(exc: BaseException) -> Optional[str]:
+    """Why a write failed, in the system's words ("No space left on device"), where ``exc`` is or
+    wraps an :class:`OSError` (``torch.save`` raises a ``RuntimeError`` about zip offsets over
+    the ``OSError`` of the full disk); ``None`` where no write failed (a pickling error, a bug)."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen.strerror or str(seen) or type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 TEMP_SUFFIX = ".tmp"
 
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import pytest
 from http_helpers import FileServer, refused_url
+from small_disk import file_limit_here, full_disk_reason, small_disk
 from test_datasets import make_voc, write_sbd_mat
 
 from fcn_deploy.cli import main
@@ -518,6 +519,32 @@ def test_the_download_is_bounded_by_the_archives_expected_size(camvid_unchecked,
     err = error_line(capsys.readouterr().err)
     assert f"announces {len(server.files[path])} bytes, over the {small.max_bytes}" in err
     assert cached(tmp_path) == []
+
+
+def test_unpacking_onto_a_full_disk_is_one_line_keeps_the_good_archive_and_changes_nothing(
+        camvid_unchecked, tmp_path, capsys, monkeypatch):
+    """A full disk is not the archive's fault: one line naming the file and the reason, ROOT as
+    it was (here: not there), no unpack folder left, and the archive stays in the cache, so the
+    next run, once there is room, installs it without downloading it again."""
+    server, files, path, filename = camvid_unchecked
+    big = np.random.default_rng(1).integers(0, 256, 400_000, dtype=np.uint8).tobytes()  # incompressible
+    grown = {**files, "CamVid/train/extra.bin": big}
+    server.files[path] = segnet_tar_gz(grown)
+    monkeypatch.setitem(DATASETS, "camvid", DATASETS["camvid"]._replace(
+        unpacked_bytes=sum(len(v) for v in grown.values()), tree=None))
+    # In the cache first (the archive is bigger than the small disk's per-file fallback limit).
+    download(server.url(path), str(tmp_path / "cache" / "downloads" / filename))
+    requests = len(server.requests)
+    small = tmp_path / "small"
+    with small_disk(small, "300k") as mounted, file_limit_here(mounted, 300 * 1024):
+        assert main(["data", "camvid", "--root", str(small / "CamVid"), "--keep-archive"]) == 1
+        err = error_line(capsys.readouterr().err)
+        assert os.listdir(small) == []  # no ROOT, no .CamVid.unpack-* folder
+    assert "cannot write " in err and f"while unpacking: {full_disk_reason(mounted)}" in err, err
+    assert "removed" not in err and cached(tmp_path) == [filename]
+    assert main(["data", "camvid", "--root", str(tmp_path / "roomy" / "CamVid")]) == 0
+    assert len(server.requests) == requests  # the cached archive was used, never fetched again
+    assert (tmp_path / "roomy" / "CamVid" / "train" / "extra.bin").read_bytes() == big
 
 
 def test_every_published_archive_is_bounded():

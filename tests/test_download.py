@@ -10,7 +10,9 @@ import hashlib
 import pytest
 from http_helpers import FileServer, refused_url
 
-from fcn_deploy.download import Checksum, DownloadError, download
+from small_disk import file_limit_here, full_disk_reason, small_disk
+
+from fcn_deploy.download import Checksum, DownloadError, WriteFailed, download
 from fcn_deploy.fileio import user_cache_root
 
 pytestmark = pytest.mark.runtime
@@ -79,6 +81,28 @@ def test_a_cut_is_retried_within_one_call(server, tmp_path):
     server.cut["/w.bin"] = 1000
     download(server.url("/w.bin"), str(tmp_path / "w.bin"), Checksum(sha256=sha(PAYLOAD)))
     assert [r for _, r in server.requests] == [None, "bytes=1000-"]
+
+
+def test_a_full_disk_is_one_line_not_retried_and_the_part_resumes_once_there_is_room(server, tmp_path):
+    """A write that fails is not the network's fault: no retry (three more requests that would
+    fail the same way), one line that says so, and the ``.part`` written so far is kept."""
+    small = tmp_path / "small"
+    dest = small / "w.bin"
+    checksum = Checksum(sha256=sha(PAYLOAD))
+    with small_disk(small, "300k") as mounted, file_limit_here(mounted, 300 * 1024):
+        with pytest.raises(WriteFailed) as info:
+            download(server.url("/w.bin"), str(dest), checksum)
+        message = str(info.value)
+        kept = (small / "w.bin.part").read_bytes()
+    assert "\n" not in message and f"cannot write {dest}.part ({full_disk_reason(mounted)})" in message, message
+    assert "make room there and run again: the download resumes" in message
+    assert server.requests == [("/w.bin", None)]  # not retried
+    assert 0 < len(kept) <= 300 * 1024 and PAYLOAD.startswith(kept)
+    roomy = tmp_path / "roomy" / "w.bin"  # where there is room, the next run resumes from the .part
+    roomy.parent.mkdir()
+    (tmp_path / "roomy" / "w.bin.part").write_bytes(kept)
+    download(server.url("/w.bin"), str(roomy), checksum)
+    assert roomy.read_bytes() == PAYLOAD and server.requests[-1] == ("/w.bin", f"bytes={len(kept)}-")
 
 
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path):

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import FcnDeployError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, write_failure
 from ..models.pretrained import CHECKPOINT_FORMAT, load_problem
 from ..normalization import Normalization
 
@@ -42,8 +42,18 @@ class CheckpointError(FcnDeployError):
 
 
 def atomic_save(obj: Any, path: PathLike) -> None:
-    """``torch.save(obj, path)`` so that ``path`` is always either the old or the new file."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj, path)`` so that ``path`` is always either the old or the new file.
+
+    A write that fails (a full disk) is one :class:`CheckpointError` line, not the traceback of
+    ``torch.save``'s zip writer; the file at ``path`` is left as it was.
+    """
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except (OSError, RuntimeError) as exc:  # RuntimeError: torch's zip writer over the OSError
+        reason = write_failure(exc)
+        if reason is None:  # not a write that failed: what torch says is the message
+            raise
+        raise CheckpointError(f"cannot write {path}: {reason}") from None
 
 
 def normalization_to_dict(norm: Normalization) -> Dict[str, Any]:

@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..fileio import atomic_write
+from ..errors import FcnDeployError
+from ..fileio import atomic_write, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,17 @@ def _plain(value: Any) -> Any:
 
 
 def write_history(run_dir: Path, history: List[Dict[str, Any]], plot: bool = True) -> None:
-    """Rewrite the CSV, JSON and (optionally) PNG records of ``history`` (one dict per epoch)."""
+    """Rewrite the CSV, JSON and (optionally) PNG records of ``history`` (one dict per epoch).
+
+    A write that fails (a full disk) is one :class:`~fcn_deploy.errors.FcnDeployError` line;
+    each file is left as it was."""
+    try:
+        _write_history(Path(run_dir), history, plot)
+    except OSError as exc:
+        raise FcnDeployError(f"cannot write the training record in {run_dir}: {write_failure(exc)}") from None
+
+
+def _write_history(run_dir: Path, history: List[Dict[str, Any]], plot: bool) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lines: List[str] = []
