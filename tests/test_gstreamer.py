@@ -129,12 +129,14 @@ def agreement(a, b):
 
 
 # Labels of GStreamer's frames against FFmpeg's. The decoders agree to the bit (H.264 is
-# bit-exact: test_h264_decode_is_bit_exact); what differs is the YUV -> BGR arithmetic
-# (videoconvert against swscale: a mean 1.3 levels, -2 on green), and the bundled model moves
-# 2.5% of its labels for it on these frames (97.5% agree; a uniform +1 level moves 0.2%, a
-# 3x3 blur of sigma 0.5 2.2%). 99% is out of reach of any two correct converters here:
-# OpenCV's own cv2.cvtColor of the same I420 planes agrees on 98.8%.
-MIN_LABEL_AGREEMENT = 0.97
+# bit-exact: test_h264_decode_is_bit_exact), and our GStreamer path turns I420 into BGR with
+# OpenCV's cvtColor, within 0.03 levels of BT.601 (test_gstreamer_frames_are_bt601_of_the_decoded_planes).
+# OpenCV's FFmpeg path converts with swscale's fast fixed-point tables, which come out 0.9 to 1.3
+# levels darker than BT.601; the bundled model moves 1.1-1.2% of its labels for that (98.8% and
+# 98.9% agree on the two files; a uniform +1 level moves 0.2%). Before, with videoconvert's
+# own 8-bit conversion (1.5-3.3 levels dark), 97.5% agreed. The gap left is FFmpeg's arithmetic,
+# not a decoding difference: 98.5% is the bar, below the issue's 99% (said in the closing note).
+MIN_LABEL_AGREEMENT = 0.985
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +173,28 @@ def test_h264_decode_is_bit_exact(h264_file, tmp_path):
                 "video/x-raw, format=(string)I420 ! appsink sync=false")
     ours = [f.image.reshape(-1) for f in open_source(pipeline)]
     assert len(ours) == 60 and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+
+
+@pytest.mark.gstreamer
+@needs_gstreamer
+def test_gstreamer_frames_are_bt601_of_the_decoded_planes(h264_file, tmp_path):
+    """--decode gstreamer's BGR frames are cvtColor of the decoder's own I420 planes, to the bit
+    (the ffmpeg command's I420 decode, itself bit-exact with avdec_h264), and so within a
+    rounding of BT.601's limited-range matrix."""
+    raw = tmp_path / "frames.yuv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(h264_file), "-f", "rawvideo", "-pix_fmt", "yuv420p", str(raw)],
+                   check=True, timeout=120)
+    planes = np.fromfile(raw, np.uint8).reshape(60, 360 * 3 // 2, 480)
+    ours, source = frames_of(h264_file, decode="gstreamer")
+    assert "gstreamer decode" in source.description and len(ours) == 60
+    assert all(np.array_equal(f.image, cv2.cvtColor(p, cv2.COLOR_YUV2BGR_I420)) for f, p in zip(ours, planes))
+    y = planes[0, :360].astype(np.float64)
+    u = np.repeat(np.repeat(planes[0, 360:450].reshape(180, 240), 2, 0), 2, 1).astype(np.float64) - 128
+    v = np.repeat(np.repeat(planes[0, 450:].reshape(180, 240), 2, 0), 2, 1).astype(np.float64) - 128
+    luma = (y - 16) * 255 / 219
+    bt601 = np.stack([luma + 1.772 * u * 255 / 224, luma - (0.344136 * u + 0.714136 * v) * 255 / 224,
+                      luma + 1.402 * v * 255 / 224], -1)
+    assert np.abs(ours[0].image - np.clip(np.round(bt601), 0, 255)).mean() < 0.1
 
 
 @pytest.mark.gstreamer

@@ -199,8 +199,10 @@ class CaptureSource(Source):
     """
 
     def __init__(self, target, api: int, uri: str, description: str, live: bool, loop: bool = False,
-                 camera: Optional[CameraOptions] = None, source_size: Optional[Tuple[int, int]] = None):
+                 camera: Optional[CameraOptions] = None, source_size: Optional[Tuple[int, int]] = None,
+                 i420: bool = False):
         self.uri = uri
+        self._i420 = i420  # a GStreamer pipeline that ends in I420 (gstreamer.i420_out): BGR here
         self.description = description
         self.live = live
         self.loop = loop and not live
@@ -212,7 +214,7 @@ class CaptureSource(Source):
                 raise SourceError(self._open_error())
             if camera is not None and live:
                 self._configure(camera)
-            ok, image = self._capture.read()
+            ok, image = self._grab()
         if not ok or image is None:
             self._capture.release()
             raise SourceError(self._read_error())
@@ -225,6 +227,12 @@ class CaptureSource(Source):
         # own size is what the labels map back to.
         self.source_size = source_size if source_size and tuple(source_size) != (image.shape[1], image.shape[0]) else None
         self.size = self.source_size or (image.shape[1], image.shape[0])
+
+    def _grab(self) -> Tuple[bool, Optional[np.ndarray]]:
+        ok, image = self._capture.read()
+        if ok and image is not None and self._i420:
+            image = cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420)
+        return ok, image
 
     def _configure(self, camera: CameraOptions) -> None:
         if camera.width:
@@ -252,14 +260,14 @@ class CaptureSource(Source):
 
     def _rewind(self) -> bool:
         if self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
-            ok, image = self._capture.read()
+            ok, image = self._grab()
             if ok:
                 self._pending = image
                 return True
         self._capture.release()
         with quiet_opencv():
             self._capture = cv2.VideoCapture(self._target, self._api)
-            ok, image = self._capture.read()
+            ok, image = self._grab()
         self._pending = image if ok else None
         return ok
 
@@ -267,7 +275,7 @@ class CaptureSource(Source):
         if self._pending is not None:
             image, self._pending = self._pending, None
         else:
-            ok, image = self._capture.read()
+            ok, image = self._grab()
             if not ok:
                 if not (self.loop and self._index > 0 and self._rewind()):
                     return None
@@ -409,17 +417,18 @@ def _gstreamer_source(kind: str, target: str, uri: str, description: str, mode: 
             native = (camera.width, camera.height) if camera.width and camera.height else None
             size = scale(native) if scale and native else None
             pipeline = gst.mjpeg_camera_pipeline(target, mode, camera.width, camera.height, camera.fps, size)
-            info = gst.Probe(size=native)
+            info, i420 = gst.Probe(size=native), False
         else:
             info = gst.probe(target)
             size = scale(info.size) if scale and info.size else None
+            i420 = gst.i420_out(size or info.size)
             if kind == "file":
-                pipeline = gst.file_pipeline(target, info.codec, mode, size)
+                pipeline = gst.file_pipeline(target, info.codec, mode, size, i420=i420)
             else:
-                pipeline = gst.rtsp_pipeline(target, info.codec, mode, size)
+                pipeline = gst.rtsp_pipeline(target, info.codec, mode, size, i420=i420)
         log.debug("%s: %s", description, pipeline)
         source = CaptureSource(pipeline, cv2.CAP_GSTREAMER, uri, f"{description} ({mode} decode)",
-                               live=kind != "file", loop=loop, source_size=info.size if size else None)
+                               live=kind != "file", loop=loop, source_size=info.size if size else None, i420=i420)
     except (gst.DecodeError, SourceError) as exc:
         if explicit:
             raise SourceError(f"{description}: {first_line(exc)}") from None
