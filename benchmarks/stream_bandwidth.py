@@ -14,12 +14,14 @@ legend, HUD), then sent the two ways a viewer can watch them:
   H.264 bytes the encoder made and the bytes the server sent (RTP and interleaving headers
   included).
 
-Reported: bytes per frame of each and their ratio; and, for files, the CPU time per frame of
-writing the same frames as H.264 (the default), as MPEG-4 Part 2 (``--codec mp4v``) and through
-OpenCV's ``mp4v`` ``VideoWriter`` (what ``.mp4`` outputs were before): process CPU time, all
-threads, which a busy machine does not inflate as it does wall time. The bundled clip is CamVid's labelled frames,
-one second apart, so each frame differs more from the last than in a 30 fps camera: the
-H.264 gain here is a lower bound for live video.
+Reported: bytes per frame of each, their ratio, and the quality each delivers (PSNR of the
+decoded frames against the rendered ones; for H.264, the frames ffmpeg decoded from the
+stream); and, for files, the CPU time per frame of writing the same frames as H.264 (the
+default), as MPEG-4 Part 2 (``--codec mp4v``) and through OpenCV's ``mp4v`` ``VideoWriter``
+(what ``.mp4`` outputs were before): process CPU time, all threads, which a busy machine does
+not inflate as it does wall time. The bundled clip is CamVid's labelled frames, one second
+apart, so each frame differs more from the last than in a 30 fps camera: the H.264 gain here
+is a lower bound for live video.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 if __package__ in (None, ""):  # `python3 benchmarks/NAME.py` from a checkout: benchmarks/ is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,34 +76,66 @@ def rendered_clip(model: str, clip: str, frames: int):
 
 
 def mjpeg_bytes(pictures, quality: int):
-    return [len(cv2.imencode(".jpg", p, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]) for p in pictures]
+    """(bytes of each JPEG, mean PSNR in dB of the decoded JPEGs against the pictures)."""
+    jpegs = [cv2.imencode(".jpg", p, [cv2.IMWRITE_JPEG_QUALITY, quality])[1] for p in pictures]
+    return [len(j) for j in jpegs], sum(cv2.PSNR(p, cv2.imdecode(j, cv2.IMREAD_COLOR))
+                                        for p, j in zip(pictures, jpegs)) / len(pictures)
 
 
-def rtsp_bytes(pictures, fps: float, settings: VideoSettings):
-    """(H.264 bytes encoded, bytes sent on the wire, frames encoded) while ffmpeg watches."""
+def video_psnr(path: Path, pictures) -> float:
+    """Mean PSNR in dB of a video file's decoded frames against the pictures it was made of."""
+    capture = cv2.VideoCapture(str(path))
+    total, count = 0.0, 0
+    for picture in pictures:
+        ok, decoded = capture.read()
+        if not ok:
+            break
+        total, count = total + cv2.PSNR(picture, decoded[:picture.shape[0], :picture.shape[1]]), count + 1
+    capture.release()
+    return total / max(count, 1)
+
+
+def rtsp_bytes(pictures, fps: float, settings: VideoSettings, workdir: Path):
+    """(H.264 bytes encoded, bytes sent on the wire, frames encoded, mean PSNR in dB of what the
+    client decoded) while ffmpeg watches the stream."""
     sink = RtspSink.open("rtsp://127.0.0.1:0/bandwidth", settings)
+    decoded = workdir / "decoded.bgr"
     client = subprocess.Popen([shutil.which("ffmpeg"), "-v", "error", "-rtsp_transport", "tcp", "-i", sink.url,
-                               "-f", "null", "-"],
+                               "-f", "rawvideo", "-pix_fmt", "bgr24", "-y", str(decoded)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    clock, count = time.perf_counter(), 0
+
+    def send(picture):  # at the clip's rate, as a live run sends them
+        nonlocal count
+        due = clock + count / fps
+        time.sleep(max(0.0, due - time.perf_counter()))
+        sink.write(picture, Frame(picture, count, None, due))
+        count += 1
+
     try:
         deadline = time.time() + 30
-        while not sink.watched and time.time() < deadline:
-            time.sleep(0.05)
+        while not sink.watched and time.time() < deadline:  # frames flow before anyone watches, as in a run
+            send(pictures[count % len(pictures)])
         if not sink.watched:
             raise SystemExit("ffmpeg never started playing the RTSP stream")
         viewer = sink._channel.viewers[0]
-        start = time.perf_counter()
-        for index, picture in enumerate(pictures):  # at the clip's rate, as a live run sends them
-            time.sleep(max(0.0, start + index / fps - time.perf_counter()))
-            sink.write(picture, Frame(picture, index, None, start + index / fps))
+        for picture in pictures:
+            send(picture)
         time.sleep(1.0)  # the last frames reach the client
         encoded, frames, sent = sink._channel.encoded_bytes, sink._channel.encoded_frames, viewer.sent_bytes
     finally:
-        if client.poll() is None:
+        sink.close()  # the server hangs up: ffmpeg ends its file
+        try:
+            client.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             client.kill()
             client.wait(timeout=30)
-        sink.close()
-    return encoded, sent, frames
+    # The client's last frames are the clip's (it may also have one or two sent before them).
+    height, width = pictures[0].shape[:2]
+    raw = np.fromfile(decoded, np.uint8)
+    got = raw[: raw.size - raw.size % (height * width * 3)].reshape(-1, height, width, 3)[-len(pictures):]
+    psnr = sum(cv2.PSNR(p, d) for p, d in zip(pictures[-len(got):], got)) / max(len(got), 1)
+    return encoded, sent, frames, psnr
 
 
 def file_cpu_ms(pictures, fps: float, workdir: Path):
@@ -115,7 +150,8 @@ def file_cpu_ms(pictures, fps: float, workdir: Path):
         for index, picture in enumerate(pictures):
             sink.write(picture, Frame(picture, index))
         sink.close()
-        results[name] = (1000 * (time.process_time() - start) / len(pictures), path.stat().st_size)
+        results[name] = (1000 * (time.process_time() - start) / len(pictures), path.stat().st_size,
+                         video_psnr(path, pictures))
     path = workdir / "opencv.mp4"
     height, width = pictures[0].shape[:2]
     start = time.process_time()
@@ -123,7 +159,8 @@ def file_cpu_ms(pictures, fps: float, workdir: Path):
     for picture in pictures:
         writer.write(picture)
     writer.release()
-    results["mp4v (OpenCV, before)"] = (1000 * (time.process_time() - start) / len(pictures), path.stat().st_size)
+    results["mp4v (OpenCV, before)"] = (1000 * (time.process_time() - start) / len(pictures), path.stat().st_size,
+                                        video_psnr(path, pictures))
     return results
 
 
@@ -143,31 +180,34 @@ def main() -> int:
     quality = args.quality or inspect.signature(MjpegSink).parameters["quality"].default
     pictures, fps = rendered_clip(args.model, args.clip, args.frames)
     height, width = pictures[0].shape[:2]
-    jpeg = mjpeg_bytes(pictures, quality)
+    jpeg, jpeg_psnr = mjpeg_bytes(pictures, quality)
     settings = VideoSettings(preset=args.preset, bitrate=args.bitrate)
-    encoded, sent, frames = rtsp_bytes(pictures, fps, settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        encoded, sent, frames, h264_psnr = rtsp_bytes(pictures, fps, settings, Path(tmp))
     mjpeg_per_frame = sum(jpeg) / len(jpeg)
     h264_per_frame, wire_per_frame = encoded / max(frames, 1), sent / max(frames, 1)
     print(f"bundled clip: {len(pictures)} frames {width}x{height} at {fps:g} fps, rendered by {Path(args.model).name}")
     print(f"  MJPEG (http://, quality {quality}):   {mjpeg_per_frame:9.0f} bytes/frame  "
-          f"{8 * mjpeg_per_frame * fps / 1e6:6.2f} Mbit/s at {fps:g} fps")
+          f"{8 * mjpeg_per_frame * fps / 1e6:6.2f} Mbit/s at {fps:g} fps  PSNR {jpeg_psnr:.1f} dB")
     print(f"  H.264 (rtsp://, {settings.preset or 'ultrafast'}, "
           f"{'%d bit/s' % args.bitrate if args.bitrate else 'crf 23'}): {h264_per_frame:9.0f} bytes/frame encoded, "
-          f"{wire_per_frame:.0f} on the wire  {8 * wire_per_frame * fps / 1e6:6.2f} Mbit/s  ({frames} frames)")
+          f"{wire_per_frame:.0f} on the wire  {8 * wire_per_frame * fps / 1e6:6.2f} Mbit/s  ({frames} frames)  "
+          f"PSNR {h264_psnr:.1f} dB (as ffmpeg decoded it)")
     print(f"  H.264 / MJPEG: {wire_per_frame / mjpeg_per_frame:.2f} of the bytes "
           f"({mjpeg_per_frame / wire_per_frame:.1f}x less bandwidth)")
     with tempfile.TemporaryDirectory() as tmp:
         files = file_cpu_ms(pictures, fps, Path(tmp))
-    print("video files of the same frames, CPU time per frame (all threads) and size:")
-    for name, (cpu_ms, size) in files.items():
-        print(f"  {name:<22} {cpu_ms:6.2f} ms/frame  {size / len(pictures):9.0f} bytes/frame")
+    print("video files of the same frames, CPU time per frame (all threads), size and PSNR:")
+    for name, (cpu_ms, size, psnr) in files.items():
+        print(f"  {name:<22} {cpu_ms:6.2f} ms/frame  {size / len(pictures):9.0f} bytes/frame  PSNR {psnr:.1f} dB")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "frames": len(pictures), "size": [height, width], "fps": fps, "jpeg_quality": quality,
-            "mjpeg_bytes_per_frame": mjpeg_per_frame, "h264_bytes_per_frame": h264_per_frame,
+            "mjpeg_bytes_per_frame": mjpeg_per_frame, "mjpeg_psnr_db": jpeg_psnr, "h264_psnr_db": h264_psnr,
+            "h264_bytes_per_frame": h264_per_frame,
             "h264_wire_bytes_per_frame": wire_per_frame, "h264_frames": frames,
             "preset": settings.preset or "ultrafast", "bitrate": args.bitrate,
-            "file_cpu_ms_and_bytes": files}, indent=2))
+            "file_cpu_ms_bytes_psnr": files}, indent=2))
         print(f"wrote {args.json}")
     return 0
 

@@ -87,6 +87,7 @@ class LiveEncoder:
         import av
 
         self.size = even_size(*size)
+        self.fps = fps
         context = av.CodecContext.create("libx264", "w")
         context.width, context.height = self.size
         context.pix_fmt = "yuv420p"

@@ -151,7 +151,8 @@ class Channel:
 
     def publish(self, image: np.ndarray, captured: float) -> None:
         """Hand the newest frame to the encoder (an older one still waiting is dropped: live)."""
-        self._captured.append(captured)
+        with self.lock:
+            self._captured.append(captured)
         if not self.viewers:
             return
         while True:
@@ -166,6 +167,7 @@ class Channel:
 
     def _encode_all(self) -> None:
         encoder: Optional[LiveEncoder] = None
+        guessed = False  # the encoder's rate is from fewer frames than _captured holds
         try:
             while not self._closed.is_set():
                 with self.lock:
@@ -179,8 +181,16 @@ class Channel:
                 except queue.Empty:
                     continue
                 size = (image.shape[1], image.shape[0])
+                with self.lock:
+                    known = list(self._captured)
+                if encoder is not None and guessed and len(known) == self._captured.maxlen:
+                    guessed = False  # a viewer came before the rate was known: now it is
+                    if abs(frame_rate(known) / encoder.fps - 1) > 0.2:
+                        encoder = None
                 if encoder is None or encoder.size != even_size(*size):
-                    encoder = LiveEncoder(size, self.settings, frame_rate(list(self._captured)))
+                    encoder = LiveEncoder(size, self.settings, frame_rate(known))
+                    log.debug("rtsp %s: H.264 %dx%d at %.1f fps", self.path, *encoder.size, encoder.fps)
+                    guessed = len(known) < self._captured.maxlen
                     self._keyframe.set()
                 if self._clock_start is None:
                     self._clock_start = captured
