@@ -226,6 +226,10 @@ def normalization_from(mean: Sequence[float], std: Sequence[float], channel_orde
                          tuple(float(s) * scale for s in std))
 
 
+def _class_count_error(name: str, output: str, scores: int, named: int) -> ImportError_:
+    return ImportError_(f"{name}: output {output} gives {scores} class scores but --classes names {named} classes")
+
+
 @dataclass
 class ImportResult:
     path: str
@@ -284,12 +288,15 @@ def import_onnx(
     source = read_source(model if model is not None else load_source(source_path), source_path, output_name)
     check_export_options(precision, calibration=bool(calib_frames), keep_fp32=keep_fp32, int8_scheme=int8_scheme,
                          opset=source.opset)
+    declared = source.output_dims[1]
+    if classes is not None and isinstance(declared, int) and len(classes.names) != declared:
+        # Before the probe: the graph says its class count, no need to run it (seconds on a ResNet).
+        raise _class_count_error(name, source.output_name, declared, len(classes.names))
     dynamic = make_dynamic(source)
     found = probe(dynamic, source)
     n = found.num_classes
     if classes is not None and len(classes.names) != n:
-        raise ImportError_(f"{name}: output {source.output_name} gives {n} class scores but --classes names "
-                           f"{len(classes.names)} classes")
+        raise _class_count_error(name, source.output_name, n, len(classes.names))
     if n > 256:
         raise ImportError_(f"{name}: {n} classes do not fit uint8 labels")
     resized = None if found.full_resolution else resize

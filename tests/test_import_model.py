@@ -260,7 +260,7 @@ def test_latency_peer_rows_of_an_imported_file_run_the_onnx_it_came_from(tiny, t
 
 
 @pytest.mark.parametrize("kind", ["classifier", "static", "several"])
-def test_one_line_errors(tmp_path, kind):
+def test_one_line_errors(tmp_path, capfd, kind):
     if kind == "classifier":
         net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                             nn.Linear(8, 1000)).eval()
@@ -288,10 +288,13 @@ def test_one_line_errors(tmp_path, kind):
     source = tmp_path / f"{kind}.onnx"
     torch.onnx.export(net, (torch.randn(1, 3, 64, 96),), str(source), opset_version=17, input_names=["image"],
                       output_names=names, dynamo=False)
+    capfd.readouterr()
     done = run_cli("import", str(source), "-o", str(tmp_path / "x.onnx"), *TORCHVISION_NORM)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("fcn-deploy: error: ") and want in last, last
+    native = capfd.readouterr().err  # what C++ wrote to the process's stderr: ONNX Runtime logs there
+    assert "onnxruntime" not in native and "[E:" not in native, native
     assert not (tmp_path / "x.onnx").exists()
     if kind == "several":
         done = run_cli("import", str(source), "-o", str(tmp_path / "x.onnx"), *TORCHVISION_NORM, "--output-name", "seg")
