@@ -54,7 +54,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..download import Checksum, Progress, cache_dir, download
 from ..errors import FcnDeployError
-from ..fileio import unpacking_folder
+from ..fileio import removed_on_failure, unpacking_folder
 from .archives import BadArchive, check_zip, extract, git_tree_id
 
 __all__ = ["Archive", "BadArchive", "DATASETS", "DataResult", "DatasetSource", "ManualDownloadRequired",
@@ -371,12 +371,13 @@ def fetch_dataset(
     if source.manual and mirror:
         raise FcnDeployError(f"{source.name} is not downloadable (it needs a login); --url does not apply")
     parent = os.path.dirname(root)
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise FcnDeployError(f"cannot create a folder in {parent}: {exc.strerror}") from None
-    with unpacking_folder(parent, "." + os.path.basename(root) + ".unpack-") as work:
-        archives = _download_and_install(source, root, work, mirror, download_dir, progress, timeout_s)
+    with removed_on_failure(folders=[parent]):  # a failed run leaves no empty folder it made
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise FcnDeployError(f"cannot create a folder in {parent}: {exc.strerror}") from None
+        with unpacking_folder(parent, "." + os.path.basename(root) + ".unpack-") as work:
+            archives = _download_and_install(source, root, work, mirror, download_dir, progress, timeout_s)
     if source.manual:
         log.info("unpacked; %s can be deleted now", " and ".join(archives))
     elif not keep_archives:
