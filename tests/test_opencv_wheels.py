@@ -69,3 +69,19 @@ def test_two_wheels_without_a_gui_name_both_and_the_fix(tmp_path, monkeypatch):
     problem = sinks.display_problem()
     assert "opencv-python and opencv-python-headless are both installed" in problem, problem
     assert "pip uninstall -y opencv-python opencv-python-headless && pip install opencv-python" in problem
+
+
+@pytest.mark.parametrize("command, expect", [
+    (["check", "camvid"], "accepted by the ONNX parser of TensorRT"),
+    (["build", "fcn_deploy/assets/camvid.onnx", "--output", "NOWHERE/x.engine"], "TensorRT"),
+])
+def test_check_and_build_need_no_opencv(command, expect):
+    """`check` and `build` read graphs, not pictures: they run where no OpenCV is installed
+    (`pip install .` alone), `build` up to TensorRT itself, which is not installed here."""
+    pytest.importorskip("onnx")
+    code = ("import sys; sys.modules['cv2'] = None\n"
+            "from fcn_deploy.cli import main\n"
+            f"sys.exit(main({command!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert "OpenCV" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert expect in result.stdout + result.stderr, result.stdout + result.stderr

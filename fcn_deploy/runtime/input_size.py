@@ -51,7 +51,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 
 from ..errors import FcnDeployError
@@ -241,6 +240,8 @@ def resize_frame(image: np.ndarray, size: Size) -> np.ndarray:
     if (h, w) == tuple(size):
         return image
     shrink = size[0] * size[1] < h * w
+    import cv2  # here, not at the top: `build` and `check` read the rule on machines without OpenCV
+
     try:
         return cv2.resize(image, (int(size[1]), int(size[0])),
                           interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
