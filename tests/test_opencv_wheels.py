@@ -85,3 +85,4 @@ def test_check_and_build_need_no_opencv(command, expect):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert "OpenCV" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert expect in result.stdout + result.stderr, result.stdout + result.stderr
+

@@ -286,3 +286,19 @@ def test_dla_builds_a_static_profile():
     assert tb.static_profile_for_dla(static, shapes_given=True) == static
     with pytest.raises(tb.EngineBuildError, match=r"--dla needs static shapes .* give --shapes input:1x360x480x3"):
         tb.static_profile_for_dla(dynamic, shapes_given=True)
+
+
+def test_a_failed_build_leaves_no_folder_it_created(tmp_path):
+    """`build --output NEW/x.engine` where TensorRT is missing: one line, and NEW/ is gone again."""
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed: the build would succeed")
+    except ImportError:
+        pass
+    target = tmp_path / "new" / "deeper" / "x.engine"
+    code = "import sys\nfrom fcn_deploy.cli import main\nsys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", code, "build", "fcn_deploy/assets/camvid.onnx", "--output",
+                             str(target), "--timing-cache", str(tmp_path / "cache" / "t.cache")],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

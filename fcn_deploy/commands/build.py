@@ -65,14 +65,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcn_deploy.converters.tensorrt_build import BuildOptions, ensure_engine
-    from fcn_deploy.converters.tensorrt_shapes import parse_shapes_arg, profile_text
+    from fcn_deploy.converters.tensorrt_shapes import parse_shapes_arg
 
-    from ..fileio import check_output_file
+    from ..fileio import removed_on_failure
 
     for text in args.shapes:  # bad syntax is reported before anything heavy happens
         parse_shapes_arg(text)
-    if args.output:  # and a path that cannot be written, before minutes of building
+    # A build that fails (no TensorRT, a refused graph) leaves no folder that checking created.
+    created = [f for f in (args.output, args.timing_cache) if f]
+    with removed_on_failure(files=created):
+        return _build(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from fcn_deploy.converters.tensorrt_build import BuildOptions, ensure_engine
+    from fcn_deploy.converters.tensorrt_shapes import profile_text
+
+    from ..fileio import check_output_file
+
+    if args.output:  # a path that cannot be written, before minutes of building
         check_output_file(args.output, "--output")
     if args.timing_cache:
         check_output_file(args.timing_cache, "--timing-cache")
