@@ -66,7 +66,7 @@ def test_pipelines_scale_in_the_decoder_and_end_in_bgr():
     assert "matroskademux ! queue ! h265parse ! avdec_h265 ! videoconvert ! videoscale" in sw and "width=" not in sw
     rtsp = gst.rtsp_pipeline("rtsp://127.0.0.1:8554/cam", "h264", "nvidia", (640, 360))
     assert "rtspsrc location=\"rtsp://127.0.0.1:8554/cam\" latency=200 ! rtph264depay ! h264parse ! nvv4l2decoder" in rtsp
-    assert rtsp.endswith("appsink drop=true max-buffers=1 sync=false")  # live: only the newest frame waits
+    assert rtsp.endswith(f"appsink drop=true max-buffers={gst.LIVE_BUFFERS} sync=false")  # live: the newest frames wait
     usb = gst.mjpeg_camera_pipeline("/dev/video0", "nvidia", 1280, 720, 30, (640, 360))
     assert usb.startswith("v4l2src device=/dev/video0 ! image/jpeg, width=(int)1280, height=(int)720, "
                           "framerate=(fraction)30/1 ! jpegparse ! nvv4l2decoder mjpeg=1 ! nvvidconv")

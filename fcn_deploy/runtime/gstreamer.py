@@ -186,6 +186,16 @@ def flip_fragment(mode: str, flip_method: int) -> str:
     return ELEMENTS[(mode, "flip")].format(method=method)
 
 
+# A live source's appsink holds at most this many frames, dropping the oldest beyond. Network
+# frames come in bursts (jitter, TCP): with one slot, a reader that stalls for a frame's time
+# lost frames that OpenCV's FFmpeg path (which buffers) kept, and the two decoders disagreed on
+# the frame count of one RTSP stream on a busy machine (five slots still lost one frame in 60
+# at a load average of 12 on 2 cores). run's capture thread reads each frame as it comes, so the
+# slots stay empty, and add no latency, while it keeps up; a reader slower than the stream
+# (Segmenter.video with a slow model) sees frames up to ten old, as FFmpeg's buffering does.
+LIVE_BUFFERS = 10
+
+
 def i420_out(size: Optional[Tuple[int, int]]) -> bool:
     """Whether frames of (width, height) ``size`` leave the pipeline as I420, for OpenCV to turn
     into BGR (:class:`~fcn_deploy.runtime.sources.CaptureSource` with ``i420=True``).
@@ -200,10 +210,10 @@ def i420_out(size: Optional[Tuple[int, int]]) -> bool:
 def to_appsink(mode: str, size: Optional[Tuple[int, int]], live: bool, i420: bool = False) -> str:
     """The tail every decoding pipeline ends in: scale (to ``size`` = (width, height), when
     given) and convert in ``mode``'s converter, then I420 (``i420``, see :func:`i420_out`) or BGR
-    into OpenCV's appsink. A live source's appsink keeps only the newest frame; a file's waits
-    for the reader and loses none."""
+    into OpenCV's appsink. A live source's appsink keeps the newest :data:`LIVE_BUFFERS` frames;
+    a file's waits for the reader and loses none."""
     scale = f", width=(int){size[0]}, height=(int){size[1]}" if size else ""
-    sink = "appsink drop=true max-buffers=1 sync=false" if live else "appsink sync=false"
+    sink = f"appsink drop=true max-buffers={LIVE_BUFFERS} sync=false" if live else "appsink sync=false"
     if i420:
         return f"{ELEMENTS[(mode, 'convert')]} ! video/x-raw, format=(string)I420{scale} ! {sink}"
     return (f"{ELEMENTS[(mode, 'convert')]} ! {CONVERT_CAPS[mode]}{scale} ! "
