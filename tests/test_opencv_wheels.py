@@ -40,11 +40,11 @@ def test_every_documented_install_takes_exactly_one_opencv():
                 assert len(names & {"gui", "headless"}) == 1, f"{doc.name}: .[{extras}]"
 
 
-def test_a_missing_opencv_is_one_line():
+def test_a_missing_opencv_is_one_line(tmp_path):
     code = ("import sys; sys.modules['cv2'] = None\n"
             "from fcn_deploy.cli import main\n"
             "sys.exit(main(['run', '--max-frames', '1', '--output', 'none']))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines() == [
         "fcn-deploy: error: fcn-deploy run needs OpenCV (pip install -e '.[gui]' on a desktop, or '.[headless]' "
@@ -73,16 +73,16 @@ def test_two_wheels_without_a_gui_name_both_and_the_fix(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("command, expect", [
     (["check", "camvid"], "accepted by the ONNX parser of TensorRT"),
-    (["build", "fcn_deploy/assets/camvid.onnx", "--output", "NOWHERE/x.engine"], "TensorRT"),
+    (["build", str(REPO / "fcn_deploy" / "assets" / "camvid.onnx"), "--output", "x.engine"], "TensorRT"),
 ])
-def test_check_and_build_need_no_opencv(command, expect):
+def test_check_and_build_need_no_opencv(command, expect, tmp_path):
     """`check` and `build` read graphs, not pictures: they run where no OpenCV is installed
     (`pip install .` alone), `build` up to TensorRT itself, which is not installed here."""
     pytest.importorskip("onnx")
     code = ("import sys; sys.modules['cv2'] = None\n"
             "from fcn_deploy.cli import main\n"
             f"sys.exit(main({command!r}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "OpenCV" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert expect in result.stdout + result.stderr, result.stdout + result.stderr
 

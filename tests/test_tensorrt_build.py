@@ -297,8 +297,9 @@ def test_a_failed_build_leaves_no_folder_it_created(tmp_path):
         pass
     target = tmp_path / "new" / "deeper" / "x.engine"
     code = "import sys\nfrom fcn_deploy.cli import main\nsys.exit(main(sys.argv[1:]))"
-    result = subprocess.run([sys.executable, "-c", code, "build", "fcn_deploy/assets/camvid.onnx", "--output",
-                             str(target), "--timing-cache", str(tmp_path / "cache" / "t.cache")],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    model = os.path.join(REPO, "fcn_deploy", "assets", "camvid.onnx")
+    result = subprocess.run([sys.executable, "-c", code, "build", model, "--output", str(target),
+                             "--timing-cache", str(tmp_path / "cache" / "t.cache")],
+                            capture_output=True, text=True, timeout=120, cwd=str(target.parents[2]))
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
