@@ -122,9 +122,11 @@ def unavailable_reason(backend: str) -> Optional[str]:
                     f"{', '.join(available)}); install onnxruntime-gpu")
         return None
     if backend in ("openvino", "openvino-gpu", "peer-openvino"):
+        from fcn_deploy.runtime.backends.openvino import import_openvino
+
         try:
-            import openvino as ov
-        except ImportError:
+            ov = import_openvino()
+        except FcnDeployError:
             return "openvino is not installed (pip install 'fcn-deploy[openvino]')"
         if backend == "openvino-gpu":
             from fcn_deploy.runtime.backends.openvino import shared_core

@@ -317,9 +317,10 @@ class PeerRunner(Runner):
             self.providers = [f"onnxruntime {ort.__version__} CPUExecutionProvider, {threads} threads"]
             self._infer = lambda x: self.session.run(None, {self.input_name: x})[0]
         else:
-            import openvino as ov
+            from fcn_deploy.runtime.backends.openvino import (PRECISION_HINTS, compiled_precision, import_openvino,
+                                                              shared_core)
 
-            from fcn_deploy.runtime.backends.openvino import PRECISION_HINTS, compiled_precision, shared_core
+            ov = import_openvino()
 
             # The hint set as for our graphs: the same precision on both paths (OpenVINO's own
             # default would be bf16 on a CPU with AVX512_BF16 or AMX).

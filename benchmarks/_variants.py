@@ -464,8 +464,10 @@ class PeerExports:
         if os.path.isfile(path) and os.path.isfile(path[:-4] + ".bin"):
             log.info("using cached %s", path)
             return path
+        from fcn_deploy.runtime.backends.openvino import import_openvino
+
+        ov = import_openvino()
         import nncf
-        import openvino as ov
 
         plain = self.fp32(source, shape)
         inputs = self._calibration_inputs(source, shape, calibration)

@@ -442,3 +442,23 @@ def test_segmenter_takes_a_precision(tmp_path):
             Segmenter("camvid", "openvino", precision="bf16")
     with pytest.raises(FcnDeployError, match="ONNX Runtime has no bf16 mode"):
         Segmenter("camvid", "ort-cpu", precision="bf16")
+
+
+def test_the_backend_imports_openvino_without_its_converter_and_telemetry(tmp_path):
+    """`import openvino` imports OVC, which sends a telemetry event from a child process unless
+    the user opted out; the backend (which never converts with OVC) runs the bundled model with
+    neither imported, and leaves no entry behind that would stop an explicit import of OVC."""
+    child = (
+        "import sys, numpy as np\n"
+        "from fcn_deploy.runtime.backends import open_backend\n"
+        "with open_backend(sys.argv[1], 'openvino', threads=1, cache_dir='') as b:\n"
+        "    b.infer(np.zeros((1, 64, 96, 3), np.uint8))\n"
+        "print(sorted(m for m in sys.modules if 'telemetry' in m or m.startswith('openvino.tools')))\n"
+        "print('multiprocessing' in sys.modules)\n"
+    )
+    env = dict(os.environ, HOME=str(tmp_path))  # no consent file: OVC's import would send its event
+    env.pop("CI", None)  # which OVC reads as an opt-out
+    result = subprocess.run([sys.executable, "-c", child, str(BUNDLED)], capture_output=True, text=True,
+                            timeout=300, env=env, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == ["[]", "False"], result.stdout
