@@ -64,10 +64,10 @@ MEMORY_COLUMNS = (
     ("path", "path", ""), ("backend", "backend", ""), ("prec", "prec", ""), ("size", "size HxW", ""),
     ("batch", "batch", "d"), ("peak_rss_mb", "peak MB", ".0f"), ("peak_rss_added_mb", "added MB", ".0f"),
 )
-SHARED_NOTE = ("The machine is shared: other work may have run at the same time (load average below). "
-               "Latencies are pooled over interleaved rounds and pipeline figures are medians of "
-               "alternating rounds, so a burst of load lands on every row alike; compare rows with each "
-               "other rather than with another machine.")
+SHARED_NOTE = ("The machine may be shared: other work (other people's builds, tests, benchmarks) may have run "
+               "at the same time; the load averages above say how busy it was. Latencies are pooled over "
+               "interleaved rounds and pipeline figures are medians of alternating rounds, so a burst of load "
+               "lands on every row alike; compare rows with each other rather than with another machine.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,8 +144,16 @@ def machine_header(machine: Dict[str, Any]) -> List[str]:
         f"- memory: {machine.get('memory_gib')} GiB; GPUs: {', '.join(machine['gpus']) or 'none'}",
         f"- OS: {machine.get('os')}",
         f"- versions: {versions}",
-        f"- started {machine['date']}, load average {machine['load_average_at_start']}",
+        f"- started {machine['date']}; load average (1 / 5 / 15 min, {machine['cpu_cores']} cores) "
+        f"{_load(machine.get('load_average_at_start'))} at the start"
+        + (f", {_load(machine['load_average_at_end'])} after the last table" if machine.get("load_average_at_end") else ""),
     ]
+
+
+def _load(values: Optional[Sequence[float]]) -> str:
+    if not values:
+        return "unknown"
+    return " / ".join(f"{v:.1f}" for v in values)
 
 
 def _failed(run: Dict[str, Any]) -> List[str]:
