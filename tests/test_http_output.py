@@ -141,6 +141,39 @@ def test_a_viewer_that_stops_reading_is_dropped_and_the_publisher_never_waits():
         server.close()
 
 
+def test_a_slow_viewer_holds_a_few_frames_not_seconds_of_them():
+    """A viewer that reads nothing for a while pushes back after a few frames: the server copies
+    no more into the kernel for it (the kernel would otherwise grow its send buffer to MB, and
+    the run would pay for every frame of every slow viewer), and it then gets the newest."""
+    server = MjpegServer("127.0.0.1", 0, send_timeout=30.0)
+    frame = jpeg((110, 150))  # noise: ~40 kB, like a 480x360 picture at quality 80
+    viewer = socket.socket()
+    viewer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    viewer.connect(server.address)
+    viewer.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        assert wait_until(lambda: server.viewers == 1)
+        for _ in range(60):  # 2.4 MB published while the viewer sleeps
+            server.publish(frame)
+            time.sleep(0.01)
+        time.sleep(0.3)
+        viewer.settimeout(0.5)
+        data = b""
+        try:
+            while True:
+                chunk = viewer.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            pass
+        parts = data.count(b"--fcndeployframe")
+        assert 1 <= parts <= 8, f"{parts} of 60 frames reached a viewer that read nothing while they were published"
+    finally:
+        viewer.close()
+        server.close()
+
+
 def test_idle_connections_are_bounded_answered_503_and_timed_out():
     server = MjpegServer("127.0.0.1", 0, max_pending=8, request_timeout=0.5)
     idle = []
