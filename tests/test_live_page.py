@@ -7,16 +7,15 @@ import threading
 import time
 
 import cv2
-import numpy as np
 import pytest
 
 from fcn_deploy.runtime.backends import open_backend
 from fcn_deploy.runtime.pipeline import MultiStreamPipeline, Stream
 from fcn_deploy.runtime.results_setup import ResultsOptions, open_results
 from fcn_deploy.runtime.sinks import open_sink
-from fcn_deploy.runtime.sources import SourceError, Source, open_source
+from fcn_deploy.runtime.sources import open_source
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer
-from video_helpers import synthetic_frames, write_video
+from video_helpers import PulledCable, synthetic_frames, write_video
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
@@ -29,23 +28,6 @@ def browse(url, profile, *mode, budget_ms=6000):
                "--window-size=1280,900", f"--virtual-time-budget={budget_ms}", *mode, url]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
-
-class PulledCable(Source):
-    """A real video file that fails after ``good`` frames, as a USB camera does when unplugged."""
-
-    def __init__(self, path, good):
-        self._inner = open_source(str(path))
-        self.description, self.size, self.fps = "camera on a pulled cable", self._inner.size, self._inner.fps
-        self._good = good
-
-    def read(self):
-        if self._good == 0:
-            raise SourceError("camera on a pulled cable: read failed (device disconnected)")
-        self._good -= 1
-        return self._inner.read()
-
-    def close(self):
-        self._inner.close()
 
 
 def test_the_page_shows_every_stream_the_legend_the_charts_and_a_failed_stream(tmp_path, tiny_onnx):

@@ -33,7 +33,8 @@ from fcn_deploy.runtime.sinks import LabelSink, Sink, VideoFileSink
 from fcn_deploy.runtime.sources import Frame, Source, SourceError, open_source
 from fcn_deploy.runtime.streams import expand_output, open_streams, parse_source_arg, stream_specs
 from fcn_deploy.runtime.visualize import VisualOptions, Visualizer, mosaic
-from video_helpers import count_frames, decoded_frames, read_mjpeg_parts, synthetic_frames, write_video
+from video_helpers import (PulledCable, count_frames, decoded_frames, read_mjpeg_parts, synthetic_frames,
+                           write_video)
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"a": ((72, 96), 9), "b": ((48, 64), 14), "c": ((90, 120), 5)}  # (H, W), frames
@@ -168,25 +169,6 @@ def test_a_fast_live_camera_beside_a_file_drops_only_its_own_frames(tmp_path, ba
     assert camera.indices == sorted(camera.indices) and camera.indices[-1] == 299  # the newest is shown
     assert 2 in report.batch_sizes
 
-
-class PulledCable(Source):
-    """A real video file that fails after ``good`` frames, as a USB camera does when unplugged."""
-
-    live = False
-
-    def __init__(self, path, good):
-        self._inner = open_source(str(path))
-        self.description, self.size, self.fps = "camera on a pulled cable", self._inner.size, self._inner.fps
-        self._good = good
-
-    def read(self):
-        if self._good == 0:
-            raise SourceError("camera on a pulled cable: read failed (device disconnected)")
-        self._good -= 1
-        return self._inner.read()
-
-    def close(self):
-        self._inner.close()
 
 
 def test_a_stream_failing_mid_run_is_reported_and_the_others_finish(tmp_path, backend, clips):

@@ -6,6 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fcn_deploy.runtime.sources import Source, SourceError, open_source
+
 
 def export_tiny_model(path: Path) -> Path:
     """A real exported FCN-8s (ResNet-18 / 16, 3 classes) with non-trivial outputs."""
@@ -94,3 +96,23 @@ def read_mjpeg_parts(url, count, timeout=10.0):
             assert headers["content-type"] == "image/jpeg"
             parts.append(response.read(int(headers["content-length"])))
         return parts
+
+
+class PulledCable(Source):
+    """A real video file that fails after ``good`` frames, as a USB camera does when unplugged."""
+
+    live = False
+
+    def __init__(self, path, good):
+        self._inner = open_source(str(path))
+        self.description, self.size, self.fps = "camera on a pulled cable", self._inner.size, self._inner.fps
+        self._good = good
+
+    def read(self):
+        if self._good == 0:
+            raise SourceError("camera on a pulled cable: read failed (device disconnected)")
+        self._good -= 1
+        return self._inner.read()
+
+    def close(self):
+        self._inner.close()
