@@ -229,15 +229,17 @@ class Segmenter:
             if source.decode_note:
                 log.info("%s", source.decode_note)
             for frame in source:
-                labels = self._segment([frame.image])[0]
-                if labels.shape != frame.shape:
-                    labels = cv2.resize(labels, frame.shape[::-1], interpolation=cv2.INTER_NEAREST)
-                yield frame, labels
+                yield frame, self._segment([frame.image], [frame.shape])[0]
 
-    def _segment(self, frames: Sequence[np.ndarray]) -> List[np.ndarray]:
-        """Labels for checked frames: grouped by network input size, batched, mapped back."""
+    def _segment(self, frames: Sequence[np.ndarray], shapes: Optional[Sequence[Size]] = None) -> List[np.ndarray]:
+        """Labels for checked frames: grouped by network input size, batched, mapped back.
+
+        ``shapes``: each frame's own (height, width) where a decoder already scaled it (a
+        :class:`Frame`'s ``shape``); the input size follows from it, as for an unscaled frame,
+        and the labels come back at it. Default: the frames' own sizes."""
         backend = self.backend
-        sizes = [self._sizer.size_for(f.shape[:2]) for f in frames]
+        shapes = [f.shape[:2] for f in frames] if shapes is None else shapes
+        sizes = [self._sizer.size_for(shape) for shape in shapes]
         results: List[Optional[np.ndarray]] = [None] * len(frames)
         by_size: Dict[Size, List[int]] = {}
         for index, size in enumerate(sizes):
@@ -249,7 +251,7 @@ class Segmenter:
                 batch = pad_batch(batch, self._min_batch)  # a fixed-batch graph: padded, extra rows dropped
                 labels = backend.infer_labels(batch)
                 for row, i in enumerate(chunk):
-                    height, width = frames[i].shape[:2]
+                    height, width = shapes[i]
                     out = labels[row]
                     if out.shape != (height, width):
                         out = cv2.resize(out, (width, height), interpolation=cv2.INTER_NEAREST)

@@ -212,6 +212,28 @@ def test_the_decoder_scales_and_the_labels_come_back_at_the_source_size(tmp_path
 
 @pytest.mark.gstreamer
 @needs_gstreamer
+def test_segmenter_video_decodes_at_the_input_size_and_labels_at_the_source_size():
+    """Segmenter.video with --decode gstreamer: the frame reaches Python at the input size, and
+    its labels are the network's labels of that frame, mapped once to the source's own size."""
+    from fcn_deploy import Segmenter
+    from fcn_deploy.runtime.backends import open_backend
+
+    with Segmenter(str(BUNDLED), "ort-cpu", input_size="180x240", threads=1) as seg, \
+            open_backend(str(BUNDLED), "ort-cpu", threads=1) as backend:
+        pairs = []
+        for frame, labels in seg.video(str(CLIP), decode="gstreamer"):
+            pairs.append((frame, labels))
+            if len(pairs) == 3:
+                break
+        for frame, labels in pairs:
+            assert frame.image.shape == (180, 240, 3) and frame.shape == labels.shape == (360, 480)
+            expected = cv2.resize(backend.infer_labels(frame.image[None])[0], (480, 360),
+                                  interpolation=cv2.INTER_NEAREST)
+            assert np.array_equal(labels, expected)
+
+
+@pytest.mark.gstreamer
+@needs_gstreamer
 def test_the_cli_says_what_auto_took_and_refuses_nvidia_naming_the_elements(tmp_path):
     result = run_cli(["run", "--max-frames", "2", "--output", "none", "--labels-dir", str(tmp_path / "l")])
     assert result.returncode == 0, result.stderr

@@ -389,3 +389,16 @@ def test_segmenter_on_the_cpu_takes_the_chosen_engine_as_run_does(monkeypatch):
         assert seg.device == "ort-cpu" and "FCN_DEPLOY_CPU_ENGINE" in seg.engine_choice
     with Segmenter("camvid", device="ort-cpu") as seg:  # named: no choice made
         assert seg.engine_choice is None
+
+
+def test_video_gives_each_frame_with_the_labels_of_that_frame(seg):
+    """Segmenter.video reads a source as `run --source` does; without a decoder that scales,
+    each frame's labels are what segmenting its image gives."""
+    seen = 0
+    for frame, labels in seg.video(str(demo_clip()), decode="ffmpeg"):
+        assert frame.index == seen and labels.shape == frame.shape == frame.image.shape[:2]
+        assert np.array_equal(labels, seg(frame.image))
+        seen += 1
+        if seen == 3:
+            break
+    assert seen == 3
