@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # `python3 benchmarks/NAME.py` from a checkout: b
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.options import parse_size
 from fcn_deploy.runtime.assets import ASSETS, DEMO_CLIP
-from fcn_deploy.runtime.gstreamer import DECODE_MODES, resolve_decode
+from fcn_deploy.runtime.gstreamer import DECODE_MODES, choose_decode
 from fcn_deploy.runtime.input_size import InputSizer, parse_input_size, resize_frame, size_text, training_scale
 from fcn_deploy.runtime.model_files import read_metadata, resolve_model_file
 from fcn_deploy.runtime.sources import open_source
@@ -63,7 +63,7 @@ def decode_once(clip: Path, mode: str, sizer: InputSizer) -> Dict[str, float]:
 
 def run(modes: List[str], size, frames: int, rounds: int, model: str, input_spec) -> Dict[str, dict]:
     for mode in modes:
-        resolve_decode(mode)  # a mode this machine cannot run is refused before any work
+        choose_decode(mode)  # a mode this machine cannot run is refused before any work
     sizer = InputSizer(input_spec, training_scale(read_metadata(str(resolve_model_file(model)))), announce=False)
     results: Dict[str, List[Dict[str, float]]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -97,7 +96,7 @@ def test_videoflip_numbers_the_same_flips():
 
 @pytest.mark.skipif(gst.opencv_has_gstreamer(), reason="this OpenCV has GStreamer: the refusal is for pip's OpenCV")
 def test_without_gstreamer_auto_takes_ffmpeg_and_named_modes_are_refused():
-    assert gst.resolve_decode("auto") == "ffmpeg"
+    assert gst.choose_decode("auto")[0] == "ffmpeg"
     for mode in ("nvidia", "gstreamer"):
         with pytest.raises(SourceError, match=f"--decode {mode} needs an OpenCV built with GStreamer"):
             open_source(str(CLIP), decode=mode)

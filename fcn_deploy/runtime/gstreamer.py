@@ -25,7 +25,7 @@ import logging
 import re
 import shutil
 import subprocess
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 
@@ -42,10 +42,10 @@ SWAPPING_FLIP_METHODS = (1, 3, 5, 7)
 # 7 upper-right diagonal).
 VIDEOFLIP_OF_FLIP_METHOD = {0: 0, 1: 3, 2: 2, 3: 1, 4: 4, 5: 7, 6: 5, 7: 6}
 
-# (mode, role) -> pipeline fragment. Roles: a decoder per codec (parser included; ``{...}``
-# are filled in by the builders), ``convert`` (scale and convert to system-memory BGRx/BGR),
-# ``flip``, and an encoder per codec for the H.264/H.265 outputs. ``depay`` rows turn RTP
-# into the codec's elementary stream.
+# (mode, role) -> pipeline fragment. Roles: a decoder per codec (parser included), ``convert``
+# (scale and convert into system memory), ``flip`` (``{method}`` filled in by
+# :func:`flip_fragment`), and an encoder per codec for the H.264/H.265 outputs.
+# :data:`DEPAYLOADERS` turns RTP into each codec's elementary stream.
 ELEMENTS: Dict[Tuple[str, str], str] = {
     ("nvidia", "h264"): "h264parse ! nvv4l2decoder",
     ("nvidia", "h265"): "h265parse ! nvv4l2decoder",
@@ -64,9 +64,10 @@ ELEMENTS: Dict[Tuple[str, str], str] = {
     ("gstreamer", "h264enc"): "x264enc",
     ("gstreamer", "h265enc"): "x265enc",
 }
-# Raw caps after ``convert``: nvvidconv writes BGRx to system memory (it cannot write BGR), and
-# videoconvert then drops the x; the software twin goes the same way.
-CONVERT_CAPS = {"nvidia": "video/x-raw, format=(string)BGRx", "gstreamer": "video/x-raw, format=(string)BGRx"}
+# Raw caps after ``convert`` where the frame leaves as BGR: nvvidconv writes BGRx to system
+# memory (it cannot write BGR), and videoconvert then drops the x; the software twin goes the
+# same way.
+BGRX_CAPS = "video/x-raw, format=(string)BGRx"
 DEPAYLOADERS = {"h264": "rtph264depay", "h265": "rtph265depay", "mpeg4": "rtpmp4vdepay", "mjpeg": "rtpjpegdepay"}
 DEMUXERS = {".mp4": "qtdemux", ".mov": "qtdemux", ".m4v": "qtdemux", ".3gp": "qtdemux",
             ".mkv": "matroskademux", ".webm": "matroskademux", ".avi": "avidemux"}
@@ -156,23 +157,6 @@ def choose_decode(mode: str) -> Tuple[str, str]:
     return "ffmpeg", f"--decode auto: took ffmpeg (this OpenCV {cv2.__version__} has no GStreamer)"
 
 
-def resolve_decode(mode: str) -> str:
-    """:func:`choose_decode`'s mode, saying once per process what ``auto`` took and why."""
-    chosen, why = choose_decode(mode)
-    say_once(why)
-    return chosen
-
-
-_SAID: Set[str] = set()
-
-
-def say_once(message: str) -> None:
-    """Log ``message`` (if any) the first time only: every stream of a run resolves ``auto`` alike."""
-    if message and message not in _SAID:
-        _SAID.add(message)
-        log.info("%s", message)
-
-
 def flipped_size(width: int, height: int, flip_method: int) -> Tuple[int, int]:
     """The (width, height) after an nvvidconv flip: quarter turns and diagonal flips swap them."""
     return (height, width) if flip_method in SWAPPING_FLIP_METHODS else (width, height)
@@ -216,7 +200,7 @@ def to_appsink(mode: str, size: Optional[Tuple[int, int]], live: bool, i420: boo
     sink = f"appsink drop=true max-buffers={LIVE_BUFFERS} sync=false" if live else "appsink sync=false"
     if i420:
         return f"{ELEMENTS[(mode, 'convert')]} ! video/x-raw, format=(string)I420{scale} ! {sink}"
-    return (f"{ELEMENTS[(mode, 'convert')]} ! {CONVERT_CAPS[mode]}{scale} ! "
+    return (f"{ELEMENTS[(mode, 'convert')]} ! {BGRX_CAPS}{scale} ! "
             f"videoconvert ! video/x-raw, format=(string)BGR ! {sink}")
 
 
@@ -231,7 +215,7 @@ def decoder(mode: str, codec: str) -> str:
 
 def file_pipeline(path: str, codec: str, mode: str, size: Optional[Tuple[int, int]] = None,
                   i420: bool = False) -> str:
-    """Decode a video file: demuxer by suffix, the codec's parser and decoder, scale, BGR."""
+    """Decode a video file: demuxer by suffix, the codec's parser and decoder, then :func:`to_appsink`."""
     suffix = ("." + path.rsplit(".", 1)[-1].lower()) if "." in path else ""
     demux = DEMUXERS.get(suffix)
     if demux is None:
@@ -244,7 +228,7 @@ def file_pipeline(path: str, codec: str, mode: str, size: Optional[Tuple[int, in
 
 def rtsp_pipeline(uri: str, codec: str, mode: str, size: Optional[Tuple[int, int]] = None,
                   latency_ms: int = 200, i420: bool = False) -> str:
-    """Decode an RTSP stream: rtspsrc, the codec's RTP depayloader, parser and decoder, scale, BGR."""
+    """Decode an RTSP stream: rtspsrc, the codec's RTP depayloader, parser and decoder, then :func:`to_appsink`."""
     if codec not in DEPAYLOADERS:
         raise DecodeError(f"--decode {mode} cannot depayload {codec or 'this codec'} from RTSP; use --decode ffmpeg")
     return (f'rtspsrc location="{uri}" latency={int(latency_ms)} ! {DEPAYLOADERS[codec]} ! '
@@ -271,7 +255,7 @@ def flip_pipeline(source: str, mode: str, flip_method: int, width: int, height: 
     out_w, out_h = flipped_size(width, height, flip_method)
     flip = flip_fragment(mode, flip_method)
     flip = f"{flip} ! " if flip else ""
-    return (f"{source} ! videoconvert ! {flip}{CONVERT_CAPS[mode]}, width=(int){out_w}, height=(int){out_h} ! "
+    return (f"{source} ! videoconvert ! {flip}{BGRX_CAPS}, width=(int){out_w}, height=(int){out_h} ! "
             "videoconvert ! video/x-raw, format=(string)BGR ! appsink sync=false")
 
 
