@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.runtime.gstreamer import opencv_has_gstreamer
 from fcn_deploy.runtime.sources import (
     CameraOptions,
     SourceError,
     camera_uri,
     csi_pipeline,
-    gstreamer_available,
     open_source,
 )
 from video_helpers import write_video
@@ -141,10 +141,10 @@ def test_unreachable_stream():
 def test_gstreamer_detection_matches_the_build_information():
     info = cv2.getBuildInformation()
     line = re.search(r"GStreamer:\s*(\S+)", info).group(1)
-    assert gstreamer_available() == (line.upper() != "NO")
+    assert opencv_has_gstreamer() == (line.upper() != "NO")
 
 
-@pytest.mark.skipif(gstreamer_available(), reason="this OpenCV has GStreamer")
+@pytest.mark.skipif(opencv_has_gstreamer(), reason="this OpenCV has GStreamer")
 def test_gstreamer_sources_say_the_build_lacks_it():
     for uri in ("csi://0", "videotestsrc ! videoconvert ! appsink"):
         with pytest.raises(SourceError) as e:

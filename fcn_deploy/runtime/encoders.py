@@ -23,14 +23,12 @@ JetPack's OpenCV, which is built with GStreamer. That layer is a pipeline string
 other       that FFmpeg encoder by name    --                      e.g. ``h264_nvenc``
 ==========  =============================  ======================  ===========================
 
-This module keeps its own small table of the Jetson encoder elements (``JETSON_ENCODERS``).
+The Jetson encoder elements are the ``h264enc``/``h265enc`` rows of :mod:`.gstreamer`'s element
+table, which names every NVIDIA element once.
 """
 from __future__ import annotations
 
-import functools
 import logging
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Dict, Optional, Tuple
@@ -39,6 +37,7 @@ import cv2
 import numpy as np
 
 from ..errors import FcnDeployError
+from . import gstreamer as gst
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +68,10 @@ DEFAULT_PRESET = "ultrafast"
 # A compact, fast clock for files whose frames carry their own times (live sources).
 LIVE_TIME_BASE = Fraction(1, 90000)
 
-# --codec -> (Jetson hardware encoder element, its stream parser); see NVIDIA's "Accelerated
-# GStreamer" guide for JetPack 5/6. bitrate is in bits per second.
+# --codec -> (Jetson hardware encoder element, its stream parser), from the element table; see
+# NVIDIA's "Accelerated GStreamer" guide for JetPack 5/6. bitrate is in bits per second.
 JETSON_ENCODERS: Dict[str, Tuple[str, str]] = {
-    "h264": ("nvv4l2h264enc", "h264parse"),
-    "h265": ("nvv4l2h265enc", "h265parse"),
+    codec: (gst.ELEMENTS[("nvidia", f"{codec}enc")], f"{codec}parse") for codec in ("h264", "h265")
 }
 GST_MUXERS = {"mp4": "qtmux", "mov": "qtmux", "matroska": "matroskamux", "avi": "avimux"}
 ENCODER_CHOICES = ("auto", "cpu", "jetson")
@@ -229,29 +227,14 @@ def check_video_file(path: str, frames: int) -> None:
 
 
 # -- Jetson hardware encoder (GStreamer, through OpenCV) -----------------------------------------
-@functools.lru_cache(maxsize=None)
-def gst_element_exists(element: str) -> bool:
-    """True when GStreamer here has ``element`` (``gst-inspect-1.0 ELEMENT`` succeeds)."""
-    tool = shutil.which("gst-inspect-1.0")
-    if tool is None:
-        return False
-    try:
-        return subprocess.run([tool, element], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 def jetson_encoder_problem(codec: str) -> Optional[str]:
     """Why the Jetson hardware encoder cannot write ``codec`` here, or ``None`` when it can."""
-    from .sources import gstreamer_available
-
     if codec not in JETSON_ENCODERS:
         return f"the Jetson encoder writes {' and '.join(JETSON_ENCODERS)}, not {codec}"
-    if not gstreamer_available():
+    if not gst.opencv_has_gstreamer():
         return f"this OpenCV {cv2.__version__} is built without GStreamer (JetPack's python3-opencv has it)"
     element = JETSON_ENCODERS[codec][0]
-    if not gst_element_exists(element):
+    if not gst.element_exists(element):
         return f"GStreamer has no {element} here (not a Jetson, or JetPack's multimedia packages are missing)"
     return None
 

@@ -125,13 +125,8 @@ class Source:
 
 
 # -- GStreamer ---------------------------------------------------------------------------------
-def gstreamer_available() -> bool:
-    """True when this OpenCV was built with GStreamer (pip wheels are not)."""
-    return gst.opencv_has_gstreamer()
-
-
 def require_gstreamer(what: str) -> None:
-    if not gstreamer_available():
+    if not gst.opencv_has_gstreamer():
         raise SourceError(
             f"{what} needs GStreamer, but this OpenCV {cv2.__version__} is built without it "
             "(pip's opencv-python wheels are): use the system OpenCV (JetPack's python3-opencv) "
