@@ -198,6 +198,22 @@ def test_gstreamer_frames_are_bt601_of_the_decoded_planes(h264_file, tmp_path):
 
 @pytest.mark.gstreamer
 @needs_gstreamer
+def test_an_mjpeg_file_keeps_jpegs_full_range_colours(tmp_path):
+    """JPEG's YUV is full range: an MJPEG AVI through --decode gstreamer gives FFmpeg's colours
+    (cvtColor's limited-range reading of its I420 was 7.8 levels off)."""
+    from video_helpers import write_video
+
+    theirs_frames, _ = frames_of(CLIP, decode="ffmpeg")
+    path = write_video(tmp_path / "clip.avi", [f.image for f in theirs_frames[:10]], "MJPG", fps=10.0)
+    ours, source = frames_of(path, decode="gstreamer")
+    theirs, _ = frames_of(path, decode="ffmpeg")
+    assert "gstreamer decode" in source.description and len(ours) == len(theirs) == 10
+    differences = [np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in zip(ours, theirs)]
+    assert max(differences) < 1.5, differences
+
+
+@pytest.mark.gstreamer
+@needs_gstreamer
 def test_the_decoder_scales_and_the_labels_come_back_at_the_source_size(tmp_path):
     frames, source = frames_of(CLIP, decode="gstreamer", scale=lambda size: (240, 180))
     assert source.size == (480, 360) and frames[0].image.shape == (180, 240, 3) and frames[0].shape == (360, 480)

@@ -180,15 +180,18 @@ def flip_fragment(mode: str, flip_method: int) -> str:
 LIVE_BUFFERS = 10
 
 
-def i420_out(size: Optional[Tuple[int, int]]) -> bool:
-    """Whether frames of (width, height) ``size`` leave the pipeline as I420, for OpenCV to turn
-    into BGR (:class:`~fcn_deploy.runtime.sources.CaptureSource` with ``i420=True``).
+def i420_out(codec: str, size: Optional[Tuple[int, int]]) -> bool:
+    """Whether frames of ``codec`` at (width, height) ``size`` leave the pipeline as I420, for
+    OpenCV to turn into BGR (:class:`~fcn_deploy.runtime.sources.CaptureSource` with
+    ``i420=True``).
 
     Why: videoconvert's 8-bit I420 -> BGR fast path is 1.5 to 3.3 levels darker than BT.601
     (its dither and chroma options do not reach it), and the bundled model moves 2.5% of its
-    labels for that; OpenCV's ``cvtColor`` is within 0.03 of BT.601. I420 needs even sides:
-    an odd size keeps videoconvert's BGR."""
-    return size is not None and size[0] % 2 == 0 and size[1] % 2 == 0
+    labels for that; OpenCV's ``cvtColor`` is within 0.03 of BT.601 in limited range, the range
+    of H.264, H.265 and MPEG-4 video. JPEG's YUV is full range, which ``cvtColor`` would read as
+    limited (7.8 levels off on an MJPEG AVI), so MJPEG keeps videoconvert's BGR, which reads the
+    range from the decoder's caps; so does an odd size, since I420 needs even sides."""
+    return codec != "mjpeg" and size is not None and size[0] % 2 == 0 and size[1] % 2 == 0
 
 
 def to_appsink(mode: str, size: Optional[Tuple[int, int]], live: bool, i420: bool = False) -> str:

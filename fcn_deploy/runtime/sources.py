@@ -416,7 +416,7 @@ def _gstreamer_source(kind: str, target: str, uri: str, description: str, mode: 
         else:
             info = gst.probe(target)
             size = scale(info.size) if scale and info.size else None
-            i420 = gst.i420_out(size or info.size)
+            i420 = gst.i420_out(info.codec, size or info.size)
             if kind == "file":
                 pipeline = gst.file_pipeline(target, info.codec, mode, size, i420=i420)
             else:
