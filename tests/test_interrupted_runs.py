@@ -88,7 +88,9 @@ def run_until_labels_then_signal(tmp_path: Path, source: str, signum: int, *extr
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_file_cut_short_by_a_signal_exits_non_zero_and_says_how_far_it_got(tmp_path, long_video, signum):
-    status, out, err = run_until_labels_then_signal(tmp_path, str(long_video), signum)
+    # FFmpeg named: the line quotes the source's description, which names a GStreamer decoder
+    # where --decode auto takes one (the GStreamer job).
+    status, out, err = run_until_labels_then_signal(tmp_path, str(long_video), signum, "--decode", "ffmpeg")
     name = signal.Signals(signum).name
     assert status == 128 + signum, (out, err)
     assert "Traceback" not in err
