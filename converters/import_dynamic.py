@@ -53,16 +53,6 @@ class ProbeResult:
         return f"{h}x{w} scores for a {h_in}x{w_in} input"
 
 
-def _constant_array(graph: onnx.GraphProto, tensor: str) -> Optional[np.ndarray]:
-    for init in graph.initializer:
-        if init.name == tensor:
-            return numpy_helper.to_array(init)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output[0] == tensor:
-            value = onnx_passes.attribute(node, "value")
-            return numpy_helper.to_array(value) if value is not None else None
-    return None
-
 
 def keep_only(graph: onnx.GraphProto, outputs: Sequence[str]) -> int:
     """Drop, in place, the graph outputs not in ``outputs`` and every node none of those needs
@@ -117,7 +107,7 @@ def _constant_spatial_size(graph: onnx.GraphProto, tensor: str, producer: Dict[s
     """The height and width a Resize's ``sizes`` input fixes, when they are constants: the
     whole ``sizes`` constant (the dynamo exporter), or its last two values a constant that a
     Concat appends to a batch and channels read at run time (the TorchScript exporter)."""
-    whole = _constant_array(graph, tensor)
+    whole = onnx_passes.constant_value(graph, tensor)
     if whole is not None:
         return [int(v) for v in whole.ravel()[2:]] if whole.size == 4 else None
     concat = producer.get(tensor)
@@ -125,7 +115,7 @@ def _constant_spatial_size(graph: onnx.GraphProto, tensor: str, producer: Dict[s
         return None
     tail: List[int] = []
     for part in reversed(list(concat.input)):
-        value = _constant_array(graph, part)
+        value = onnx_passes.constant_value(graph, part)
         if value is None:
             break
         tail = [int(v) for v in value.ravel()] + tail

@@ -20,8 +20,9 @@ import os
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from fcn_deploy.errors import FcnDeployError, first_line
 from fcn_deploy.fileio import atomic_write
@@ -193,6 +194,19 @@ def forget_shapes(graph: onnx.GraphProto, changed: Sequence[str] = ()) -> None:
     kept = [v for v in graph.value_info if v.name in produced]
     del graph.value_info[:]
     graph.value_info.extend(kept)
+
+
+def constant_value(graph: onnx.GraphProto, name: str) -> Optional[np.ndarray]:
+    """The value of tensor ``name`` where the graph fixes it (an initializer, or a ``Constant``
+    node's ``value``), else ``None`` (computed, a graph input, or a Constant of another form)."""
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            value = attribute(node, "value")
+            return numpy_helper.to_array(value) if value is not None else None
+    return None
 
 
 def attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:

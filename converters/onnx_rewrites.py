@@ -42,29 +42,20 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .onnx_passes import attribute, consumers, drop_unused_initializers, forget_shapes, producers
+from .onnx_passes import attribute, constant_value, consumers, drop_unused_initializers, forget_shapes, producers
 
 log = logging.getLogger(__name__)
 
-
-def _constant(graph: onnx.GraphProto, name: str) -> Optional[np.ndarray]:
-    for init in graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
-            return numpy_helper.to_array(attribute(node, "value"))
-    return None
 
 
 def _spatial_slice(graph: onnx.GraphProto, node: onnx.NodeProto) -> bool:
     """A Slice whose constant ``axes`` are the spatial ones (2, 3, -2 or -1) only."""
     if node.op_type != "Slice" or len(node.input) < 4:
         return False
-    axes = _constant(graph, node.input[3])
+    axes = constant_value(graph, node.input[3])
     if axes is None:
         return False
-    steps = _constant(graph, node.input[4]) if len(node.input) > 4 and node.input[4] else None
+    steps = constant_value(graph, node.input[4]) if len(node.input) > 4 and node.input[4] else None
     return all(int(a) in (2, 3, -1, -2) for a in axes.ravel()) and (steps is None or bool(np.all(steps == 1)))
 
 
@@ -217,10 +208,10 @@ def _match_subpixel_argmax(graph: onnx.GraphProto, argmax: onnx.NodeProto, produ
     chain = (conv.output[0], by_class_node.output[0], argmax.output[0])
     if any(len(uses.get(t, [])) != 1 or t in outputs for t in chain):
         return None
-    by_class, by_phase = _constant(graph, by_class_node.input[1]), _constant(graph, after[0].input[1])
-    weight = _constant(graph, conv.input[1])
+    by_class, by_phase = constant_value(graph, by_class_node.input[1]), constant_value(graph, after[0].input[1])
+    weight = constant_value(graph, conv.input[1])
     has_bias = len(conv.input) > 2 and bool(conv.input[2])
-    bias = _constant(graph, conv.input[2]) if has_bias else None
+    bias = constant_value(graph, conv.input[2]) if has_bias else None
     if by_class is None or by_phase is None or weight is None or weight.ndim != 4 or (has_bias and bias is None):
         return None
     if by_class.size != 4 or by_phase.size != 4 or list(by_class.ravel()[[0, 2, 3]]) != [0, -1, 0] \
