@@ -14,6 +14,7 @@ torch 2.14.1 and torchvision 0.29.1 and they skip with that reason here.
 from __future__ import annotations
 
 import os
+import sys
 import subprocess
 from pathlib import Path
 
@@ -363,26 +364,16 @@ needs_torchvision = pytest.mark.skipif(_REASON is not None, reason=_REASON or ""
 
 
 def _torchvision_model(name: str):
-    """torchvision's ``name`` with seeded random weights. Batch-norm statistics are drawn too and
-    the classifiers' biases zeroed: at its initial statistics LR-ASPP labels every pixel of a
-    frame with one class, and a parity check between two constant maps proves nothing."""
-    from torchvision.models import segmentation
-
-    torch.manual_seed(0)
-    net = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=21,
-                                      aux_loss=name != "lraspp_mobilenet_v3_large").eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-        for key, p in net.named_parameters():
-            if key.startswith("classifier.") and key.endswith("bias"):
-                p.zero_()
-    return net
+    """torchvision's ``name`` with seeded random weights, by the recipe of
+    tools/torchvision_parity.py (whose rows docs/import.md quotes): batch-norm statistics are drawn
+    too and the classifiers' biases zeroed, since at its initial statistics LR-ASPP labels every
+    pixel of a frame with one class, and a parity check between two constant maps proves nothing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    try:
+        from torchvision_parity import seeded_model
+    finally:
+        sys.path.pop(0)
+    return seeded_model(name)
 
 
 def _parity(net, path: Path, size) -> float:
